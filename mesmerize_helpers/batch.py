@@ -1,0 +1,404 @@
+"""The batch: a TSV file with one row per item, read into mesmerize-core's DataFrame.
+
+The TSV holds only what a person decides (``uuid, item_name, algo, input_movie_path, params,
+comments, added_time, parent``). What a run produced (``outputs``, ``ran_time``,
+``algo_duration``) is read from each item's manifest when the batch is loaded, so workers
+never write to the TSV.
+
+Cells are tab-separated with a header line. ``params`` is one JSON object per cell; text cells
+escape backslash, tab and newline as ``\\\\``, ``\\t`` and ``\\n`` so every item stays on one
+line and diffs stay readable. Every write takes a file lock and atomically replaces the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid as uuid_lib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock
+
+from .errors import BatchFormatError
+from .manifest import read_manifest
+
+ALGOS = ("mcorr", "cnmf", "cnmfe")
+#: Columns stored in the TSV, in file order.
+TSV_COLUMNS = (
+    "uuid", "item_name", "algo", "input_movie_path", "params", "comments", "added_time", "parent",
+)
+#: Columns of the loaded DataFrame: mesmerize-core's, in its order, plus ``parent``.
+DATAFRAME_COLUMNS = (
+    "algo", "item_name", "input_movie_path", "params", "outputs", "added_time", "ran_time",
+    "algo_duration", "comments", "uuid", "parent",
+)
+#: Column names a user may change with ``update_item``; the rest define what runs.
+USER_COLUMNS = ("item_name", "comments")
+
+_PARENT_RAW_DATA_PATH: Path | None = None
+
+
+# --- raw data dir and path storage ------------------------------------------------------
+
+def set_parent_raw_data_path(path: str | os.PathLike) -> Path:
+    """Set the top directory of the raw movies, so batches can store paths relative to it.
+
+    Parameters
+    ----------
+    path
+        An existing directory.
+
+    Returns
+    -------
+    Path
+        The directory, resolved.
+    """
+    global _PARENT_RAW_DATA_PATH
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise NotADirectoryError(f"Raw data path {path} is not a directory.")
+    _PARENT_RAW_DATA_PATH = path
+    return path
+
+
+def get_parent_raw_data_path() -> Path | None:
+    """Return the directory set with :func:`set_parent_raw_data_path`, or None."""
+    return _PARENT_RAW_DATA_PATH
+
+
+def store_path(path: str | os.PathLike, batch_dir: Path) -> str:
+    """Return ``path`` as it is written in the TSV.
+
+    Relative (POSIX) to the batch directory when it lies under it, else relative to the raw
+    data directory when it lies under that, else absolute; so a batch moves with its data.
+    """
+    path = Path(path).expanduser().resolve()
+    for root in (batch_dir, get_parent_raw_data_path()):
+        if root is None:
+            continue
+        try:
+            return PurePosixPath(path.relative_to(Path(root).resolve())).as_posix()
+        except ValueError:
+            continue
+    return path.as_posix()
+
+
+def resolve_path(path: str | os.PathLike, batch_dir: Path, raw_data_dir: Path | None = None) -> Path:
+    """Resolve a stored path: absolute as is, else under the batch dir, else the raw data dir.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a relative path exists under neither directory; the message names both.
+    """
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    raw_data_dir = raw_data_dir if raw_data_dir is not None else get_parent_raw_data_path()
+    candidates = [Path(batch_dir) / path]
+    if raw_data_dir is not None:
+        candidates.append(Path(raw_data_dir) / path)
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    hint = "" if raw_data_dir is not None else " (no raw data dir set: set_parent_raw_data_path)"
+    raise FileNotFoundError(f"Cannot find {path}: tried {tried}{hint}.")
+
+
+# --- the TSV ------------------------------------------------------------------------------
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _unescape(text: str) -> str:
+    out, i = [], 0
+    codes = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in codes:
+            out.append(codes[text[i + 1]])
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def params_to_json(params: Any) -> str:
+    """Serialise an item's params dict to one JSON line, checking its shape.
+
+    Raises
+    ------
+    TypeError
+        When params is not a dict with a ``"main"`` dict, or is not JSON-serialisable.
+    """
+    if not isinstance(params, dict):
+        raise TypeError(f"params must be a dict like {{'main': {{...}}}}, got {type(params).__name__}.")
+    if not isinstance(params.get("main"), dict):
+        raise TypeError(
+            "params must have a 'main' dict holding CaImAn's parameters, e.g. "
+            "{'main': {'max_shifts': [6, 6]}}; got keys " + repr(sorted(params))
+        )
+    try:
+        return json.dumps(params, sort_keys=True, allow_nan=False, default=_json_default)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"params must be JSON-serialisable: {err}") from None
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays are common in params built in notebooks
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _parse_row(fields: list[str], header: list[str], where: str) -> dict[str, Any]:
+    row = dict(zip(header, fields))
+    for name in ("item_name", "comments", "input_movie_path"):
+        row[name] = _unescape(row[name])
+    try:
+        uuid_lib.UUID(row["uuid"])
+    except ValueError:
+        raise BatchFormatError(f"{where}: invalid uuid {row['uuid']!r}.") from None
+    if row["algo"] not in ALGOS:
+        raise BatchFormatError(f"{where}: algo {row['algo']!r} is not one of {', '.join(ALGOS)}.")
+    try:
+        params = json.loads(row["params"])
+    except json.JSONDecodeError as err:
+        raise BatchFormatError(f"{where}: params is not valid JSON ({err}).") from None
+    if not isinstance(params, dict) or not isinstance(params.get("main"), dict):
+        raise BatchFormatError(f"{where}: params must be a JSON object with a 'main' object.")
+    row["params"] = params
+    row["parent"] = row["parent"] or None
+    return row
+
+
+def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read and validate the rows of a batch TSV.
+
+    Returns
+    -------
+    list of dict
+        One dict per item with the TSV columns; ``params`` parsed, ``parent`` None if empty.
+
+    Raises
+    ------
+    BatchFormatError
+        Naming the file and line of the first problem; nothing is half-loaded.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise BatchFormatError(f"{path}: empty file, expected a header line.")
+    header = lines[0].split("\t")
+    missing = [c for c in TSV_COLUMNS if c not in header]
+    if missing:
+        raise BatchFormatError(f"{path}, line 1: header lacks column(s) {', '.join(missing)}.")
+    rows, seen = [], set()
+    for number, line in enumerate(lines[1:], start=2):
+        where = f"{path}, line {number}"
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise BatchFormatError(
+                f"{where}: {len(fields)} tab-separated fields, expected {len(header)} "
+                f"({', '.join(header)})."
+            )
+        row = _parse_row(fields, header, where)
+        if row["uuid"] in seen:
+            raise BatchFormatError(f"{where}: duplicate uuid {row['uuid']}.")
+        seen.add(row["uuid"])
+        rows.append(row)
+    for number, row in enumerate(rows, start=2):
+        if row["parent"] is not None and row["parent"] not in seen:
+            raise BatchFormatError(
+                f"{path}: item {row['uuid']} has parent {row['parent']}, which is not in the batch."
+            )
+    return rows
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    cells = []
+    for name in TSV_COLUMNS:
+        value = row.get(name)
+        if name == "params":
+            cells.append(params_to_json(value))
+        elif value is None:
+            cells.append("")
+        else:
+            cells.append(_escape(str(value)))
+    return "\t".join(cells)
+
+
+def write_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Atomically replace the TSV at ``path`` with ``rows`` (temp file, fsync, rename).
+
+    The caller holds the batch lock (see :func:`locked_rows`).
+    """
+    path = Path(path)
+    text = "\t".join(TSV_COLUMNS) + "\n" + "".join(_format_row(r) + "\n" for r in rows)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def lock_for(path: str | os.PathLike) -> FileLock:
+    """The file lock guarding a batch TSV (a ``.lock`` file beside it)."""
+    path = Path(path)
+    return FileLock(str(path.with_name(path.name + ".lock")), timeout=120)
+
+
+@contextmanager
+def locked_rows(path: str | os.PathLike) -> Iterator[list[dict[str, Any]]]:
+    """Read the rows under the batch lock; the (mutated) list is written back on exit.
+
+    Nothing is written if the block raises, so a failed edit never leaves a half-written row.
+    """
+    with lock_for(path):
+        rows = read_table(path)
+        yield rows
+        write_table(path, rows)
+
+
+# --- lineage and results ------------------------------------------------------------------
+
+def lineage(uuid: str, parents: dict[str, str | None]) -> list[str]:
+    """Return the chain of uuids from the raw-movie ancestor down to ``uuid``.
+
+    Parameters
+    ----------
+    uuid
+        The item.
+    parents
+        Map from each item's uuid to its parent's uuid (None for an item on a raw movie).
+    """
+    chain = [uuid]
+    while parents.get(chain[-1]) is not None:
+        chain.append(parents[chain[-1]])
+        if len(chain) > len(parents) + 1:
+            raise BatchFormatError(f"Cycle in the parent column around item {uuid}.")
+    return chain[::-1]
+
+
+def item_dir(results_dir: str | os.PathLike, uuid: str, parents: dict[str, str | None]) -> Path:
+    """The output folder of an item: ``<results>/[<ancestor uuid>/...]<uuid>``."""
+    return Path(results_dir, *lineage(uuid, parents))
+
+
+def results_dir_of(batch_path: str | os.PathLike) -> Path:
+    """Where a batch's items write their folders: the batch file's directory."""
+    return Path(batch_path).resolve().parent
+
+
+# --- the DataFrame --------------------------------------------------------------------------
+
+def _run_columns(manifest: dict[str, Any] | None) -> dict[str, Any]:
+    if manifest is None:
+        return {"outputs": None, "ran_time": None, "algo_duration": None}
+    outputs = dict(manifest.get("outputs") or {})
+    outputs["success"] = bool(manifest.get("success"))
+    outputs["traceback"] = manifest.get("traceback")
+    return {
+        "outputs": outputs,
+        "ran_time": manifest.get("ran_time"),
+        "algo_duration": manifest.get("algo_duration"),
+    }
+
+
+def rows_to_dataframe(rows: list[dict[str, Any]], batch_path: Path) -> pd.DataFrame:
+    """Build the mesmerize-core style DataFrame, reading each item's manifest."""
+    parents = {r["uuid"]: r["parent"] for r in rows}
+    results = results_dir_of(batch_path)
+    records = []
+    for row in rows:
+        manifest = read_manifest(item_dir(results, row["uuid"], parents))
+        records.append({**row, **_run_columns(manifest)})
+    df = pd.DataFrame.from_records(records, columns=list(DATAFRAME_COLUMNS))
+    df = df.astype(object).where(df.notna(), None) if len(df) else df.astype(object)
+    df.attrs["batch_path"] = str(Path(batch_path).resolve())
+    return df
+
+
+def create_batch(path: str | os.PathLike, remove_existing: bool = False) -> pd.DataFrame:
+    """Create an empty batch TSV and return it as a DataFrame.
+
+    Parameters
+    ----------
+    path
+        Where to write the TSV (its directory is created; item folders go beside it).
+    remove_existing
+        Replace an existing batch instead of raising.
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``remove_existing`` is False.
+    """
+    path = Path(path).expanduser().resolve()
+    if path.exists() and not remove_existing:
+        raise FileExistsError(
+            f"Batch {path} already exists; load it with load_batch() or pass remove_existing=True."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_for(path):
+        write_table(path, [])
+    return rows_to_dataframe([], path)
+
+
+def load_batch(path: str | os.PathLike) -> pd.DataFrame:
+    """Load a batch TSV with every mesmerize-core column, run results read from manifests.
+
+    ``df.attrs["batch_path"]`` holds the absolute path; it survives row selection.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"No batch at {path}; create one with create_batch().")
+    return rows_to_dataframe(read_table(path), path)
+
+
+def new_row(
+    algo: str,
+    item_name: str,
+    input_movie_path: str,
+    params: dict,
+    parent: str | None,
+    comments: str | None = None,
+) -> dict[str, Any]:
+    """A new TSV row with a fresh uuid and the current time, params checked."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}.")
+    params = json.loads(params_to_json(params))  # a JSON round trip: what is stored is what runs
+    return {
+        "uuid": str(uuid_lib.uuid4()),
+        "item_name": str(item_name),
+        "algo": algo,
+        "input_movie_path": input_movie_path,
+        "params": params,
+        "comments": comments,
+        "added_time": datetime.now().isoformat(timespec="seconds"),
+        "parent": parent,
+    }
+
+
+def update_rows(path: str | os.PathLike, edit: Callable[[list[dict[str, Any]]], Any]) -> Any:
+    """Apply ``edit`` to the rows of the batch under its lock and write them back atomically."""
+    with locked_rows(path) as rows:
+        return edit(rows)

@@ -1,0 +1,1 @@
+"""The built-in algorithms: pure array code, no pandas, paths or globals."""

@@ -1,0 +1,23 @@
+"""Exceptions raised by the batch, the accessors and the runner (mesmerize-core's names)."""
+
+from __future__ import annotations
+
+
+class BatchFormatError(ValueError):
+    """The batch TSV is malformed; the message names the file and the line."""
+
+
+class DependencyError(Exception):
+    """An item cannot be removed because other items use its output."""
+
+
+class WrongAlgorithmExtensionError(Exception):
+    """An algorithm-specific accessor (``s.mcorr``, ``s.cnmf``) was used on another algo's row."""
+
+
+class BatchItemNotRunError(Exception):
+    """The item has no manifest yet: it has not been run, or its run was killed."""
+
+
+class BatchItemUnsuccessfulError(Exception):
+    """The item ran and failed; the message carries the job's traceback."""

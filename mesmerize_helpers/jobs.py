@@ -1,0 +1,167 @@
+"""Running one batch item into its own folder: the code behind every workflow rule.
+
+The common path (open the input, time the step, catch the traceback, write the manifest) is
+shared; each algorithm only supplies a step function ``step(movie, params, folder, ...)`` that
+writes its files into ``folder`` and returns mesmerize-core's ``outputs`` keys.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .io.movies import open_movie
+from .manifest import read_manifest, write_manifest
+from .outputs import describe, open_movie_output, save_array, write_summary_images
+
+Step = Callable[..., dict[str, str]]
+
+
+def n_processes() -> int:
+    """Cores for one job: ``MESMERIZE_N_PROCESSES``, else all cores but one (at least 1)."""
+    env = os.environ.get("MESMERIZE_N_PROCESSES")
+    if env:
+        return max(1, int(env))
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+# --- steps --------------------------------------------------------------------------------
+
+def mcorr_step(movie: Any, params: dict, folder: Path, progress: bool = True) -> dict[str, str]:
+    """Motion-correct ``movie`` into ``folder``: registered movie, shifts, summary images."""
+    from .engine.motion import motion_correct
+
+    out = open_movie_output(folder, "mcorr.npy", tuple(movie.shape))
+    result = motion_correct(movie, params["main"], out, progress=progress)
+    out.flush()
+    del out
+    outputs = {"mcorr-output-path": "mcorr.npy"}
+    outputs["shifts"] = save_array(folder, "shifts_rig.npy", result.shifts_rig)
+    if result.shifts_pw is not None:
+        outputs["shifts-pw"] = save_array(folder, "shifts_pw.npy", result.shifts_pw)
+        outputs["patch-centers"] = save_array(folder, "patch_centers.npy", result.patch_centers)
+    registered = np.load(folder / "mcorr.npy", mmap_mode="r")
+    outputs.update(write_summary_images(registered, folder, progress=progress))
+    return outputs
+
+
+def cnmf_step(movie: Any, params: dict, folder: Path, progress: bool = True) -> dict[str, str]:
+    """Fit CNMF on ``movie``, evaluate components, and save the estimates as HDF5."""
+    from .engine.cnmf import evaluate_components, fit_cnmf
+    from .io.estimates import save_estimates
+
+    outputs: dict[str, str] = {}
+    if not _is_c_order_npy(movie):
+        # CNMF reads pixels and frames many times: give it one C-order float32 copy on disk
+        out = open_movie_output(folder, "cnmf_memmap.npy", tuple(movie.shape))
+        for start in range(0, movie.shape[0], 200):
+            out[start:start + 200] = np.asarray(movie[start:start + 200], dtype=np.float32)
+        out.flush()
+        del out
+        movie = np.load(folder / "cnmf_memmap.npy", mmap_mode="r")
+        outputs["cnmf-memmap-path"] = "cnmf_memmap.npy"
+    else:
+        outputs["cnmf-memmap-path"] = os.path.relpath(movie.filename, folder)
+    estimates = fit_cnmf(
+        movie, params["main"], refit=bool(params.get("refit", True)),
+        n_processes=n_processes(), progress=progress,
+    )
+    estimates = evaluate_components(estimates, movie, {**params["main"], **params.get("eval", {})})
+    save_estimates(folder / "cnmf.hdf5", estimates, params)
+    outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
+    outputs.update(write_summary_images(movie, folder, progress=progress))
+    return outputs
+
+
+def _is_c_order_npy(movie: Any) -> bool:
+    return (
+        isinstance(movie, np.memmap)
+        and movie.dtype == np.float32
+        and movie.flags.c_contiguous
+        and str(getattr(movie, "filename", "")).endswith(".npy")
+    )
+
+
+STEPS: dict[str, Step] = {"mcorr": mcorr_step, "cnmf": cnmf_step, "cnmfe": cnmf_step}
+
+
+# --- the common path -------------------------------------------------------------------
+
+def input_movie_for(input_movie: str | os.PathLike, parent_dir: str | os.PathLike | None) -> Path:
+    """The file an item reads: its raw movie, or its parent's registered movie."""
+    if parent_dir is None:
+        return Path(input_movie)
+    manifest = read_manifest(parent_dir)
+    if manifest is None or not manifest.get("success"):
+        raise RuntimeError(f"Parent item in {parent_dir} has no successful manifest.")
+    return Path(parent_dir) / manifest["outputs"]["mcorr-output-path"]
+
+
+def run_item(
+    folder: str | os.PathLike,
+    *,
+    uuid: str,
+    algo: str,
+    params: dict,
+    input_movie: str | os.PathLike,
+    parent_dir: str | os.PathLike | None = None,
+    engine: str = "builtin",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run one item into ``folder`` and write its manifest; never raises for a failed step.
+
+    Parameters
+    ----------
+    folder
+        The item's output folder (created).
+    uuid, algo, params
+        The item's batch row.
+    input_movie
+        The resolved raw movie path (ignored when ``parent_dir`` is given).
+    parent_dir
+        The parent item's folder, whose registered movie is the input.
+    engine
+        ``"builtin"``; ``"caiman"`` is refused until the CaImAn adapter lands.
+
+    Returns
+    -------
+    dict
+        The manifest written (``success`` false and ``traceback`` set when the step raised).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, Any] = {
+        "uuid": uuid, "algo": algo, "params": params, "engine": engine,
+        "engine_version": f"mesmerize-helpers {__version__}",
+        "parent": None if parent_dir is None else Path(parent_dir).name,
+        "ran_time": datetime.now().isoformat(timespec="seconds"),
+    }
+    start = time.perf_counter()
+    try:
+        if engine != "builtin":
+            raise NotImplementedError(
+                f"engine {engine!r} is not available; this version runs engine: builtin only."
+            )
+        movie_path = input_movie_for(input_movie, parent_dir)
+        manifest["input_movie_path"] = str(movie_path)
+        var_name = params["main"].get("var_name_hdf5", "mov")
+        movie = open_movie(movie_path, var_name_hdf5=var_name)
+        outputs = STEPS[algo](movie, params, folder, progress=progress)
+        manifest.update(success=True, traceback=None, outputs=outputs)
+        manifest["files"] = {
+            key: {"path": name, **describe(folder / name)}
+            for key, name in outputs.items() if name.endswith(".npy")
+        }
+    except Exception:
+        manifest.update(success=False, traceback=traceback.format_exc(), outputs={})
+    manifest["algo_duration"] = round(time.perf_counter() - start, 3)
+    write_manifest(folder, manifest)
+    return manifest

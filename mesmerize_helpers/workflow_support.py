@@ -1,0 +1,151 @@
+"""What the Snakefile needs from a batch: item folders, inputs, wildcard patterns, resources.
+
+Kept here (not in the ``.smk`` files) so the rules stay thin and this logic is tested.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from .batch import TSV_COLUMNS, item_dir, read_table, resolve_path
+from .manifest import MANIFEST
+
+__all__ = [
+    "TSV_COLUMNS", "folder_pattern", "item_by_folder", "item_folders", "item_input",
+    "load_items", "manifest_path", "resources", "results_root", "run_from_snakemake",
+]
+
+#: Bytes per pixel-frame of a float32 movie, and how many movie copies a step holds at once.
+_MEMORY_FACTOR = {"mcorr": 0.0, "cnmf": 3.0, "cnmfe": 4.0}
+_MCORR_CHUNK_FRAMES = 200
+
+
+def results_root(batch: Path, results: str | None) -> Path:
+    """Item folders' root: ``results`` from the config, else the batch file's directory."""
+    return Path(results).resolve() if results else Path(batch).resolve().parent
+
+
+def load_items(batch: Path) -> list[dict[str, Any]]:
+    """The batch rows, parsed and checked (see :func:`mesmerize_helpers.batch.read_table`)."""
+    return read_table(batch)
+
+
+def item_folders(items: list[dict[str, Any]], results: Path) -> dict[str, Path]:
+    """Map each uuid to its output folder, ``<results>/[<ancestors>/]<uuid>``."""
+    parents = {item["uuid"]: item["parent"] for item in items}
+    return {uuid: item_dir(results, uuid, parents) for uuid in parents}
+
+
+def manifest_path(folder: Path) -> str:
+    """The manifest file that marks a finished item (the rule's output)."""
+    return str(folder / MANIFEST)
+
+
+def folder_pattern(items: list[dict[str, Any]], folders: dict[str, Path], results: Path, algo: str) -> str:
+    """Regex for the ``item`` wildcard matching exactly the folders of ``algo`` items."""
+    names = [
+        re.escape(folders[item["uuid"]].relative_to(results).as_posix())
+        for item in items if item["algo"] == algo
+    ]
+    # a pattern that matches nothing keeps a rule with no items from claiming any target
+    return "|".join(names) if names else "(?!x)x"
+
+
+def item_by_folder(
+    items: list[dict[str, Any]], folders: dict[str, Path], results: Path, folder: str
+) -> dict[str, Any]:
+    """The item whose folder (relative to ``results``) is ``folder``."""
+    uuid = Path(folder).name
+    for item in items:
+        if item["uuid"] == uuid:
+            return item
+    raise KeyError(f"No item with folder {folder} in the batch.")
+
+
+def item_input(
+    item: dict[str, Any], folders: dict[str, Path], batch: Path, raw_data: str | None
+) -> str:
+    """The job's input: the parent's manifest, or the raw movie resolved from the batch."""
+    if item["parent"] is not None:
+        return manifest_path(folders[item["parent"]])
+    raw = Path(raw_data) if raw_data else None
+    try:
+        return str(resolve_path(item["input_movie_path"], batch.parent, raw))
+    except FileNotFoundError:
+        # let Snakemake report the missing input by the path a user would expect
+        return str(Path(batch.parent, item["input_movie_path"]))
+
+
+def _movie_megabytes(path: str) -> float:
+    """Size of the job's input movie as float32, in MB (from a manifest: the parent's movie)."""
+    path = Path(path)
+    if path.name == MANIFEST:
+        registered = path.parent / "mcorr.npy"
+        return registered.stat().st_size / 1e6 if registered.exists() else 0.0
+    if not path.exists():
+        return 0.0
+    return path.stat().st_size / 1e6 * 2  # raw movies are mostly 16-bit; float32 doubles them
+
+
+def resources(item: dict[str, Any], input_path: str, name: str, config: dict, attempt: int = 1) -> int:
+    """A job resource (``mem_mb``, ``runtime`` minutes, ``cpus_per_task``) for one item.
+
+    ``params["resources"]`` of the item wins; otherwise memory follows the movie size and the
+    algorithm (mcorr streams frame chunks, cnmf holds a few copies of the movie), and retries
+    (``attempt``) get more memory and time.
+    """
+    override = item["params"].get("resources", {})
+    if name in override:
+        return int(override[name])
+    defaults = config.get("resources", {})
+    movie_mb = _movie_megabytes(input_path)
+    if name == "mem_mb":
+        base = int(defaults.get("mem_mb_min", 1000))
+        if item["algo"] == "mcorr":
+            frames_mb = movie_mb / 1000 * _MCORR_CHUNK_FRAMES  # ~ a few chunks of frames
+            need = 500 + 4 * frames_mb
+        else:
+            need = 500 + _MEMORY_FACTOR[item["algo"]] * movie_mb
+        return int(max(base, need) * attempt)
+    if name == "runtime":
+        base = int(defaults.get("runtime_min", 30))
+        return int(max(base, movie_mb / 100) * attempt)
+    if name == "cpus_per_task":
+        return int(defaults.get("cpus_per_task", 1))
+    raise KeyError(f"Unknown resource {name!r}.")
+
+
+def run_from_snakemake(smk: Any) -> int:
+    """Body of ``scripts/run_item.py``: run the item, log the traceback, return an exit code."""
+    from .jobs import run_item
+
+    folder = Path(smk.output[0]).parent
+    input_path = Path(smk.input[0])
+    parent_dir = input_path.parent if input_path.name == MANIFEST else None
+    import json
+
+    manifest = run_item(
+        folder,
+        uuid=smk.params.item,
+        algo=smk.params.algo,
+        params=json.loads(smk.params.params),
+        input_movie=input_path,
+        parent_dir=parent_dir,
+        engine=smk.params.engine,
+        progress=os.environ.get("MESMERIZE_PROGRESS", "1") != "0",
+    )
+    with open(smk.log[0], "w", encoding="utf-8") as log:
+        if manifest["success"]:
+            log.write(f"{smk.params.algo} item {smk.params.item} finished "
+                      f"in {manifest['algo_duration']} s\n")
+            return 0
+        log.write(manifest["traceback"])
+    sys.stderr.write(
+        f"{smk.params.algo} item {smk.params.item} failed; traceback in {folder}:\n"
+        f"{manifest['traceback']}"
+    )
+    return 1
