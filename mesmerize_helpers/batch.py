@@ -220,7 +220,7 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise BatchFormatError(f"{where}: duplicate uuid {row['uuid']}.")
         seen.add(row["uuid"])
         rows.append(row)
-    for number, row in enumerate(rows, start=2):
+    for row in rows:
         if row["parent"] is not None and row["parent"] not in seen:
             raise BatchFormatError(
                 f"{path}: item {row['uuid']} has parent {row['parent']}, which is not in the batch."

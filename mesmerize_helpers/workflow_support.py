@@ -5,6 +5,7 @@ Kept here (not in the ``.smk`` files) so the rules stay thin and this logic is t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -126,8 +127,6 @@ def run_from_snakemake(smk: Any) -> int:
     folder = Path(smk.output[0]).parent
     input_path = Path(smk.input[0])
     parent_dir = input_path.parent if input_path.name == MANIFEST else None
-    import json
-
     manifest = run_item(
         folder,
         uuid=smk.params.item,

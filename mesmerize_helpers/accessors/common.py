@@ -27,7 +27,6 @@ from ..errors import (
 from ..io.movies import open_movie
 from ..manifest import read_manifest
 
-
 # --- shared helpers for every accessor ----------------------------------------------------
 
 def batch_path_of(obj: pd.DataFrame | pd.Series) -> Path:

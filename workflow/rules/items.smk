@@ -20,6 +20,8 @@ rule mcorr:
         runtime=item_resources("runtime"),
         cpus_per_task=item_resources("cpus_per_task"),
     threads: 1
+    conda:
+        "../envs/mesmerize.yaml"
     script:
         "../../scripts/run_item.py"
 

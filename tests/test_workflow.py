@@ -1,0 +1,141 @@
+"""Running items through Snakemake: manifests, failures, accessor errors, re-runs, lint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CNMF, MCORR
+
+import mesmerize_helpers as mh
+from mesmerize_helpers import workflow_support as ws
+from mesmerize_helpers.batch import read_table
+from mesmerize_helpers.errors import (
+    BatchItemNotRunError,
+    BatchItemUnsuccessfulError,
+    WrongAlgorithmExtensionError,
+)
+from mesmerize_helpers.manifest import FAILED_MANIFEST, MANIFEST
+from mesmerize_helpers.runner import project_dir, snakemake_command
+
+
+def corrupt_movie(folder: Path) -> Path:
+    path = folder / "corrupt.tif"
+    path.write_bytes(b"II*\x00 this is not a tiff")
+    return path
+
+
+def test_not_run_and_wrong_accessor_errors(batch, movie):
+    batch.caiman.add_item("mcorr", "m", movie, MCORR)
+    batch.caiman.add_item("cnmf", "m", batch.iloc[0], CNMF)
+    with pytest.raises(BatchItemNotRunError, match="has not been run"):
+        batch.iloc[0].mcorr.get_output()
+    with pytest.raises(BatchItemNotRunError):
+        batch.iloc[0].caiman.get_corr_image()
+    with pytest.raises(WrongAlgorithmExtensionError, match="'cnmf' item"):
+        batch.iloc[1].mcorr.get_output_path()
+
+
+def test_failed_item_writes_failed_manifest_and_raises(batch, tmp_path):
+    bad = corrupt_movie(tmp_path)
+    batch.caiman.add_item("mcorr", "bad", bad, MCORR)
+    with pytest.raises(BatchItemUnsuccessfulError, match="Cannot read .*corrupt.tif"):
+        batch.iloc[0].caiman.run()
+    folder = batch.iloc[0].caiman.get_output_dir()
+    assert (folder / FAILED_MANIFEST).is_file() and not (folder / MANIFEST).exists()
+    row = batch.caiman.reload_from_disk().iloc[0]
+    assert row["outputs"]["success"] is False
+    assert "Traceback" in row["outputs"]["traceback"]
+    with pytest.raises(BatchItemUnsuccessfulError, match="MovieReadError"):
+        row.mcorr.get_output()
+
+
+def test_child_of_failed_item_reports_the_parents_traceback(batch, tmp_path):
+    batch.caiman.add_item("mcorr", "bad", corrupt_movie(tmp_path), MCORR)
+    batch.caiman.add_item("cnmf", "bad", batch.iloc[0], CNMF)
+    with pytest.raises(BatchItemUnsuccessfulError, match="depends on.*failed"):
+        batch.iloc[1].caiman.run()
+
+
+def test_run_through_snakemake_writes_manifest_and_outputs(batch, movie):
+    pytest.importorskip("mesmerize_helpers.engine.images", reason="motion engine not built yet")
+    batch.caiman.add_item("mcorr", "m", movie, MCORR)
+    manifest = batch.iloc[0].caiman.run(wait=False).wait()
+    assert manifest["success"] is True
+    row = batch.caiman.reload_from_disk().iloc[0]
+    assert row["outputs"]["success"] and row["algo_duration"] > 0
+    registered = row.mcorr.get_output()
+    assert isinstance(registered, np.memmap) and registered.shape == (60, 32, 32)
+    assert registered.dtype == np.float32 and registered.flags.c_contiguous
+    x_shifts, y_shifts = row.mcorr.get_shifts()
+    assert x_shifts.shape == y_shifts.shape == (60,)
+    assert row.caiman.get_projection("mean").shape == (32, 32)
+    assert row.caiman.get_corr_image().shape == (32, 32)
+    files = row.caiman.get_manifest()["files"]
+    assert files["mcorr-output-path"] == {"path": "mcorr.npy", "shape": [60, 32, 32], "dtype": "float32"}
+
+
+def _dry_run_targets(batch_path: Path) -> set[str]:
+    cmd = snakemake_command(batch_path, [], cores=1, extra=["--dry-run", "--quiet", "rules"])
+    out = subprocess.run(cmd, cwd=batch_path.parent, capture_output=True, text=True, check=True)
+    return out.stdout + out.stderr
+
+
+def test_changed_params_rerun_item_and_children_only(batch, movie, tmp_path):
+    """Snakemake's params trigger: editing one item's params re-runs it and its descendants."""
+    pytest.importorskip("mesmerize_helpers.engine.images", reason="motion engine not built yet")
+    a = batch.caiman.add_item("mcorr", "a", movie, MCORR)
+    b = batch.caiman.add_item("mcorr", "b", movie, {"main": {**MCORR["main"], "niter_rig": 2}})
+    c = batch.caiman.add_item("mcorr", "a2", batch.caiman.uloc(a), MCORR)
+    path = batch.paths.get_batch_path()
+    cmd = snakemake_command(path, [], cores=1)
+    subprocess.run(cmd, cwd=path.parent, check=True, capture_output=True)
+    assert "Nothing to be done" in _dry_run_targets(path)
+    batch.caiman.update_params(a, {"main": {**MCORR["main"], "max_shifts": [3, 3]}})
+    plan = _dry_run_targets(path)
+    assert a in plan and c in plan and b not in plan
+
+
+def test_workflow_support_patterns_and_resources(batch, movie):
+    batch.caiman.add_item("mcorr", "m", movie, MCORR)
+    batch.caiman.add_item("cnmf", "m", batch.iloc[0], {**CNMF, "resources": {"mem_mb": 1234}})
+    path = batch.paths.get_batch_path()
+    items = read_table(path)
+    folders = ws.item_folders(items, path.parent)
+    mcorr, cnmf = items
+    assert ws.folder_pattern(items, folders, path.parent, "mcorr") == mcorr["uuid"].replace("-", r"\-")
+    assert ws.folder_pattern(items, folders, path.parent, "cnmfe") == "(?!x)x"
+    assert ws.item_input(cnmf, folders, path, None) == str(folders[mcorr["uuid"]] / MANIFEST)
+    assert ws.item_input(mcorr, folders, path, None) == str(movie.resolve())
+    config = {"resources": {"mem_mb_min": 1000, "runtime_min": 30}}
+    assert ws.resources(cnmf, "x", "mem_mb", config) == 1234
+    assert ws.resources(mcorr, str(movie), "mem_mb", config) == 1000
+    assert ws.resources(mcorr, str(movie), "mem_mb", config, attempt=2) == 2000
+    # cnmf memory follows the movie size: a (sparse) 1 GB 16-bit movie, 2 GB as float32
+    huge = movie.parent / "huge.tif"
+    with open(huge, "wb") as f:
+        f.truncate(10**9)
+    plain = {**cnmf, "params": CNMF, "parent": None}
+    assert ws.resources(plain, str(huge), "mem_mb", config) == 500 + 3 * 2000
+    assert ws.resources({**mcorr}, str(huge), "mem_mb", config) < 3000  # mcorr streams chunks
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    mh.create_batch(tmp_path / "batch.tsv")
+    cmd = [sys.executable, "-m", "snakemake", "--lint", "--snakefile",
+           str(project_dir() / "workflow" / "Snakefile"), "--config", f"batch={tmp_path / 'batch.tsv'}"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_invalid_config_is_rejected(tmp_path):
+    mh.create_batch(tmp_path / "batch.tsv")
+    cmd = [sys.executable, "-m", "snakemake", "--dry-run", "--snakefile",
+           str(project_dir() / "workflow" / "Snakefile"),
+           "--config", f"batch={tmp_path / 'batch.tsv'}", "engine=matlab"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "matlab" in result.stdout + result.stderr
