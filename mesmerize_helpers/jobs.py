@@ -55,7 +55,7 @@ def mcorr_step(movie: Any, params: dict, folder: Path, progress: bool = True) ->
 
 def cnmf_step(movie: Any, params: dict, folder: Path, progress: bool = True) -> dict[str, str]:
     """Fit CNMF on ``movie``, evaluate components, and save the estimates as HDF5."""
-    from .engine.cnmf import evaluate_components, fit_cnmf
+    from .engine.cnmf import cnmf_params, evaluate_components, fit_cnmf
     from .io.estimates import save_estimates
 
     outputs: dict[str, str] = {}
@@ -74,7 +74,8 @@ def cnmf_step(movie: Any, params: dict, folder: Path, progress: bool = True) -> 
         movie, params["main"], refit=bool(params.get("refit", True)),
         n_processes=n_processes(), progress=progress,
     )
-    estimates = evaluate_components(estimates, movie, {**params["main"], **params.get("eval", {})})
+    quality = cnmf_params({**params["main"], **params.get("eval", {})})
+    estimates = evaluate_components(estimates, movie, quality)
     save_estimates(folder / "cnmf.hdf5", estimates, params)
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
     outputs.update(write_summary_images(movie, folder, progress=progress))

@@ -1,0 +1,138 @@
+"""The cnmf accessor on an item whose estimates are known exactly (ground-truth factors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import CNMF
+
+from mesmerize_helpers.cache import Cache, cnmf_cache, parse_size
+from mesmerize_helpers.engine.cnmf import Estimates
+from mesmerize_helpers.errors import WrongAlgorithmExtensionError
+from mesmerize_helpers.io.estimates import save_estimates
+from mesmerize_helpers.manifest import write_manifest
+from mesmerize_helpers.synthetic import save_tiff, simulate_2p
+
+
+@pytest.fixture
+def truth_item(batch, tmp_path):
+    """A cnmf item whose 'fit' is the simulation's own footprints and traces."""
+    sim = simulate_2p(n_frames=120, shape=(48, 48), n_neurons=6, seed=3)
+    movie_path = save_tiff(tmp_path / "sim.tif", sim.movie)
+    uuid = batch.caiman.add_item("cnmf", "sim", movie_path, CNMF)
+    row = batch.caiman.uloc(uuid)
+    folder = row.caiman.get_output_dir()
+    folder.mkdir(parents=True)
+    movie = sim.movie.astype(np.float32)
+    np.save(folder / "cnmf_memmap.npy", movie)
+    n, dims = sim.n_neurons, sim.movie.shape[1:]
+    A = sp.csc_matrix(sim.footprints.transpose(0, 2, 1).reshape(n, -1).T)  # Fortran pixel order
+    mean = movie.mean(axis=0)
+    b = mean.T.reshape(-1, 1)
+    f = np.ones((1, movie.shape[0]), np.float32)
+    C = sim.calcium.astype(np.float32)
+    estimates = Estimates(
+        A=A, b=b, C=C, f=f, S=sim.spikes.astype(np.float32), YrA=np.zeros_like(C),
+        sn=np.ones(A.shape[0]), g=np.full((n, 1), 0.9), bl=np.zeros(n), c1=np.zeros(n),
+        neurons_sn=np.ones(n), dims=dims,
+        idx_components=np.array([0, 2, 4]), idx_components_bad=np.array([1, 3, 5]),
+    )
+    save_estimates(folder / "cnmf.hdf5", estimates, CNMF["main"])
+    write_manifest(folder, {"success": True, "outputs": {
+        "cnmf-hdf5-path": "cnmf.hdf5", "cnmf-memmap-path": "cnmf_memmap.npy"}})
+    return batch.caiman.reload_from_disk().iloc[0], sim, movie, mean
+
+
+def test_components_and_footprints(truth_item):
+    row, sim, _, _ = truth_item
+    assert row.cnmf.get_n_components() == 6
+    np.testing.assert_array_equal(row.cnmf.get_good_components(), [0, 2, 4])
+    np.testing.assert_array_equal(row.cnmf.get_bad_components(), [1, 3, 5])
+    spatial = row.cnmf.get_spatial("good")
+    assert spatial.shape == (48, 48, 3)
+    np.testing.assert_allclose(spatial[:, :, 1], sim.footprints[2], rtol=1e-6)
+    masks = row.cnmf.get_masks([1], threshold=0.5)
+    assert masks.shape == (48, 48, 1) and masks.dtype == bool
+    np.testing.assert_array_equal(masks[:, :, 0], sim.footprints[1] > 0.5 * sim.footprints[1].max())
+    with pytest.raises(ValueError, match="component_indices"):
+        row.cnmf.get_spatial("some")
+
+
+def test_contours_enclose_the_true_centres(truth_item):
+    row, sim, _, _ = truth_item
+    contours, coms = row.cnmf.get_contours("all", swap_dim=False)
+    contours_xy, coms_xy = row.cnmf.get_contours("all", swap_dim=True)
+    assert len(contours) == len(coms) == 6
+    from skimage.measure import points_in_poly
+
+    for k, (contour, com) in enumerate(zip(contours, coms)):
+        footprint = sim.footprints[k]
+        yy, xx = np.indices(footprint.shape)
+        true_com = np.array([(yy * footprint).sum(), (xx * footprint).sum()]) / footprint.sum()
+        np.testing.assert_allclose(com, true_com, atol=1e-6)
+        np.testing.assert_allclose(coms_xy[k], true_com[::-1], atol=1e-6)
+        np.testing.assert_allclose(contours_xy[k], contour[:, ::-1])
+        assert contour.shape[1] == 2 and len(contour) >= 8
+        assert points_in_poly(true_com[None], contour)[0]
+        peak = np.unravel_index(footprint.argmax(), footprint.shape)
+        assert points_in_poly(np.array([peak]), contour)[0]
+
+
+def test_temporal_and_reconstructions(truth_item):
+    row, sim, movie, mean = truth_item
+    np.testing.assert_allclose(row.cnmf.get_temporal("all"), sim.calcium, rtol=1e-5)
+    np.testing.assert_allclose(row.cnmf.get_temporal([2]), sim.calcium[[2]], rtol=1e-5)
+    with_bg = row.cnmf.get_temporal([0], add_background=True)
+    expected = sim.calcium[0] + (sim.footprints[0] * mean).sum()
+    np.testing.assert_allclose(with_bg[0], expected, rtol=1e-4)
+    rcm, rcb, residuals = row.cnmf.get_rcm(), row.cnmf.get_rcb(), row.cnmf.get_residuals()
+    assert rcm.shape == rcb.shape == residuals.shape == movie.shape
+    # rcm frame t = sum_k footprint_k * C[k, t], computed here without any pixel-order logic
+    for t in (0, 57, 119):
+        expected = np.tensordot(sim.calcium[:, t], sim.footprints, axes=1)
+        np.testing.assert_allclose(rcm[t], expected, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(rcb[t], mean, rtol=1e-5)
+    # Y - rcm - rcb == residuals, for int, slice and range indexing
+    for key in (7, slice(10, 20), range(30, 40, 3)):
+        full = movie[key] - np.asarray(rcm[key]) - np.asarray(rcb[key])
+        np.testing.assert_allclose(residuals[key], full, atol=1e-3)
+    assert residuals[5, 10:20, 3].shape == (10,)
+
+
+def test_detrend_dfof_persists_and_cache_invalidates(truth_item):
+    row, sim, _, _ = truth_item
+    with pytest.raises(ValueError, match="run_detrend_dfof"):
+        row.cnmf.get_detrend_dfof()
+    before = row.cnmf.get_output()
+    assert row.cnmf.get_output() is before  # cached
+    row.cnmf.run_detrend_dfof(frames_window=60)
+    reloaded = row.caiman.get_manifest()
+    assert reloaded["detrend_dfof"]["frames_window"] == 60
+    dff = row.cnmf.get_detrend_dfof("good")
+    assert dff.shape == (3, 120) and np.isfinite(dff).all()
+    assert row.cnmf.get_output() is not before  # the item changed: cache entry unreachable
+
+
+def test_wrong_algorithm_on_mcorr_row(batch, movie):
+    batch.caiman.add_item("mcorr", "m", movie, {"main": {}})
+    with pytest.raises(WrongAlgorithmExtensionError, match="'mcorr' item"):
+        batch.iloc[0].cnmf.get_contours()
+
+
+def test_cache_respects_size_limit():
+    cache = Cache("1K")
+    assert parse_size("1.5G") == 1_500_000_000 and parse_size(10) == 10
+    cache.get(("a", 1), lambda: np.zeros(100))  # 800 bytes
+    cache.get(("b", 1), lambda: np.zeros(100))  # evicts a
+    assert len(cache) == 1 and cache.size == 800
+    calls = []
+    cache.get(("b", 1), lambda: calls.append(1))
+    assert calls == []
+    cache.get(("c", 1), lambda: np.zeros(1000))  # too big to keep
+    assert len(cache) == 1
+    cache.invalidate("b")
+    assert len(cache) == 0
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    assert cnmf_cache.maxsize == parse_size("1G")
