@@ -34,6 +34,7 @@ def run_demo(folder: Path, n_frames: int = 300, cores: int | None = None) -> int
         0 when every item succeeded.
     """
     from .batch import create_batch
+    from .plots import plot_cnmf, plot_mcorr
     from .synthetic import save_tiff, simulate_2p
 
     folder = Path(folder).resolve()
@@ -60,10 +61,12 @@ def run_demo(folder: Path, n_frames: int = 300, cores: int | None = None) -> int
     error -= error.mean(axis=0)  # the template's own offset is arbitrary
     print(f"mcorr: shift RMSE vs truth {np.sqrt((error ** 2).sum(axis=1).mean()):.3f} px "
           f"(outputs in {mcorr.caiman.get_output_dir()})")
+    print(f"  figure: {plot_mcorr(mcorr, folder / 'mcorr.png')}")
     if cnmf_available():
         cnmf = df.iloc[1]
         print(f"cnmf: {cnmf.cnmf.get_n_components()} components "
               f"({len(cnmf.cnmf.get_good_components())} accepted) for {sim.n_neurons} true neurons "
               f"(outputs in {cnmf.caiman.get_output_dir()})")
+        print(f"  figure: {plot_cnmf(cnmf, folder / 'cnmf.png')}")
     print(f"Batch: {folder / 'batch.tsv'}  (mesmerize-helpers status {folder / 'batch.tsv'})")
     return 0

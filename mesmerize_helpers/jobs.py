@@ -35,7 +35,9 @@ def n_processes() -> int:
 
 # --- steps --------------------------------------------------------------------------------
 
-def mcorr_step(movie: Any, params: dict, folder: Path, progress: bool = True) -> dict[str, str]:
+def mcorr_step(
+    movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None
+) -> dict[str, str]:
     """Motion-correct ``movie`` into ``folder``: registered movie, shifts, summary images."""
     from .engine.motion import motion_correct
 
@@ -53,8 +55,13 @@ def mcorr_step(movie: Any, params: dict, folder: Path, progress: bool = True) ->
     return outputs
 
 
-def cnmf_step(movie: Any, params: dict, folder: Path, progress: bool = True) -> dict[str, str]:
-    """Fit CNMF on ``movie``, evaluate components, and save the estimates as HDF5."""
+def cnmf_step(
+    movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None
+) -> dict[str, str]:
+    """Fit CNMF on ``movie``, evaluate components, and save the estimates as HDF5.
+
+    ``Ain``: seed masks, (y, x, n) boolean or float (CaImAn's convention), or None.
+    """
     from .engine.cnmf import cnmf_params, evaluate_components, fit_cnmf
     from .io.estimates import save_estimates
 
@@ -71,7 +78,7 @@ def cnmf_step(movie: Any, params: dict, folder: Path, progress: bool = True) -> 
     else:
         outputs["cnmf-memmap-path"] = os.path.relpath(movie.filename, folder)
     estimates = fit_cnmf(
-        movie, params["main"], refit=bool(params.get("refit", True)),
+        movie, params["main"], Ain=Ain, refit=bool(params.get("refit", True)),
         n_processes=n_processes(), progress=progress,
     )
     quality = cnmf_params({**params["main"], **params.get("eval", {})})
@@ -116,6 +123,7 @@ def run_item(
     parent_dir: str | os.PathLike | None = None,
     engine: str = "builtin",
     progress: bool = True,
+    ain_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run one item into ``folder`` and write its manifest; never raises for a failed step.
 
@@ -131,6 +139,8 @@ def run_item(
         The parent item's folder, whose registered movie is the input.
     engine
         ``"builtin"``; ``"caiman"`` is refused until the CaImAn adapter lands.
+    ain_path
+        A ``.npy`` of seed masks (y, x, n) for seeded CNMF (``params["Ain"]``, resolved).
 
     Returns
     -------
@@ -155,7 +165,8 @@ def run_item(
         manifest["input_movie_path"] = str(movie_path)
         var_name = params["main"].get("var_name_hdf5", "mov")
         movie = open_movie(movie_path, var_name_hdf5=var_name)
-        outputs = STEPS[algo](movie, params, folder, progress=progress)
+        Ain = None if ain_path is None else np.load(ain_path)
+        outputs = STEPS[algo](movie, params, folder, progress=progress, Ain=Ain)
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {
             key: {"path": name, **describe(folder / name)}

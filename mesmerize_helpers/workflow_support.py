@@ -127,6 +127,9 @@ def run_from_snakemake(smk: Any) -> int:
     folder = Path(smk.output[0]).parent
     input_path = Path(smk.input[0])
     parent_dir = input_path.parent if input_path.name == MANIFEST else None
+    ain = json.loads(smk.params.params).get("Ain")
+    ain_path = None if ain is None else resolve_path(ain, Path(smk.params.batch).parent,
+                                                      Path(smk.params.raw_data) if smk.params.raw_data else None)
     manifest = run_item(
         folder,
         uuid=smk.params.item,
@@ -136,6 +139,7 @@ def run_from_snakemake(smk: Any) -> int:
         parent_dir=parent_dir,
         engine=smk.params.engine,
         progress=os.environ.get("MESMERIZE_PROGRESS", "1") != "0",
+        ain_path=ain_path,
     )
     with open(smk.log[0], "w", encoding="utf-8") as log:
         if manifest["success"]:

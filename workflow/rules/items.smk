@@ -15,6 +15,8 @@ rule mcorr:
         algo=lambda wildcards: item_of(wildcards)["algo"],
         params=item_params,
         engine=config["engine"],
+        batch=str(BATCH),
+        raw_data=config.get("raw_data") or "",
     resources:
         mem_mb=item_resources("mem_mb"),
         runtime=item_resources("runtime"),
