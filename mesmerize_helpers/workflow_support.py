@@ -16,8 +16,9 @@ from .batch import TSV_COLUMNS, item_dir, read_table, resolve_path
 from .manifest import MANIFEST
 
 __all__ = [
-    "TSV_COLUMNS", "folder_pattern", "item_by_folder", "item_folders", "item_input",
-    "load_items", "manifest_path", "resources", "results_root", "run_from_snakemake",
+    "TSV_COLUMNS", "all_folders_pattern", "folder_pattern", "item_ain", "item_by_folder",
+    "item_folders", "item_input", "load_items", "manifest_path", "plot_from_snakemake",
+    "report_labels", "resources", "results_root", "run_from_snakemake",
 ]
 
 #: Bytes per pixel-frame of a float32 movie, and how many movie copies a step holds at once.
@@ -56,6 +57,17 @@ def folder_pattern(items: list[dict[str, Any]], folders: dict[str, Path], result
     return "|".join(names) if names else "(?!x)x"
 
 
+def all_folders_pattern(folders: dict[str, Path], results: Path) -> str:
+    """Regex for the ``item`` wildcard matching the folder of any item."""
+    names = [re.escape(folder.relative_to(results).as_posix()) for folder in folders.values()]
+    return "|".join(names) if names else "(?!x)x"
+
+
+def report_labels(item: dict[str, Any]) -> dict[str, str]:
+    """Labels of an item's figure in the Snakemake report."""
+    return {"algo": item["algo"], "name": item["item_name"], "uuid": item["uuid"]}
+
+
 def item_by_folder(
     items: list[dict[str, Any]], folders: dict[str, Path], results: Path, folder: str
 ) -> dict[str, Any]:
@@ -79,6 +91,18 @@ def item_input(
     except FileNotFoundError:
         # let Snakemake report the missing input by the path a user would expect
         return str(Path(batch.parent, item["input_movie_path"]))
+
+
+def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[str]:
+    """The seed-mask file of a seeded CNMF item (``params["Ain"]``), or an empty list."""
+    ain = item["params"].get("Ain")
+    if ain is None:
+        return []
+    raw = Path(raw_data) if raw_data else None
+    try:
+        return [str(resolve_path(ain, batch.parent, raw))]
+    except FileNotFoundError:
+        return [str(Path(batch.parent, ain))]  # reported by Snakemake as a missing input
 
 
 def _movie_megabytes(path: str) -> float:
@@ -125,11 +149,9 @@ def run_from_snakemake(smk: Any) -> int:
     from .jobs import run_item
 
     folder = Path(smk.output[0]).parent
-    input_path = Path(smk.input[0])
+    input_path = Path(smk.input.movie)
     parent_dir = input_path.parent if input_path.name == MANIFEST else None
-    ain = json.loads(smk.params.params).get("Ain")
-    ain_path = None if ain is None else resolve_path(ain, Path(smk.params.batch).parent,
-                                                      Path(smk.params.raw_data) if smk.params.raw_data else None)
+    ain_path = smk.input.ain[0] if smk.input.ain else None
     manifest = run_item(
         folder,
         uuid=smk.params.item,
@@ -152,3 +174,13 @@ def run_from_snakemake(smk: Any) -> int:
         f"{manifest['traceback']}"
     )
     return 1
+
+
+def plot_from_snakemake(smk: Any) -> None:
+    """Body of ``scripts/plot_item.py``: the item's summary figure via :mod:`.plots`."""
+    from .batch import load_batch
+    from .plots import plot_cnmf, plot_mcorr
+
+    row = load_batch(Path(smk.config["batch"]).resolve()).caiman.uloc(smk.params.item)
+    plot = plot_mcorr if row["algo"] == "mcorr" else plot_cnmf
+    plot(row, smk.output[0])

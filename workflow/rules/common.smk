@@ -16,6 +16,10 @@ def all_manifests():
     return [ws.manifest_path(FOLDERS[item["uuid"]]) for item in ITEMS]
 
 
+def all_summaries():
+    return [str(FOLDERS[item["uuid"]] / "summary.png") for item in ITEMS]
+
+
 def item_of(wildcards):
     return ws.item_by_folder(ITEMS, FOLDERS, RESULTS, wildcards.item)
 
@@ -25,6 +29,11 @@ def item_input(wildcards):
     return ws.item_input(item_of(wildcards), FOLDERS, BATCH, config.get("raw_data"))
 
 
+def item_ain(wildcards):
+    """Seed masks of a seeded CNMF item (params["Ain"]), as a dependency; else nothing."""
+    return ws.item_ain(item_of(wildcards), BATCH, config.get("raw_data"))
+
+
 def item_params(wildcards):
     # a JSON string: Snakemake re-runs the item (and its children) when it changes
     return json.dumps(item_of(wildcards)["params"], sort_keys=True)
@@ -32,6 +41,6 @@ def item_params(wildcards):
 
 def item_resources(name):
     def resource(wildcards, input, attempt):
-        return ws.resources(item_of(wildcards), input[0], name, config, attempt)
+        return ws.resources(item_of(wildcards), input.movie, name, config, attempt)
 
     return resource

@@ -1,9 +1,11 @@
-# One rule per algorithm; they differ only in which items they match.
+# Motion correction items. The cnmf rules (cnmf.smk) reuse this rule: items differ only in
+# their algorithm, which run_item dispatches on.
 
 
 rule mcorr:
     input:
-        item_input,
+        movie=item_input,
+        ain=item_ain,
     output:
         f"{RESULTS}/{{item}}/manifest.json",
     log:
@@ -15,8 +17,6 @@ rule mcorr:
         algo=lambda wildcards: item_of(wildcards)["algo"],
         params=item_params,
         engine=config["engine"],
-        batch=str(BATCH),
-        raw_data=config.get("raw_data") or "",
     resources:
         mem_mb=item_resources("mem_mb"),
         runtime=item_resources("runtime"),
@@ -26,13 +26,3 @@ rule mcorr:
         "../envs/mesmerize.yaml"
     script:
         "../../scripts/run_item.py"
-
-
-use rule mcorr as cnmf with:
-    wildcard_constraints:
-        item=ws.folder_pattern(ITEMS, FOLDERS, RESULTS, "cnmf"),
-
-
-use rule mcorr as cnmfe with:
-    wildcard_constraints:
-        item=ws.folder_pattern(ITEMS, FOLDERS, RESULTS, "cnmfe"),
