@@ -96,7 +96,8 @@ def test_changed_params_rerun_item_and_children_only(batch, movie, tmp_path):
     subprocess.run(cmd, cwd=path.parent, check=True, capture_output=True)
     assert _dry_run_items(path) == set()
     batch.caiman.update_params(a, {"main": {**MCORR["main"], "max_shifts": [3, 3]}})
-    assert _dry_run_items(path) == {a, c}
+    assert _dry_run_items(path) == {a, c}  # b, an unrelated item, stays done
+    assert b not in _dry_run_items(path)
     batch.caiman.update_params(c, {"main": {**MCORR["main"], "max_shifts": [2, 2]}})
     assert _dry_run_items(path) == {a, c}
     subprocess.run(cmd, cwd=path.parent, check=True, capture_output=True)
