@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .io.movies import open_movie
 from .manifest import read_manifest, write_manifest
-from .outputs import describe, open_movie_output, save_array, write_summary_images
+from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
 
 Step = Callable[..., dict[str, str]]
 
@@ -51,7 +51,7 @@ def mcorr_step(
         outputs["shifts-pw"] = save_array(folder, "shifts_pw.npy", result.shifts_pw)
         outputs["patch-centers"] = save_array(folder, "patch_centers.npy", result.patch_centers)
     registered = np.load(folder / "mcorr.npy", mmap_mode="r")
-    outputs.update(write_summary_images(registered, folder, progress=progress))
+    outputs.update(write_summary_images(registered, folder, pnr_gsig(params["main"]), progress))
     return outputs
 
 
@@ -85,7 +85,7 @@ def cnmf_step(
     estimates = evaluate_components(estimates, movie, quality)
     save_estimates(folder / "cnmf.hdf5", estimates, params)
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
-    outputs.update(write_summary_images(movie, folder, progress=progress))
+    outputs.update(write_summary_images(movie, folder, pnr_gsig(params["main"]), progress))
     return outputs
 
 

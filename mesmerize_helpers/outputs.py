@@ -13,7 +13,11 @@ SUMMARY_IMAGES = {
     "std-projection-path": "std_projection.npy",
     "max-projection-path": "max_projection.npy",
     "corr-img-path": "corr_img.npy",
+    "pnr-image-path": "pnr_img.npy",
+    "corr-pnr-img-path": "corr_pnr_img.npy",
 }
+#: Filter width (px) of the PNR images when an item's params name none (gSig, gSig_filt).
+DEFAULT_PNR_GSIG = (3, 3)
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
@@ -33,19 +37,32 @@ def open_movie_output(folder: Path, name: str, shape: tuple[int, ...]) -> np.mem
     return np.lib.format.open_memmap(folder / name, mode="w+", dtype=np.float32, shape=shape)
 
 
-def write_summary_images(movie: Any, folder: Path, progress: bool = True) -> dict[str, str]:
-    """Mean/max/std projections and the local correlation image of ``movie`` (frames, y, x).
+def pnr_gsig(main: dict[str, Any]) -> Any:
+    """The filter width for an item's PNR images: its gSig, else gSig_filt, else a default."""
+    return main.get("gSig") or main.get("gSig_filt") or DEFAULT_PNR_GSIG
+
+
+def write_summary_images(
+    movie: Any, folder: Path, gSig: Any = DEFAULT_PNR_GSIG, progress: bool = True
+) -> dict[str, str]:
+    """Summary images of ``movie`` (frames, y, x), each (y, x) float32, saved in ``folder``.
+
+    Mean/max/std projections, the local (8-neighbour) correlation image, and CNMF-E's seeding
+    images: the peak-to-noise ratio and the correlation image of the movie filtered with a
+    zero-mean kernel of width ``gSig`` (pixels), which removes a smooth one-photon background.
 
     Returns
     -------
     dict
-        mesmerize-core's output keys (``mean-projection-path``, ...) to file names in
-        ``folder``.
+        mesmerize-core's output keys (``mean-projection-path``, ``corr-img-path``,
+        ``pnr-image-path``, ...) to file names in ``folder``.
     """
-    from .engine.images import local_correlations, projections
+    from .engine.images import correlation_pnr, local_correlations, projections
 
-    images = projections(movie)
-    images["corr"] = local_correlations(movie)
+    images = projections(movie, progress=progress)
+    images["corr"] = local_correlations(movie, progress=progress)
+    images["corr_pnr"], images["pnr"] = correlation_pnr(movie, gSig, progress=progress)
     names = {"mean": "mean-projection-path", "std": "std-projection-path",
-             "max": "max-projection-path", "corr": "corr-img-path"}
+             "max": "max-projection-path", "corr": "corr-img-path",
+             "pnr": "pnr-image-path", "corr_pnr": "corr-pnr-img-path"}
     return {key: save_array(folder, SUMMARY_IMAGES[key], images[kind]) for kind, key in names.items()}

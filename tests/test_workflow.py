@@ -74,6 +74,9 @@ def test_run_through_snakemake_writes_manifest_and_outputs(batch, movie):
     assert x_shifts.shape == y_shifts.shape == (60,)
     assert row.caiman.get_projection("mean").shape == (32, 32)
     assert row.caiman.get_corr_image().shape == (32, 32)
+    pnr = row.caiman.get_pnr_image()
+    assert pnr.shape == (32, 32) and np.isfinite(pnr).all() and pnr.max() > 0
+    assert not np.array_equal(row.caiman.get_corr_image(filtered=True), row.caiman.get_corr_image())
     files = row.caiman.get_manifest()["files"]
     assert files["mcorr-output-path"] == {"path": "mcorr.npy", "shape": [60, 32, 32], "dtype": "float32"}
 

@@ -443,9 +443,19 @@ class CaimanSeriesExtension:
         """This item's manifest (raises if not run or failed)."""
         return checked_manifest(self._series)[0]
 
-    def get_corr_image(self) -> np.ndarray:
-        """The local (8-neighbour) correlation image, (y, x)."""
-        return np.load(output_file(self._series, "corr-img-path"))
+    def get_corr_image(self, filtered: bool | None = None) -> np.ndarray:
+        """The local (8-neighbour) correlation image, (y, x).
+
+        Parameters
+        ----------
+        filtered
+            The correlation image of the gSig-filtered movie that CNMF-E seeds from (with
+            ``get_pnr_image``) instead of the plain one. Default: filtered for cnmfe items.
+        """
+        if filtered is None:
+            filtered = self._series["algo"] == "cnmfe"
+        key = "corr-pnr-img-path" if filtered else "corr-img-path"
+        return np.load(output_file(self._series, key))
 
     def get_pnr_image(self) -> np.ndarray:
         """The peak-to-noise ratio image of the gSig-filtered movie, (y, x)."""
