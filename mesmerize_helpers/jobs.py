@@ -26,11 +26,16 @@ Step = Callable[..., dict[str, str]]
 
 
 def n_processes() -> int:
-    """Cores for one job: ``MESMERIZE_N_PROCESSES``, else all cores but one (at least 1)."""
-    env = os.environ.get("MESMERIZE_N_PROCESSES")
-    if env:
-        return max(1, int(env))
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Cores for one job: ``MESMERIZE_N_PROCESSES``; inside a SLURM job, the cores it was
+    given; else all cores this process may use but one (at least 1)."""
+    for name in ("MESMERIZE_N_PROCESSES", "SLURM_CPUS_PER_TASK"):
+        if os.environ.get(name):
+            return max(1, int(os.environ[name]))
+    try:
+        available = len(os.sched_getaffinity(0))  # honours cpusets and taskset
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 2
+    return max(1, available - 1)
 
 
 # --- steps --------------------------------------------------------------------------------

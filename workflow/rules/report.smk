@@ -1,6 +1,11 @@
 # A summary figure per finished item, collected by `snakemake --report report.html`.
 
 
+# a few seconds of plotting: not worth a cluster job and its queue wait
+localrules:
+    summary,
+
+
 rule summary:
     input:
         f"{RESULTS}/{{item}}/manifest.json",
