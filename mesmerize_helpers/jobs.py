@@ -41,7 +41,8 @@ def n_processes() -> int:
 # --- steps --------------------------------------------------------------------------------
 
 def mcorr_step(
-    movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None
+    movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
+    patch_files: list[str] | None = None,
 ) -> dict[str, str]:
     """Motion-correct ``movie`` into ``folder``: registered movie, shifts, summary images."""
     from .engine.motion import motion_correct
@@ -50,7 +51,9 @@ def mcorr_step(
     result = motion_correct(movie, params["main"], out, progress=progress)
     out.flush()
     del out
-    outputs = {"mcorr-output-path": "mcorr.npy"}
+    outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy",
+                               "add-to-movie": float(result.add_to_movie),
+                               "border-to-0": int(result.border_to_0)}
     outputs["shifts"] = save_array(folder, "shifts_rig.npy", result.shifts_rig)
     if result.shifts_pw is not None:
         outputs["shifts-pw"] = save_array(folder, "shifts_pw.npy", result.shifts_pw)
@@ -60,14 +63,26 @@ def mcorr_step(
     return outputs
 
 
+def source_extraction(algo: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The engine's (fit, evaluate) functions of ``"cnmf"`` (2p) or ``"cnmfe"`` (1p)."""
+    if algo == "cnmfe":
+        from .engine import cnmfe
+
+        return cnmfe.fit_cnmfe, cnmfe.evaluate_components
+    from .engine import cnmf
+
+    return cnmf.fit_cnmf, cnmf.evaluate_components
+
+
 def cnmf_step(
-    movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None
+    movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
+    patch_files: list[str] | None = None, algo: str = "cnmf",
 ) -> dict[str, str]:
-    """Fit CNMF on ``movie``, evaluate components, and save the estimates as HDF5.
+    """Fit CNMF (or CNMF-E) on ``movie``, evaluate components, save the estimates as HDF5.
 
     ``Ain``: seed masks, (y, x, n) boolean or float (CaImAn's convention), or None.
+    ``patch_files``: patch fits made by separate jobs (:func:`run_patch`), gathered here.
     """
-    from .engine.cnmf import cnmf_params, evaluate_components, fit_cnmf
     from .io.estimates import save_estimates
 
     outputs: dict[str, str] = {}
@@ -82,13 +97,18 @@ def cnmf_step(
         outputs["cnmf-memmap-path"] = "cnmf_memmap.npy"
     else:
         outputs["cnmf-memmap-path"] = os.path.relpath(movie.filename, folder)
-    estimates = fit_cnmf(
-        movie, params["main"], Ain=Ain, refit=bool(params.get("refit", True)),
-        n_processes=n_processes(), progress=progress,
-    )
-    quality = cnmf_params({**params["main"], **params.get("eval", {})})
-    estimates = evaluate_components(estimates, movie, quality)
-    save_estimates(folder / "cnmf.hdf5", estimates, params)
+    fit, evaluate = source_extraction(algo)
+    options: dict[str, Any] = {"refit": bool(params.get("refit", True)),
+                               "n_processes": n_processes(), "progress": progress}
+    if Ain is not None:
+        if algo == "cnmfe":
+            raise ValueError("Seeded CNMF-E (params['Ain']) is not supported; use a cnmf item.")
+        options["Ain"] = Ain
+    if patch_files:
+        options["patch_results"] = load_patches(patch_files)
+    estimates = fit(movie, params["main"], **options)
+    estimates = evaluate(estimates, movie, {**params["main"], **params.get("eval", {})})
+    save_estimates(folder / "cnmf.hdf5", estimates, params["main"])
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
     outputs.update(write_summary_images(movie, folder, pnr_gsig(params["main"]), progress))
     return outputs
@@ -103,7 +123,34 @@ def _is_c_order_npy(movie: Any) -> bool:
     )
 
 
-STEPS: dict[str, Step] = {"mcorr": mcorr_step, "cnmf": cnmf_step, "cnmfe": cnmf_step}
+def run_patch(
+    input_movie: Path, parent_dir: Path | None, params: dict, index: int, out: Path
+) -> None:
+    """Fit patch ``index`` of a scattered CNMF item and save its footprints and traces."""
+    from .engine.patches import fit_movie_patch
+
+    movie = open_movie(input_movie_for(input_movie, parent_dir))
+    A, C = fit_movie_patch(movie, params["main"], index)
+    np.savez(out, A=A, C=C)
+
+
+def load_patches(patch_files: list[str] | None) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Patch fits in patch order (files named ``<index>.npz``), or None."""
+    if not patch_files:
+        return None
+    ordered = sorted(patch_files, key=lambda p: int(Path(p).stem))
+    results = []
+    for path in ordered:
+        with np.load(path) as data:
+            results.append((data["A"], data["C"]))
+    return results
+
+
+STEPS: dict[str, Step] = {
+    "mcorr": mcorr_step,
+    "cnmf": cnmf_step,
+    "cnmfe": lambda *args, **kwargs: cnmf_step(*args, **kwargs, algo="cnmfe"),
+}
 
 
 # --- the common path -------------------------------------------------------------------
@@ -129,6 +176,7 @@ def run_item(
     engine: str = "builtin",
     progress: bool = True,
     ain_path: str | os.PathLike | None = None,
+    patch_files: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run one item into ``folder`` and write its manifest; never raises for a failed step.
 
@@ -146,6 +194,8 @@ def run_item(
         ``"builtin"``; ``"caiman"`` is refused until the CaImAn adapter lands.
     ain_path
         A ``.npy`` of seed masks (y, x, n) for seeded CNMF (``params["Ain"]``, resolved).
+    patch_files
+        Patch fits of a scattered CNMF item, made by :func:`run_patch` jobs.
 
     Returns
     -------
@@ -171,11 +221,12 @@ def run_item(
         var_name = params["main"].get("var_name_hdf5", "mov")
         movie = open_movie(movie_path, var_name_hdf5=var_name)
         Ain = None if ain_path is None else np.load(ain_path)
-        outputs = STEPS[algo](movie, params, folder, progress=progress, Ain=Ain)
+        outputs = STEPS[algo](movie, params, folder, progress=progress, Ain=Ain,
+                              patch_files=patch_files)
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {
             key: {"path": name, **describe(folder / name)}
-            for key, name in outputs.items() if name.endswith(".npy")
+            for key, name in outputs.items() if isinstance(name, str) and name.endswith(".npy")
         }
     except Exception:
         manifest.update(success=False, traceback=traceback.format_exc(), outputs={})
