@@ -9,6 +9,10 @@ Layout (what ``caiman.source_extraction.cnmf.cnmf.load_CNMF`` reads)::
 
 ``None`` is stored as the string dataset ``"NoneType"`` and strings as attributes, as CaImAn
 does. The root attribute ``mesmerize_helpers_params`` holds the params as JSON too.
+
+CNMF-E's ring-model background goes where CaImAn puts it, ``/estimates/W`` (CSC sparse) and
+``/estimates/b0``; its settings (``ssub_B``, ``nb``, ``ring_radius``) in the root attribute
+``mesmerize_helpers_ring`` (JSON).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ __all__ = ["save_estimates", "load_estimates"]
 
 _ARRAYS = ("b", "C", "f", "S", "YrA", "R", "sn", "g", "bl", "c1", "neurons_sn",
            "idx_components", "idx_components_bad", "SNR_comp", "r_values", "cnn_preds", "F_dff")
+
+
+_RING_SETTINGS = ("ssub_B", "nb", "ring_radius")
 
 
 def _write(group: h5py.Group, key: str, value: Any) -> None:
@@ -103,6 +110,12 @@ def save_estimates(path: str | Path, estimates: Any, params: Mapping[str, Any] |
         _write(est, "dims", np.array(estimates.dims))
         for name in _ARRAYS:
             _write(est, name, getattr(estimates, name, None))
+        if "W" in estimates.extra:
+            _write(est, "W", sp.csc_matrix(estimates.extra["W"]))
+            _write(est, "b0", np.asarray(estimates.extra["b0"]))
+            ring = {k: _jsonable(estimates.extra[k]) for k in _RING_SETTINGS
+                    if k in estimates.extra}
+            fh.attrs["mesmerize_helpers_ring"] = json.dumps(ring)
         _write(fh, "params", _params_by_group(params))
         fh.attrs["mesmerize_helpers_params"] = json.dumps(
             {k: _jsonable(v) for k, v in params.items()}, default=str
@@ -137,6 +150,13 @@ def load_estimates(path: str | Path) -> Any:
         params: dict[str, Any] = {}
         if "mesmerize_helpers_params" in fh.attrs:
             params = json.loads(fh.attrs["mesmerize_helpers_params"])
+        ring: dict[str, Any] = {}
+        if "W" in grp:
+            w = grp["W"]
+            ring["W"] = sp.csc_matrix((w["data"][()], w["indices"][()], w["indptr"][()]),
+                                      shape=tuple(int(s) for s in w["shape"][()]))
+            ring["b0"] = np.asarray(grp["b0"][()])
+            ring.update(json.loads(fh.attrs.get("mesmerize_helpers_ring", "{}")))
     K = A.shape[1]
     T = vals["C"].shape[1] if vals.get("C") is not None else 0
 
@@ -155,4 +175,5 @@ def load_estimates(path: str | Path) -> Any:
         cnn_preds=vals.get("cnn_preds"), F_dff=vals.get("F_dff"),
     )
     est.extra["params"] = params
+    est.extra.update(ring)
     return est

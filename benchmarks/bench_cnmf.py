@@ -1,0 +1,243 @@
+"""Speed, memory and accuracy of the built-in CNMF.
+
+Cases:
+
+- ``synthetic``: ``simulate_2p(n_frames=1000, shape=(128, 128), n_neurons=30, seed=0)`` with
+  patches (rf=15, stride=6, K=4, gSig=4, ssub=tsub=2), the setting of the CaImAn reference
+  numbers; scored against the true footprints (IoU >= 0.5, Hungarian) and calcium traces.
+- ``neurofinder``: the real movie ``neurofinder00_tl256_600x256x256_uint16.tif`` with its
+  99 hand-labelled ROIs, scored Neurofinder-style (Hungarian matching on centroid distance,
+  a pair counts when the centroids are within 5 px). Skipped when ``../shared/data`` (or
+  ``$MESMERIZE_BENCH_DATA``) is absent.
+
+Each case runs in its own subprocess so that its peak resident memory (``ru_maxrss``) is its
+own. The time of every stage (fit, refit, evaluation) is wall-clock; the memory of every stage
+is the peak resident memory of the process during it (sampled every 5 ms), which includes
+the movie itself and everything kept from the stages before.
+
+Usage::
+
+    OPENBLAS_CORETYPE=SkylakeX python benchmarks/bench_cnmf.py [--case synthetic|neurofinder]
+        [--n-processes N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = Path(os.environ.get("MESMERIZE_BENCH_DATA", ROOT.parent / "shared" / "data"))
+NF_MOVIE = DATA / "neurofinder00_tl256_600x256x256_uint16.tif"
+NF_MASKS = DATA / "neurofinder00_tl256_roi_masks.npz"
+
+SYNTHETIC_PARAMS = {
+    "fr": 30, "decay_time": 0.4, "p": 1, "nb": 2, "rf": 15, "stride": 6, "K": 4,
+    "gSig": [4, 4], "ssub": 2, "tsub": 2, "merge_thr": 0.8, "min_SNR": 2.5, "rval_thr": 0.8,
+}
+# what a user would pick after looking at the movie: somata about 9 px across (gSig 4),
+# GCaMP6s at about 7 Hz (decay ~1 s), a 256 px field in 50 px patches
+NEUROFINDER_PARAMS = {
+    "fr": 7, "decay_time": 1.0, "p": 1, "nb": 1, "rf": 25, "stride": 10, "K": 10,
+    "gSig": [4, 4], "ssub": 1, "tsub": 1, "merge_thr": 0.8, "min_SNR": 2.0, "rval_thr": 0.8,
+}
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def _masks(images: np.ndarray, thr: float = 0.2) -> np.ndarray:
+    peak = images.reshape(len(images), -1).max(axis=1)
+    return images > thr * np.maximum(peak, 1e-12)[:, None, None]
+
+
+def score_iou(true_fp: np.ndarray, est_fp: np.ndarray, iou_thr: float = 0.5):
+    """Precision, recall, F1 and matched pairs on mask IoU (masks: > 20 % of the peak)."""
+    mt = _masks(true_fp).reshape(len(true_fp), -1).astype(float)
+    me = _masks(est_fp).reshape(len(est_fp), -1).astype(float)
+    inter = mt @ me.T
+    iou = inter / np.maximum(mt.sum(1)[:, None] + me.sum(1)[None] - inter, 1)
+    r, c = linear_sum_assignment(-iou)
+    ok = iou[r, c] >= iou_thr
+    return _prf(ok.sum(), len(est_fp), len(true_fp)) + ((r[ok], c[ok]),)
+
+
+def centroids(masks: np.ndarray) -> np.ndarray:
+    """(n, 2) centre of mass (y, x) of each (n, y, x) image."""
+    yy, xx = np.mgrid[: masks.shape[1], : masks.shape[2]]
+    w = masks.reshape(len(masks), -1).astype(float)
+    w /= np.maximum(w.sum(1, keepdims=True), 1e-12)
+    return np.stack([w @ yy.ravel(), w @ xx.ravel()], axis=1)
+
+
+def score_centroids(true_masks: np.ndarray, est_fp: np.ndarray, max_dist: float = 5.0):
+    """Neurofinder-style scores: Hungarian on centroid distance, pairs within ``max_dist``."""
+    ct, ce = centroids(true_masks), centroids(_masks(est_fp))
+    if len(ce) == 0:
+        return _prf(0, 0, len(ct))
+    dist = np.hypot(ct[:, None, 0] - ce[None, :, 0], ct[:, None, 1] - ce[None, :, 1])
+    r, c = linear_sum_assignment(np.minimum(dist, 1e6))
+    tp = int((dist[r, c] <= max_dist).sum())
+    return _prf(tp, len(ce), len(ct))
+
+
+def _prf(tp: int, n_est: int, n_true: int) -> tuple[float, float, float]:
+    precision = tp / max(n_est, 1)
+    recall = tp / max(n_true, 1)
+    return precision, recall, 2 * precision * recall / max(precision + recall, 1e-12)
+
+
+def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-20)
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process (MB), from /proc (0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def _stage(fn, *args, **kwargs):
+    """Run one stage; return (result, seconds, peak RSS MB during it).
+
+    A thread samples the resident memory every 5 ms (``tracemalloc`` would slow the stage).
+    """
+    peak = [_rss_mb()]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _rss_mb())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    seconds = time.perf_counter() - t0
+    done.set()
+    thread.join()
+    return out, seconds, max(peak[0], _rss_mb())
+
+
+def run_case(case: str, n_processes: int) -> dict:
+    """Fit, refit and evaluate one case in this process; return timings and scores."""
+    from mesmerize_helpers.engine.cnmf import (
+        cnmf_params,
+        evaluate_components,
+        fit_cnmf,
+        fit_field,
+        movie_to_Y,
+        refine,
+        to_estimates,
+    )
+    from mesmerize_helpers.engine.noise import pixel_noise
+
+    if case == "synthetic":
+        from mesmerize_helpers.synthetic import simulate_2p
+
+        sim = simulate_2p(n_frames=1000, shape=(128, 128), n_neurons=30, seed=0)
+        movie, params = sim.movie, SYNTHETIC_PARAMS
+    else:
+        import tifffile
+
+        movie = tifffile.imread(NF_MOVIE)
+        params = NEUROFINDER_PARAMS
+    P = cnmf_params(params)
+
+    # "fit" = what CaImAn's cnm.fit does (patches or whole-field init + one round of updates),
+    # "refit" = the second whole-field round seeded with the fit (cnm.refit)
+    def fit():
+        Y, dims = movie_to_Y(movie)
+        if P["rf"] is not None:
+            from mesmerize_helpers.engine.patches import fit_patches
+
+            m = fit_patches(Y, dims, P, n_processes=n_processes, progress=False)
+            m = refine(Y, dims, m, P, drop_background=True)
+        else:
+            m = fit_field(Y, dims, P, K=int(P["K"]), nb=int(P["nb"]))  # drops as fit_cnmf
+        return Y, dims, m
+
+    (Y, dims, m), t_fit, mem_fit = _stage(fit)
+    m, t_refit, mem_refit = _stage(refine, Y, dims, m, P, drop_background=True)
+    est = to_estimates(m, pixel_noise(Y), dims, int(P["p"]))
+    del Y
+    est, t_eval, mem_eval = _stage(evaluate_components, est, movie, params)
+    # the public one-call API, to check it gives the same components
+    _, t_total, _ = _stage(fit_cnmf, movie, params, n_processes=n_processes, progress=False)
+
+    good = est.idx_components
+    out = {
+        "case": case, "movie": list(movie.shape), "params": params,
+        "fit_s": t_fit, "refit_s": t_refit, "eval_s": t_eval, "fit_cnmf_s": t_total,
+        "fit_peak_mb": mem_fit, "refit_peak_mb": mem_refit, "eval_peak_mb": mem_eval,
+        "n_components": est.n_components, "n_accepted": int(len(good)),
+    }
+    if case == "synthetic":
+        p, r, f1, (ti, ei) = score_iou(sim.footprints, est.footprints(good))
+        out.update(precision=p, recall=r, f1=f1,
+                   trace_corr_median=float(np.median(_row_corr(sim.calcium[ti],
+                                                               est.C[good[ei]]))))
+    else:
+        masks = np.load(NF_MASKS)["masks"]
+        p, r, f1 = score_centroids(masks, est.footprints(good))
+        out.update(precision=p, recall=r, f1=f1, n_labelled=int(len(masks)))
+    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--case", choices=["synthetic", "neurofinder"], action="append")
+    ap.add_argument("--n-processes", type=int, default=1)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    cases = args.case or ["synthetic", "neurofinder"]
+    if args.child:
+        print(json.dumps(run_case(cases[0], args.n_processes)))
+        return
+    results = []
+    for case in cases:
+        if case == "neurofinder" and not NF_MOVIE.exists():
+            print(f"skipping neurofinder: {NF_MOVIE} not found")
+            continue
+        cmd = [sys.executable, __file__, "--child", "--case", case,
+               "--n-processes", str(args.n_processes)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print("| case | movie | fit s | refit s | eval s | fit_cnmf s | peak RSS MB (fit/refit/eval) "
+          "| max RSS MB | K / accepted | precision | recall | F1 | trace corr |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['case']} | {'x'.join(map(str, r['movie']))} | {r['fit_s']:.1f} | "
+              f"{r['refit_s']:.1f} | {r['eval_s']:.2f} | {r['fit_cnmf_s']:.1f} | "
+              f"{r['fit_peak_mb']:.0f} / {r['refit_peak_mb']:.0f} / {r['eval_peak_mb']:.0f} | "
+              f"{r['maxrss_mb']:.0f} | {r['n_components']} / {r['n_accepted']} | "
+              f"{r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | "
+              f"{r.get('trace_corr_median', float('nan')):.3f} |")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

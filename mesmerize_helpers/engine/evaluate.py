@@ -1,0 +1,206 @@
+"""Quality evaluation of CNMF components (accept / reject), as CaImAn's
+``evaluate_components``, without the CNN classifier.
+
+Two measures per component:
+
+- **SNR** of its transients: the raw trace ``C + YrA`` is z-scored against its own noise
+  (estimated from the part of the trace below its mode, which holds no transients), and the
+  most exceptional run of ``N = ceil(decay_time * fr)`` consecutive frames gives an
+  equivalent Gaussian SNR (the z-score whose tail probability is the geometric mean of the
+  run's per-frame tail probabilities). Pure noise gives about 1, real transients several.
+- **Spatial consistency** ``r``: the correlation, over the footprint's pixels, between the
+  footprint and the movie averaged over the component's strongest transients (with the
+  background and the other components removed). A real cell looks like its footprint when
+  it fires; a spurious component does not.
+
+A component is accepted when (SNR >= min_SNR or r >= rval_thr) and SNR > SNR_lowest and
+r > rval_lowest (CaImAn's rule, without the CNN terms), and its area (pixels above 20 % of
+its peak) lies between 0.6 and 9 times ``pi * gSig_y * gSig_x`` (a soma is neither a speck
+nor a sheet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from scipy.signal import argrelmax
+from scipy.special import log_ndtr, ndtri
+
+__all__ = [
+    "evaluate_components", "trace_snr", "spatial_consistency", "robust_mode",
+    "remove_slow_baseline",
+]
+
+
+def robust_mode(x: np.ndarray) -> float:
+    """Half-sample mode of a 1-d sample (robust location of the densest value)."""
+    x = np.sort(np.asarray(x, np.float64))
+    while len(x) > 3:
+        h = (len(x) + 1) // 2
+        widths = x[h - 1:] - x[: len(x) - h + 1]
+        i = int(np.argmin(widths))
+        x = x[i:i + h]
+    return float(np.mean(x)) if len(x) else 0.0
+
+
+def trace_snr(F: np.ndarray, N: int) -> np.ndarray:
+    """Transient SNR of each trace (see module docstring).
+
+    Parameters
+    ----------
+    F
+        (K, T) raw traces (any units; each row is scaled by its own noise).
+    N
+        Number of consecutive frames of a transient (``ceil(decay_time * fr)``).
+
+    Returns
+    -------
+    np.ndarray
+        (K,) SNR values (dimensionless, ~1 for pure noise).
+    """
+    K, T = F.shape
+    N = int(max(1, min(N, T)))
+    out = np.zeros(K)
+    kernel = np.ones(N)
+    for k in range(K):
+        x = np.asarray(F[k], np.float64)
+        md = robust_mode(x)
+        below = x[x < md] - md
+        sd = np.sqrt(np.mean(below**2)) if below.size > 1 else np.std(x)
+        if not np.isfinite(sd) or sd <= 0:
+            continue
+        logp = log_ndtr(-(x - md) / sd)  # log tail probability of each frame under noise
+        run = np.convolve(logp, kernel, mode="valid")  # log prob of N consecutive frames
+        out[k] = -ndtri(np.exp(run.min() / N))
+    return np.nan_to_num(out, posinf=1e3)
+
+
+def remove_slow_baseline(F: np.ndarray) -> np.ndarray:
+    """Subtract from each trace its running 8th percentile over a fifth of the recording
+    (at most 800 frames), as CaImAn does before scoring transients: slow drifts are not
+    events."""
+    from scipy.ndimage import uniform_filter1d
+
+    from .dff import running_percentile
+
+    T = F.shape[1]
+    window = int(min(max(T // 5, 1), 800))
+    if not len(F):
+        return F
+    # the running percentile of a noisy trace is itself noisy; averaging it over the window
+    # keeps only the slow drift, so that noise is not mistaken for transients
+    base = np.stack([running_percentile(f, 8, window, use_fast=True) for f in F])
+    return F - uniform_filter1d(base, window, axis=1, mode="nearest")
+
+
+def _peak_frames(c: np.ndarray, n_peaks: int, before: int, after: int) -> np.ndarray:
+    """Frames around the ``n_peaks`` largest local maxima of ``c`` (above half its max)."""
+    T = len(c)
+    peaks = argrelmax(c, order=max(after, 1))[0]
+    if c.max() <= 0:
+        return np.zeros(0, int)
+    peaks = peaks[c[peaks] > 0.3 * c.max()] if peaks.size else np.array([int(np.argmax(c))])
+    if peaks.size == 0:
+        peaks = np.array([int(np.argmax(c))])
+    peaks = peaks[np.argsort(c[peaks])[::-1][:n_peaks]]
+    frames = np.unique(np.concatenate([np.arange(p - before, p + after + 1) for p in peaks]))
+    return frames[(frames >= 0) & (frames < T)]
+
+
+def spatial_consistency(
+    Y: np.ndarray,
+    A: np.ndarray,
+    C: np.ndarray,
+    b: np.ndarray,
+    f: np.ndarray,
+    *,
+    n_peaks: int = 5,
+    before: int = 2,
+    after: int = 5,
+    athresh: float = 0.1,
+) -> np.ndarray:
+    """Correlation between each footprint and the data during its transients.
+
+    Parameters
+    ----------
+    Y
+        (pixels, T) data.
+    A
+        (pixels, K) dense footprints.
+    C
+        (K, T) traces.
+    b, f
+        Background footprints (pixels, nb) and traces (nb, T).
+    n_peaks, before, after
+        Number of transients used and frames taken before / after each peak.
+    athresh
+        Pixels of the footprint above this fraction of its peak enter the correlation.
+
+    Returns
+    -------
+    np.ndarray
+        (K,) correlations in [-1, 1] (-1 for a component without transients).
+    """
+    K = A.shape[1]
+    r = -np.ones(K)
+    W = np.hstack([A, b])
+    H = np.vstack([C, f])
+    for k in range(K):
+        frames = _peak_frames(C[k], n_peaks, before, after)
+        a = A[:, k]
+        pix = np.flatnonzero(a > athresh * a.max()) if a.max() > 0 else np.zeros(0, int)
+        if frames.size == 0 or pix.size < 3:
+            continue
+        # the data during the transients minus everything but this component
+        resid = Y[np.ix_(pix, frames)] - W[pix] @ H[:, frames] + np.outer(a[pix], C[k, frames])
+        img = resid.mean(axis=1)
+        if np.std(img) > 0 and np.std(a[pix]) > 0:
+            r[k] = float(np.corrcoef(img, a[pix])[0, 1])
+    return r
+
+
+def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -> Any:
+    """Compute SNR and spatial consistency and split components into accepted / rejected.
+
+    Parameters
+    ----------
+    estimates
+        :class:`~mesmerize_helpers.engine.cnmf.Estimates` from ``fit_cnmf``.
+    movie
+        (T, y, x) movie the estimates were fitted on (read only).
+    params
+        Resolved CNMF params (``min_SNR``, ``SNR_lowest``, ``rval_thr``, ``rval_lowest``,
+        ``decay_time``, ``fr``).
+
+    Returns
+    -------
+    Estimates
+        The same object with ``SNR_comp``, ``r_values``, ``cnn_preds`` (NaN),
+        ``idx_components`` and ``idx_components_bad`` set.
+    """
+    from .cnmf import footprint_areas, max_area, min_area, movie_to_Y
+
+    est = estimates
+    K = est.n_components
+    N = int(np.ceil(float(params["decay_time"]) * float(params["fr"])))
+    F = remove_slow_baseline(est.C + est.YrA)
+    snr = trace_snr(F, N) if K else np.zeros(0)
+    if K:
+        Y, _ = movie_to_Y(movie)
+        A = np.asarray(est.A.toarray(), np.float32)
+        rval = spatial_consistency(Y, A, est.C, est.b, est.f)
+    else:
+        rval = np.zeros(0)
+    ok = ((snr >= params["min_SNR"]) | (rval >= params["rval_thr"]))
+    ok &= (snr > params["SNR_lowest"]) & (rval > params["rval_lowest"])
+    if K:  # size limits: somata are neither specks nor sheets
+        area = footprint_areas(A)
+        ok &= (area >= min_area(params)) & (area <= max_area(params))
+    est.SNR_comp = snr.astype(np.float64)
+    est.r_values = rval.astype(np.float64)
+    est.cnn_preds = np.full(K, np.nan)
+    est.idx_components = np.flatnonzero(ok)
+    est.idx_components_bad = np.flatnonzero(~ok)
+    return est

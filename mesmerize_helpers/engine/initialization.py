@@ -1,0 +1,265 @@
+"""Initialization of spatial footprints and traces.
+
+- :func:`greedy_roi`: greedy detection of Gaussian-shaped sources (CaImAn's ``greedy_roi``
+  idea): repeatedly pick the pixel where the centre-surround filtered, noise-normalized
+  residual movie has most energy (as a z-score against pure noise), fit a rank-1
+  non-negative factorization in a window around it, subtract it and update the score
+  locally. Differences from CaImAn: the surround of the filter ignores smooth background,
+  the window is twice ``gSiz`` (a soma's tails reach beyond it), a centre already taken is
+  not picked again, and the search stops when what is left is noise (``K`` is a maximum).
+- :func:`masks_to_A`: footprints given by the user (``Ain``).
+
+Pixel vectors use CaImAn's Fortran order on (y, x): index ``y + x * height``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["greedy_roi", "downsample", "upsample_footprints", "masks_to_A", "nmf_rank1"]
+
+
+def downsample(movie: np.ndarray, ssub: int, tsub: int) -> np.ndarray:
+    """Mean-pool a (T, y, x) movie by ``tsub`` frames and ``ssub`` x ``ssub`` pixels.
+
+    Trailing frames / pixels that do not fill a block are dropped.
+    """
+    T, h, w = movie.shape
+    T2, h2, w2 = T // tsub, h // ssub, w // ssub
+    m = movie[: T2 * tsub, : h2 * ssub, : w2 * ssub]
+    m = m.reshape(T2, tsub, h2, ssub, w2, ssub).mean(axis=(1, 3, 5), dtype=np.float32)
+    return m
+
+
+def upsample_footprints(A: np.ndarray, small: tuple[int, int], full: tuple[int, int]) -> np.ndarray:
+    """Resize (pixels_small, K) F-order footprints to (pixels_full, K) by bilinear zoom."""
+    import cv2
+
+    K = A.shape[1]
+    out = np.zeros((full[0] * full[1], K), np.float32)
+    for k in range(K):
+        img = A[:, k].reshape(small, order="F").astype(np.float32)
+        big = cv2.resize(img, (full[1], full[0]), interpolation=cv2.INTER_LINEAR)
+        out[:, k] = np.maximum(big, 0).ravel(order="F")
+    return out
+
+
+def nmf_rank1(Yw: np.ndarray, c: np.ndarray, n_iter: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-1 non-negative factorization ``Yw ~ outer(c, a)`` by alternating least squares.
+
+    Parameters
+    ----------
+    Yw
+        (T, n) data (frames by pixels).
+    c
+        (T,) initial trace.
+    n_iter
+        Number of alternations.
+
+    Returns
+    -------
+    a, c
+        (n,) footprint and (T,) trace, both non-negative.
+    """
+    c = np.maximum(c, 0).astype(np.float32)
+    a = np.zeros(Yw.shape[1], np.float32)
+    for _ in range(n_iter):
+        cc = float(c @ c)
+        if cc <= 0:
+            break
+        a = np.maximum(c @ Yw / cc, 0)
+        aa = float(a @ a)
+        if aa <= 0:
+            break
+        c = np.maximum(Yw @ a / aa, 0)
+    return a, c
+
+
+def _gauss2d(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of one frame (OpenCV), truncated at 2 sigma, edge pixels replicated."""
+    import cv2
+
+    k = 2 * int(np.ceil(2 * sigma)) + 1
+    return cv2.GaussianBlur(img, (k, k), sigma, borderType=cv2.BORDER_REPLICATE)
+
+
+def _dog(movie: np.ndarray, sig: float, surround: float) -> np.ndarray:
+    """Centre-surround (difference of Gaussians) filter of each frame of (T, h, w)."""
+    out = np.empty(movie.shape, np.float32)
+    for t, frame in enumerate(movie):
+        out[t] = _gauss2d(frame, sig) - _gauss2d(frame, surround)
+    return out
+
+
+def _score(rho: np.ndarray, chunk: int = 128) -> np.ndarray:
+    """Energy of the positive part of the filtered movie: transients are positive.
+
+    Summed over chunks of frames so that temporaries stay small.
+    """
+    out = np.zeros(rho.shape[1:], np.float64)
+    for t0 in range(0, rho.shape[0], chunk):
+        out += np.square(np.maximum(rho[t0:t0 + chunk], 0)).sum(axis=0)
+    return out
+
+
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) matrix of the 1-d blur used by :func:`_gauss2d` (edges replicated)."""
+    import cv2
+
+    k = 2 * int(np.ceil(2 * sigma)) + 1
+    g = cv2.getGaussianKernel(k, sigma)
+    eye = np.eye(n, dtype=np.float64)
+    return cv2.sepFilter2D(eye, -1, np.ones(1), g, borderType=cv2.BORDER_REPLICATE)
+
+
+def _filtered_noise_var(rho: np.ndarray, sig: float, surround: float) -> np.ndarray:
+    """Per-pixel noise variance of the centre-surround filtered (T, h, w) movie.
+
+    The filter's gain on white noise is computed exactly per pixel (near the borders it
+    sees replicated pixels and passes more noise); the overall noise level is the median,
+    over pixels, of the high-frequency power of ``rho`` relative to that gain, which active
+    cells (whose sharp rises have high-frequency power too) barely affect.
+    """
+    from .noise import noise_fft
+
+    T, h, w = rho.shape
+    gy1, gy2 = _blur_matrix(h, sig), _blur_matrix(h, surround)
+    gx1, gx2 = _blur_matrix(w, sig), _blur_matrix(w, surround)
+
+    def rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a * b).sum(axis=1)
+
+    gain = (np.outer(rowdot(gy1, gy1), rowdot(gx1, gx1))
+            - 2 * np.outer(rowdot(gy1, gy2), rowdot(gx1, gx2))
+            + np.outer(rowdot(gy2, gy2), rowdot(gx2, gx2)))
+    gain = np.maximum(gain, 1e-12)
+    step = max(h * w // 4000, 1)
+    sn2 = noise_fft(rho.reshape(T, -1)[:, ::step].T).astype(np.float64) ** 2
+    scale = float(np.median(sn2 / gain.ravel()[::step]))
+    return scale * gain + 1e-20
+
+
+def greedy_roi(
+    Yn: np.ndarray,
+    K: int,
+    gSig: tuple[float, float],
+    gSiz: tuple[int, int],
+    n_iter: int = 5,
+    min_score: float = 6.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy detection of K sources in a noise-normalized, baseline-free movie.
+
+    Parameters
+    ----------
+    Yn
+        (T, h, w) float32 movie with each pixel's baseline removed and divided by its noise
+        level. It is modified in place (found sources are subtracted).
+    K
+        Maximum number of sources to find.
+    gSig
+        Gaussian width (px) of a source, (y, x); the mean of the two is used.
+    gSiz
+        Typical size (px) of a source, (y, x); each source is fitted in a window of twice
+        that size.
+    n_iter
+        Rank-1 NMF iterations per source.
+    min_score
+        Stop early when the best remaining score, as a z-score against the score of pure
+        noise, falls below this: the rest of the field holds no source.
+
+    Returns
+    -------
+    A
+        (h*w, K') footprints in Fortran pixel order, in the units of ``Yn``.
+    C
+        (K', T) traces.
+    centers
+        (K', 2) integer (y, x) centres of the windows.
+    """
+    T, h, w = Yn.shape
+    sig = float(np.mean(gSig))
+    # the surround removes smooth background such as neuropil from the score, so that
+    # picks are localised sources rather than broad background fluctuations
+    surround = 3.0 * sig
+    rho = _dog(Yn, sig, surround)
+    v = _score(rho)
+    # noise level of the filtered movie, to express scores as z-scores against pure noise
+    # (for Gaussian noise of variance s2, max(rho, 0)^2 has mean s2/2 and variance 1.25 s2^2)
+    s2 = _filtered_noise_var(rho, sig, surround)
+    v_noise, v_sd = 0.5 * T * s2, s2 * np.sqrt(1.25 * T)
+    z = (v - v_noise) / v_sd  # picks are made on the z-score, comparable across the field
+    # fit each source in a window twice gSiz wide: a soma's tails reach beyond gSiz, and
+    # leaving them in the residual would make them look like new sources
+    gh = (max(int(gSiz[0]), 1), max(int(gSiz[1]), 1))
+    A_list, C_list, centers = [], [], []
+    yy, xx = np.mgrid[:h, :w]
+    taken = np.zeros((h, w), bool)
+    for _ in range(K):
+        r, c = np.unravel_index(int(np.argmax(z)), z.shape)
+        if z[r, c] <= min_score:
+            break
+        r0, r1 = max(r - gh[0], 0), min(r + gh[0] + 1, h)
+        c0, c1 = max(c - gh[1], 0), min(c + gh[1] + 1, w)
+        Yw = Yn[:, r0:r1, c0:c1].reshape(T, -1)
+        a, trace = nmf_rank1(Yw, rho[:, r, c].copy(), n_iter)
+        if not np.any(a) or not np.any(trace):
+            z[r, c] = -np.inf  # nothing to explain here: never pick this pixel again
+            continue
+        Yn[:, r0:r1, c0:c1] -= np.outer(trace, a).reshape(T, r1 - r0, c1 - c0)
+        img = np.zeros((h, w), np.float32)
+        img[r0:r1, c0:c1] = a.reshape(r1 - r0, c1 - c0)
+        A_list.append(img.ravel(order="F"))
+        C_list.append(trace)
+        centers.append((r, c))
+        # the filter is linear, so the filtered movie changes by trace x filtered footprint
+        d_img = _gauss2d(img, sig) - _gauss2d(img, surround)
+        rows = np.flatnonzero(np.abs(d_img).max(axis=1) > 0)
+        cols = np.flatnonzero(np.abs(d_img).max(axis=0) > 0)
+        i0, i1, j0, j1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        rho[:, i0:i1, j0:j1] -= trace[:, None, None] * d_img[None, i0:i1, j0:j1]
+        v[i0:i1, j0:j1] = _score(rho[:, i0:i1, j0:j1])
+        z[i0:i1, j0:j1] = (v[i0:i1, j0:j1] - v_noise[i0:i1, j0:j1]) / v_sd[i0:i1, j0:j1]
+        # what a rank-1 fit leaves at a soma's centre (model mismatch, edges) is not a new
+        # source: never pick again within gSig of a centre already taken
+        taken |= ((yy - r) / gSig[0]) ** 2 + ((xx - c) / gSig[1]) ** 2 <= 1
+        z[taken] = -np.inf
+    if not A_list:
+        return np.zeros((h * w, 0), np.float32), np.zeros((0, T), np.float32), np.zeros((0, 2))
+    return np.stack(A_list, 1), np.stack(C_list), np.array(centers)
+
+
+def masks_to_A(Ain: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
+    """Convert user masks to (pixels, n) float32 footprints in Fortran pixel order.
+
+    Parameters
+    ----------
+    Ain
+        (y, x, n) boolean or float masks (CaImAn's convention), or a (pixels, n) matrix in
+        Fortran order (dense or scipy.sparse), or (n, y, x) masks if the first axis is not
+        the height.
+    dims
+        (y, x) frame size.
+
+    Returns
+    -------
+    np.ndarray
+        (pixels, n) float32, each column with unit L2 norm.
+    """
+    if hasattr(Ain, "toarray"):
+        Ain = Ain.toarray()
+    Ain = np.asarray(Ain)
+    d = dims[0] * dims[1]
+    if Ain.ndim == 2:
+        if Ain.shape[0] != d:
+            raise ValueError(f"Ain of shape {Ain.shape} does not match {d} pixels.")
+        A = Ain.astype(np.float32)
+    elif Ain.ndim == 3 and Ain.shape[:2] == tuple(dims):
+        A = Ain.reshape(d, -1, order="F").astype(np.float32)
+    elif Ain.ndim == 3 and Ain.shape[1:] == tuple(dims):
+        A = Ain.transpose(1, 2, 0).reshape(d, -1, order="F").astype(np.float32)
+    else:
+        raise ValueError(f"Ain of shape {Ain.shape} does not match frames of shape {dims}.")
+    A = np.maximum(A, 0)
+    norms = np.linalg.norm(A, axis=0)
+    keep = norms > 0
+    return A[:, keep] / norms[keep]

@@ -1,0 +1,160 @@
+"""Merging of components that are one source: overlapping in space and correlated in time,
+or with near-identical footprints."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["DUPLICATE_THR", "find_merges", "merge_components"]
+
+#: Footprint cosine similarity above which two components are one source whatever their
+#: traces say. Two somata whose footprints are this similar lie closer than about half a
+#: soma width and cannot be told apart, while two copies of one cell can share its activity
+#: in any proportion, which makes their traces poorly correlated.
+DUPLICATE_THR = 0.7
+
+
+def _corr(C: np.ndarray) -> np.ndarray:
+    Cc = C - C.mean(axis=1, keepdims=True)
+    nrm = np.linalg.norm(Cc, axis=1)
+    nrm[nrm == 0] = np.inf
+    Cc = Cc / nrm[:, None]
+    return Cc @ Cc.T
+
+
+def find_merges(
+    A: np.ndarray, C: np.ndarray, merge_thr: float, dup_thr: float = DUPLICATE_THR
+) -> list[np.ndarray]:
+    """Groups (of size >= 2) of components to merge.
+
+    Two components are linked when their footprints share pixels and the correlation of
+    their traces exceeds ``merge_thr``, or when their footprints are near copies (cosine
+    similarity above ``dup_thr``). Linked pairs are taken best first (highest correlation or
+    similarity), each component in one pair at most: bigger groups form over repeated passes.
+
+    Parameters
+    ----------
+    A
+        (pixels, K) footprints.
+    C
+        (K, T) traces.
+    merge_thr, dup_thr
+        Thresholds on trace correlation and footprint cosine similarity.
+
+    Returns
+    -------
+    list of np.ndarray
+        Component indices of each pair to merge.
+    """
+    K = A.shape[1]
+    if K < 2:
+        return []
+    As = sp.csc_matrix(A)
+    support = As.copy()
+    support.data[:] = 1.0
+    overlap = np.asarray((support.T @ support).todense()) > 0
+    gram = np.asarray((As.T @ As).todense())
+    nrm = np.sqrt(np.maximum(np.diag(gram), 1e-30))
+    cos = gram / np.outer(nrm, nrm)
+    corr = _corr(C)
+    # near copies, or clearly overlapping and fairly correlated (a cell split in two parts)
+    link = overlap & ((corr > merge_thr) | (cos > dup_thr) | ((cos > 0.5) & (corr > 0.5)))
+    np.fill_diagonal(link, False)
+    # merge pairs, best first, each component at most once per pass: taking connected
+    # pieces of the graph instead would chain neighbours into one giant component
+    i, j = np.nonzero(np.triu(link))
+    order = np.argsort(-np.maximum(corr[i, j], cos[i, j]))
+    used = np.zeros(K, bool)
+    groups = []
+    for a, b in zip(i[order], j[order]):
+        if not (used[a] or used[b]):
+            used[a] = used[b] = True
+            groups.append(np.array([a, b]))
+    return groups
+
+
+def _rank1_of_sum(
+    Ag: np.ndarray, Cg: np.ndarray, c0: np.ndarray, n_iter: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-1 non-negative factorization of ``Ag @ Cg`` without forming the product.
+
+    Parameters
+    ----------
+    Ag
+        (pixels, g) footprints of a group (restricted to their support).
+    Cg
+        (g, T) traces.
+    c0
+        (T,) initial trace.
+
+    Returns
+    -------
+    a, c
+        (pixels,) and (T,) non-negative factors.
+    """
+    c = np.maximum(c0, 0).astype(np.float64)
+    a = np.zeros(Ag.shape[0])
+    for _ in range(n_iter):
+        cc = c @ c
+        if cc <= 0:
+            break
+        a = np.maximum(Ag @ (Cg @ c) / cc, 0)
+        aa = a @ a
+        if aa <= 0:
+            break
+        c = np.maximum(Cg.T @ (Ag.T @ a) / aa, 0)
+    return a, c
+
+
+def merge_components(
+    A: np.ndarray, C: np.ndarray, merge_thr: float, max_rounds: int = 10
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Replace each group of components that are one source by a single component.
+
+    The merged component is the rank-1 non-negative factorization of the group's summed
+    contribution ``sum_i a_i c_i`` on the union of their supports. Merging repeats until no
+    group is left (or ``max_rounds``).
+
+    Parameters
+    ----------
+    A
+        (pixels, K) footprints.
+    C
+        (K, T) traces.
+    merge_thr
+        Trace correlation above which overlapping components are merged.
+    max_rounds
+        Maximum number of merge passes.
+
+    Returns
+    -------
+    A, C, n_removed
+        The new footprints and traces (merged components appended at the end) and the
+        number of components removed.
+    """
+    K0 = A.shape[1]
+    for _ in range(max_rounds):
+        groups = find_merges(A, C, merge_thr)
+        if not groups:
+            break
+        drop = np.concatenate(groups)
+        new_A, new_C = [], []
+        for grp in groups:
+            sup = np.flatnonzero((A[:, grp] > 0).any(axis=1))
+            Ag = A[sup][:, grp].astype(np.float64)
+            Cg = C[grp].astype(np.float64)
+            # start from the trace of the strongest member
+            strongest = int(np.argmax(np.linalg.norm(Ag, axis=0) * Cg.max(axis=1)))
+            a, c = _rank1_of_sum(Ag, Cg, Cg[strongest])
+            nrm = np.linalg.norm(a)
+            if nrm == 0:
+                continue
+            col = np.zeros(A.shape[0], np.float32)
+            col[sup] = a / nrm
+            new_A.append(col)
+            new_C.append(c * nrm)
+        keep = np.setdiff1d(np.arange(A.shape[1]), drop)
+        A = np.hstack([A[:, keep]] + ([np.stack(new_A, 1)] if new_A else []))
+        C = np.vstack([C[keep]] + ([np.stack(new_C)] if new_C else []))
+    return A.astype(np.float32), C.astype(np.float32), K0 - A.shape[1]

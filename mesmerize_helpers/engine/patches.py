@@ -1,0 +1,214 @@
+"""CNMF on overlapping patches, then merged into whole-field components.
+
+The field is cut into square patches of side ``2 * rf`` px that overlap by ``stride`` px
+(CaImAn's meaning of ``rf`` and ``stride``). Each patch is fitted independently with ``K``
+components and ``nb_patch`` background components (in worker processes when
+``n_processes > 1``); the footprints are then placed back in the full field and components
+found twice in overlapping patches (overlapping footprints, correlated traces) are merged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+__all__ = ["patch_starts", "patch_slices", "n_patches", "fit_movie_patch", "fit_patches"]
+
+
+def patch_starts(n: int, size: int, step: int) -> list[int]:
+    """Start offsets of windows of ``size`` every ``step`` px covering ``[0, n)``."""
+    if n <= size:
+        return [0]
+    starts = list(range(0, n - size + 1, max(step, 1)))
+    if starts[-1] + size < n:  # last window flush with the border
+        starts.append(n - size)
+    return starts
+
+
+def patch_slices(dims: tuple[int, int], rf: Any, stride: Any) -> list[tuple[slice, slice]]:
+    """(y, x) slices of the patches for half-size ``rf`` and overlap ``stride`` (px)."""
+    from .params import as_pair
+
+    rf_y, rf_x = (int(v) for v in as_pair(rf, "rf"))
+    st = stride if stride is not None else 0
+    st_y, st_x = (int(v) for v in as_pair(st, "stride"))
+    size = (2 * rf_y, 2 * rf_x)
+    ys = patch_starts(dims[0], size[0], size[0] - st_y)
+    xs = patch_starts(dims[1], size[1], size[1] - st_x)
+    return [(slice(y, min(y + size[0], dims[0])), slice(x, min(x + size[1], dims[1])))
+            for y in ys for x in xs]
+
+
+def _patch_pixels(dims: tuple[int, int], sl: tuple[slice, slice]) -> np.ndarray:
+    """Fortran-order indices, in the full field, of the pixels of a patch (in patch order)."""
+    yy, xx = np.meshgrid(np.arange(sl[0].start, sl[0].stop), np.arange(sl[1].start, sl[1].stop),
+                         indexing="ij")
+    return (yy + xx * dims[0]).ravel(order="F")
+
+
+def _fit_patch(
+    Yp: np.ndarray, dims_p: tuple[int, int], P: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit one patch; returns its footprints (patch pixels, K') and traces (K', T)."""
+    from .cnmf import fit_field, initialize_greedy
+
+    if P["only_init"]:  # CaImAn's default: patches only initialize, the whole field refines
+        return initialize_greedy(Yp, dims_p, P, int(P["K"]), int(P["nb_patch"]))
+    m = fit_field(Yp, dims_p, P, K=int(P["K"]), nb=int(P["nb_patch"]))
+    return m.A, m.C
+
+
+def n_patches(dims: tuple[int, int], params: Mapping[str, Any]) -> int:
+    """Number of patches of a (y, x) field for CaImAn params (0 without ``rf``)."""
+    from .cnmf import cnmf_params
+
+    P = cnmf_params(params)
+    if P["rf"] is None:
+        return 0
+    return len(patch_slices((int(dims[0]), int(dims[1])), P["rf"], P["stride"]))
+
+
+def fit_movie_patch(
+    movie: Any, params: Mapping[str, Any], index: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit patch ``index`` of a (T, y, x) movie on its own (e.g. in a separate job).
+
+    Only the patch's pixels are read. The results of all patches, in patch order, can be
+    handed to ``fit_cnmf(..., patch_results=...)``, which then skips fitting patches.
+
+    Returns
+    -------
+    A, C
+        (patch pixels, K') footprints in Fortran order on the patch and (K', T) traces.
+    """
+    from .cnmf import cnmf_params, movie_to_Y
+
+    P = cnmf_params(params)
+    if P["rf"] is None:
+        raise ValueError("fit_movie_patch needs patches: params['rf'] is None.")
+    dims = (int(movie.shape[1]), int(movie.shape[2]))
+    sl = patch_slices(dims, P["rf"], P["stride"])[index]
+
+    class _Crop:  # (T, y, x) view of the patch that reads frames in chunks
+        shape = (movie.shape[0], sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+
+        def __getitem__(self, t: slice) -> np.ndarray:
+            return np.asarray(movie[t][:, sl[0], sl[1]])
+
+    Yp, dims_p = movie_to_Y(_Crop())
+    return _fit_patch(Yp, dims_p, P)
+
+
+def _worker_init() -> None:
+    """One BLAS thread per worker process: the patches already run in parallel."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # threadpoolctl is optional: without it BLAS keeps its default threads
+        pass
+
+
+def _fit_all(
+    Y: np.ndarray,
+    pix: list[np.ndarray],
+    pdims: list[tuple[int, int]],
+    P: Mapping[str, Any],
+    n_processes: int,
+    progress: bool,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fit every patch, in worker processes when ``n_processes > 1``; results in order."""
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    results = []
+    bar = tqdm(total=len(pix), desc="patches", disable=not progress)
+    if n_processes > 1 and len(pix) > 1:
+        ctx = mp.get_context("spawn")  # safe with BLAS threads, unlike fork
+        with ProcessPoolExecutor(n_processes, mp_context=ctx, initializer=_worker_init) as ex:
+            futures = [ex.submit(_fit_patch, Y[p], pd, dict(P)) for p, pd in zip(pix, pdims)]
+            for fut in futures:
+                results.append(fut.result())
+                bar.update(1)
+    else:
+        for p, pd in zip(pix, pdims):
+            results.append(_fit_patch(Y[p], pd, P))
+            bar.update(1)
+    bar.close()
+    return results
+
+
+def fit_patches(
+    Y: np.ndarray,
+    dims: tuple[int, int],
+    P: Mapping[str, Any],
+    *,
+    n_processes: int = 1,
+    progress: bool = True,
+    results: list[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Any:
+    """Fit every patch and assemble whole-field components.
+
+    Parameters
+    ----------
+    Y
+        (pixels, T) data, Fortran pixel order.
+    dims
+        (y, x) frame size.
+    P
+        Resolved CNMF params (``rf``, ``stride``, ``K``, ``nb``, ``nb_patch``, ``merge_thr``...).
+    n_processes
+        Worker processes (1: sequential, in this process).
+    progress
+        Show a progress bar over patches.
+    results
+        Patch fits made elsewhere (:func:`fit_movie_patch`), one (A, C) per patch in patch
+        order; patches are then not fitted here.
+
+    Returns
+    -------
+    _Model
+        Whole-field footprints, traces and a freshly initialized rank-``nb`` background,
+        before any whole-field update.
+    """
+    from .background import init_background
+    from .cnmf import _Model, _normalize
+    from .merging import merge_components
+
+    d, T = Y.shape
+    slices = patch_slices(dims, P["rf"], P["stride"])
+    pix = [_patch_pixels(dims, sl) for sl in slices]
+    pdims = [(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in slices]
+    if results is not None:
+        results = list(results)
+        if len(results) != len(slices):
+            raise ValueError(f"Got {len(results)} patch results for {len(slices)} patches "
+                             f"(rf={P['rf']}, stride={P['stride']}, frame {dims}).")
+        for p, (A_p, _) in zip(pix, results):
+            if A_p.shape[0] != len(p):
+                raise ValueError("A patch result does not match its patch's size.")
+    else:
+        results = _fit_all(Y, pix, pdims, P, n_processes, progress)
+    cols, traces = [], []
+    for p, (A_p, C_p) in zip(pix, results):
+        for k in range(A_p.shape[1]):
+            col = np.zeros(d, np.float32)
+            col[p] = A_p[:, k]
+            cols.append(col)
+            traces.append(C_p[k])
+    if not cols:
+        A = np.zeros((d, 0), np.float32)
+        C = np.zeros((0, T), np.float32)
+    else:
+        A, C = np.stack(cols, 1), np.stack(traces).astype(np.float32)
+        # the same cell found in two overlapping patches has near-identical footprints.
+        # Traces are not compared yet: before the background is fitted, the traces of dim
+        # cells are dominated by neuropil and would link unrelated components; the merge
+        # step of the whole-field refinement compares them once they are clean.
+        A, C, _ = merge_components(A, C, merge_thr=np.inf)
+    b, f = init_background(Y, A, C, int(P["nb"]))
+    return _normalize(_Model(A, C, b, f))

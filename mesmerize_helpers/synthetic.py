@@ -1,0 +1,390 @@
+"""Synthetic calcium-imaging movies with known ground truth.
+
+Used by the tests, the benchmarks and the README demo. Two simulators:
+
+- :func:`simulate_2p`: two-photon-like movie. Compact, roughly Gaussian somata with some shape
+  variability; AR(1) calcium driven by Poisson spikes; a smooth static baseline plus a low-rank
+  neuropil background with slow fluctuations; Poisson (shot) noise plus Gaussian read noise;
+  optional rigid motion with known per-frame shifts.
+- :func:`simulate_1p`: one-photon / microendoscope-like movie. Larger, blurrier footprints
+  under a background 5-10 times brighter than the cells that drifts in space and time.
+
+Units: the movie is in photon counts (before read noise). ``footprints`` have a peak of 1, and
+``calcium`` is in counts at a footprint's peak pixel, so ``movie ~= sum_k footprints[k] *
+calcium[k] + background + noise``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["SyntheticMovie", "simulate_2p", "simulate_1p", "save_tiff"]
+
+
+@dataclass
+class SyntheticMovie:
+    """A simulated movie and its ground truth.
+
+    Attributes
+    ----------
+    movie
+        (frames, y, x) float32 (or uint16 if requested), photon counts plus read noise.
+    footprints
+        (n, y, x) float32, spatial footprint of each neuron, peak 1.
+    calcium
+        (n, frames) float32, calcium trace of each neuron in counts at its peak pixel
+        (AR(1) response to ``spikes``, without the neuron's resting fluorescence).
+    spikes
+        (n, frames) float32, spike amplitudes (0 where no spike) in the same units as
+        ``calcium``: ``calcium[:, t] = g * calcium[:, t - 1] + spikes[:, t]``.
+    background
+        Dict with ``"spatial"`` (nb, y, x), ``"temporal"`` (nb, frames) and ``"baseline"``
+        (y, x): the noiseless background is ``baseline + sum_j spatial[j] * temporal[j]``.
+        ``"resting"`` (n,) is each neuron's resting fluorescence at its peak pixel (counts),
+        which is part of the baseline.
+    shifts
+        (frames, 2) float32, the rigid (y, x) displacement in pixels applied to each frame
+        (frame t shows the scene moved by ``shifts[t]``; registering it needs ``-shifts[t]``).
+        All zeros without motion.
+    params
+        Hints for the analysis: ``gSig`` (pair, px), ``fr`` (Hz), ``decay_time`` (s) and
+        ``g`` (the AR(1) coefficient per frame).
+    """
+
+    movie: np.ndarray
+    footprints: np.ndarray
+    calcium: np.ndarray
+    spikes: np.ndarray
+    background: dict[str, np.ndarray] = field(default_factory=dict)
+    shifts: np.ndarray | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_neurons(self) -> int:
+        """Number of simulated neurons."""
+        return int(self.footprints.shape[0])
+
+    def masks(self, threshold: float = 0.25) -> np.ndarray:
+        """Boolean (n, y, x) masks: footprint pixels above ``threshold`` times the peak."""
+        peak = self.footprints.reshape(self.n_neurons, -1).max(axis=1)
+        return self.footprints > threshold * peak[:, None, None]
+
+
+def _place_centers(
+    rng: np.random.Generator, n: int, shape: tuple[int, int], margin: float, min_dist: float
+) -> np.ndarray:
+    """Draw ``n`` centres (y, x) uniformly inside ``margin``, at least ``min_dist`` apart.
+
+    The distance constraint is relaxed step by step if the field is too crowded, so the call
+    always returns ``n`` centres.
+    """
+    centers: list[np.ndarray] = []
+    dist = min_dist
+    tries = 0
+    while len(centers) < n:
+        c = rng.uniform([margin, margin], [shape[0] - 1 - margin, shape[1] - 1 - margin])
+        if all(np.hypot(*(c - o)) >= dist for o in centers):
+            centers.append(c)
+        tries += 1
+        if tries > 200 * n:  # crowded: accept closer neighbours
+            dist *= 0.9
+            tries = 0
+    return np.array(centers)
+
+
+def _footprint(
+    rng: np.random.Generator,
+    center: np.ndarray,
+    shape: tuple[int, int],
+    sigma: float,
+    variability: float,
+    cutoff: float = 0.05,
+) -> np.ndarray:
+    """One soma: a rotated anisotropic Gaussian with a faint random texture, peak 1."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    sy, sx = sigma * rng.uniform(1 - variability, 1 + variability, size=2)
+    theta = rng.uniform(0, np.pi)
+    dy, dx = yy - center[0], xx - center[1]
+    u = np.cos(theta) * dy + np.sin(theta) * dx
+    v = -np.sin(theta) * dy + np.cos(theta) * dx
+    fp = np.exp(-0.5 * ((u / sy) ** 2 + (v / sx) ** 2))
+    # multiplicative smooth texture so that footprints are not perfect Gaussians
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape), sigma / 2)
+    texture /= texture.std() + 1e-12
+    fp *= np.clip(1 + 0.5 * variability * texture, 0.2, None)
+    fp[fp < cutoff * fp.max()] = 0
+    return (fp / fp.max()).astype(np.float32)
+
+
+def _spike_trains(
+    rng: np.random.Generator, n: int, n_frames: int, fr: float, rate: float, amplitude: float
+) -> np.ndarray:
+    """Poisson spike counts with log-normal amplitudes, (n, frames) in counts."""
+    rates = rate * rng.lognormal(0.0, 0.5, size=n)  # Hz, varies across neurons
+    counts = rng.poisson(np.outer(rates / fr, np.ones(n_frames)))
+    amps = amplitude * rng.lognormal(0.0, 0.25, size=(n, n_frames))
+    return (counts * amps).astype(np.float32)
+
+
+def _ar1(spikes: np.ndarray, g: float) -> np.ndarray:
+    """Calcium ``c[t] = g * c[t-1] + s[t]`` along the last axis."""
+    from scipy.signal import lfilter
+
+    return lfilter([1.0], [1.0, -g], spikes, axis=-1).astype(np.float32)
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """A positive random field with spatial correlation length ``scale`` px, mean 1."""
+    f = ndimage.gaussian_filter(rng.standard_normal(shape), scale, mode="wrap")
+    f = (f - f.min()) / (np.ptp(f) + 1e-12)
+    return (0.5 + f / f.mean() * 0.5).astype(np.float32)
+
+
+def _slow_trace(rng: np.random.Generator, n_frames: int, fr: float, period: float) -> np.ndarray:
+    """A smooth random positive trace with fluctuations on ``period`` seconds, mean 1."""
+    # a movie shorter than the period still fluctuates (over its own length)
+    sigma = min(period * fr / 4, max(n_frames / 8, 1.0))
+    t = ndimage.gaussian_filter1d(rng.standard_normal(n_frames), sigma, mode="reflect")
+    t = (t - t.mean()) / (t.std() + 1e-12)
+    return (1 + 0.3 * t).clip(0.2, None).astype(np.float32)
+
+
+def _motion_shifts(rng: np.random.Generator, n_frames: int, max_shift: float) -> np.ndarray:
+    """Smooth random-walk (y, x) shifts within +-max_shift px, plus a few sudden jumps."""
+    steps = rng.standard_normal((n_frames, 2)) * max_shift / 6
+    walk = ndimage.gaussian_filter1d(np.cumsum(steps, axis=0), 2, axis=0)
+    walk -= walk.mean(axis=0)
+    scale = np.abs(walk).max(axis=0)
+    walk *= max_shift / np.maximum(scale, max_shift)  # clip range without flattening
+    return np.clip(walk, -max_shift, max_shift).astype(np.float32)
+
+
+def _shift_frame(frame: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Move ``frame`` by ``shift`` (y, x) px with bilinear subpixel interpolation."""
+    import cv2
+
+    m = np.float32([[1, 0, shift[1]], [0, 1, shift[0]]])
+    return cv2.warpAffine(
+        frame, m, (frame.shape[1], frame.shape[0]),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT,
+    )
+
+
+def _render(
+    rng: np.random.Generator,
+    footprints: np.ndarray,
+    traces: np.ndarray,
+    bg_spatial: np.ndarray,
+    bg_temporal: np.ndarray,
+    baseline: np.ndarray,
+    noise: float,
+    shifts: np.ndarray | None,
+    chunk: int = 200,
+) -> np.ndarray:
+    """Noiseless scene -> (optional motion) -> Poisson shot noise + Gaussian read noise."""
+    n, ny, nx = footprints.shape
+    n_frames = traces.shape[1]
+    A = footprints.reshape(n, ny * nx).T  # (pixels, n); n may be 0
+    B = bg_spatial.reshape(bg_spatial.shape[0], -1).T
+    out = np.empty((n_frames, ny, nx), np.float32)
+    for t0 in range(0, n_frames, chunk):
+        t1 = min(t0 + chunk, n_frames)
+        clean = A @ traces[:, t0:t1] + B @ bg_temporal[:, t0:t1] + baseline.reshape(-1, 1)
+        clean = clean.T.reshape(t1 - t0, ny, nx).astype(np.float32)
+        if shifts is not None:
+            clean = np.stack([_shift_frame(f, s) for f, s in zip(clean, shifts[t0:t1])])
+        frames = rng.poisson(np.clip(clean, 0, None)).astype(np.float32)
+        frames += rng.normal(0.0, noise, size=frames.shape).astype(np.float32)
+        out[t0:t1] = frames
+    return out
+
+
+def _finish(movie: np.ndarray, dtype: str) -> np.ndarray:
+    if np.dtype(dtype) == np.uint16:
+        return np.clip(np.round(movie), 0, 65535).astype(np.uint16)
+    return movie.astype(dtype, copy=False)
+
+
+def simulate_2p(
+    n_frames: int = 1000,
+    shape: tuple[int, int] = (128, 128),
+    n_neurons: int = 30,
+    gSig: float = 4.0,
+    fr: float = 30.0,
+    decay_time: float = 0.4,
+    noise: float = 2.0,
+    background: float = 20.0,
+    motion: float | None = None,
+    seed: int = 0,
+    *,
+    firing_rate: float = 0.5,
+    amplitude: float = 20.0,
+    resting: float = 0.3,
+    neuropil: float = 0.3,
+    shape_variability: float = 0.2,
+    min_distance: float | None = None,
+    dtype: str = "float32",
+) -> SyntheticMovie:
+    """Simulate a two-photon calcium-imaging movie with known neurons.
+
+    Parameters
+    ----------
+    n_frames
+        Number of frames T.
+    shape
+        Frame size (y, x) in pixels.
+    n_neurons
+        Number of neurons.
+    gSig
+        Typical Gaussian width (standard deviation, px) of a soma, as CaImAn's ``gSig``.
+    fr
+        Frame rate (Hz).
+    decay_time
+        Calcium decay time constant (s); the AR(1) coefficient is ``exp(-1 / (decay_time*fr))``.
+    noise
+        Standard deviation of the Gaussian read noise (counts); Poisson shot noise comes on top.
+    background
+        Mean background brightness (counts per pixel per frame).
+    motion
+        None for no motion, else the maximum rigid displacement (px) of a smooth random walk.
+    seed
+        Seed of the random generator: the same arguments give the same movie.
+    firing_rate
+        Mean firing rate (Hz); rates vary log-normally across neurons.
+    amplitude
+        Mean calcium increment per spike at a footprint's peak pixel (counts).
+    resting
+        Resting fluorescence of each neuron at its peak, as a fraction of ``amplitude`` (makes
+        somata visible in the mean image, as in real data).
+    neuropil
+        Amplitude of the neuropil background fluctuations relative to ``background``.
+    shape_variability
+        Relative spread of the soma widths (and strength of their texture).
+    min_distance
+        Minimum distance between soma centres (px); default ``2 * gSig`` (cells may touch).
+    dtype
+        ``"float32"`` or ``"uint16"`` (rounded and clipped, as a raw recording).
+
+    Returns
+    -------
+    SyntheticMovie
+    """
+    rng = np.random.default_rng(seed)
+    shape = (int(shape[0]), int(shape[1]))
+    g = float(np.exp(-1.0 / (decay_time * fr)))
+    min_dist = 2.0 * gSig if min_distance is None else float(min_distance)
+    margin = 1.5 * gSig + (motion or 0)
+    centers = _place_centers(rng, n_neurons, shape, margin, min_dist)
+    footprints = np.stack(
+        [_footprint(rng, c, shape, gSig, shape_variability) for c in centers]
+    ) if n_neurons else np.zeros((0, *shape), np.float32)
+
+    spikes = _spike_trains(rng, n_neurons, n_frames, fr, firing_rate, amplitude)
+    calcium = _ar1(spikes, g)
+    rest = (resting * amplitude * rng.uniform(0.5, 1.5, size=n_neurons)).astype(np.float32)
+
+    # static baseline: vignetting-like smooth map + resting fluorescence of the somata
+    baseline = background * _smooth_field(rng, shape, max(shape) / 4)
+    baseline = baseline + np.tensordot(rest, footprints, axes=1)
+    # neuropil: one smooth spatial map with slow temporal fluctuations around 0
+    bg_spatial = (neuropil * background * _smooth_field(rng, shape, 3 * gSig))[None]
+    bg_temporal = (_slow_trace(rng, n_frames, fr, period=5.0) - 1.0)[None]
+
+    shifts = _motion_shifts(rng, n_frames, motion) if motion else None
+    movie = _render(rng, footprints, calcium, bg_spatial, bg_temporal, baseline, noise, shifts)
+    return SyntheticMovie(
+        movie=_finish(movie, dtype),
+        footprints=footprints,
+        calcium=calcium,
+        spikes=spikes,
+        background={
+            "spatial": bg_spatial.astype(np.float32),
+            "temporal": bg_temporal.astype(np.float32),
+            "baseline": baseline.astype(np.float32),
+            "resting": rest,
+        },
+        shifts=shifts if shifts is not None else np.zeros((n_frames, 2), np.float32),
+        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
+    )
+
+
+def simulate_1p(
+    n_frames: int = 1000,
+    shape: tuple[int, int] = (128, 128),
+    n_neurons: int = 30,
+    gSig: float = 3.0,
+    fr: float = 10.0,
+    decay_time: float = 0.6,
+    noise: float = 2.0,
+    background: float = 200.0,
+    motion: float | None = None,
+    seed: int = 0,
+    *,
+    firing_rate: float = 0.3,
+    amplitude: float = 30.0,
+    blur: float = 2.0,
+    drift: float = 0.2,
+    dtype: str = "float32",
+) -> SyntheticMovie:
+    """Simulate a one-photon (microendoscope) movie: blurry cells under a bright background.
+
+    Parameters are as :func:`simulate_2p`; in addition the background (mean ``background``
+    counts, several times brighter than the cells' transients) is the sum of three smooth
+    spatial maps whose weights drift slowly, and ``drift`` is their relative fluctuation.
+    ``blur`` widens the somata (px) to mimic out-of-focus light.
+
+    Returns
+    -------
+    SyntheticMovie
+    """
+    rng = np.random.default_rng(seed)
+    shape = (int(shape[0]), int(shape[1]))
+    g = float(np.exp(-1.0 / (decay_time * fr)))
+    width = float(np.hypot(gSig, blur))
+    margin = 1.5 * width + (motion or 0)
+    centers = _place_centers(rng, n_neurons, shape, margin, 2.0 * width)
+    footprints = np.stack(
+        [_footprint(rng, c, shape, width, 0.15, cutoff=0.02) for c in centers]
+    ) if n_neurons else np.zeros((0, *shape), np.float32)
+
+    spikes = _spike_trains(rng, n_neurons, n_frames, fr, firing_rate, amplitude)
+    calcium = _ar1(spikes, g)
+    baseline = background * _smooth_field(rng, shape, max(shape) / 3)
+    # three spatial modes at different scales, each drifting in time: the background both
+    # moves in space and changes in brightness, as blood vessels and out-of-focus tissue do
+    bg_spatial = np.stack(
+        [drift * background * _smooth_field(rng, shape, s) for s in (4 * width, 8.0, 20.0)]
+    )
+    bg_temporal = np.stack(
+        [_slow_trace(rng, n_frames, fr, period=p) - 1.0 for p in (20.0, 8.0, 40.0)]
+    )
+    shifts = _motion_shifts(rng, n_frames, motion) if motion else None
+    movie = _render(rng, footprints, calcium, bg_spatial, bg_temporal, baseline, noise, shifts)
+    return SyntheticMovie(
+        movie=_finish(movie, dtype),
+        footprints=footprints,
+        calcium=calcium,
+        spikes=spikes,
+        background={
+            "spatial": bg_spatial.astype(np.float32),
+            "temporal": bg_temporal.astype(np.float32),
+            "baseline": baseline.astype(np.float32),
+            "resting": np.zeros(n_neurons, np.float32),
+        },
+        shifts=shifts if shifts is not None else np.zeros((n_frames, 2), np.float32),
+        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
+    )
+
+
+def save_tiff(path: str | Path, movie: np.ndarray) -> Path:
+    """Write a (frames, y, x) movie as a multi-page TIFF (tifffile) and return its path."""
+    import tifffile
+
+    path = Path(path)
+    tifffile.imwrite(path, np.asarray(movie))
+    return path

@@ -1,0 +1,72 @@
+"""The simulator: shapes, units, determinism, known motion."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+from mesmerize_helpers.synthetic import SyntheticMovie, save_tiff, simulate_1p, simulate_2p
+
+
+def test_simulate_2p_shapes_and_model():
+    sim = simulate_2p(n_frames=200, shape=(48, 64), n_neurons=6, gSig=3, fr=20, decay_time=0.5,
+                      seed=1)
+    assert isinstance(sim, SyntheticMovie)
+    assert sim.movie.shape == (200, 48, 64) and sim.movie.dtype == np.float32
+    assert sim.footprints.shape == (6, 48, 64)
+    np.testing.assert_allclose(sim.footprints.reshape(6, -1).max(1), 1.0)
+    assert sim.calcium.shape == sim.spikes.shape == (6, 200)
+    assert sim.shifts.shape == (200, 2) and not sim.shifts.any()
+    g = np.exp(-1 / (0.5 * 20))
+    assert np.isclose(sim.params["g"], g)
+    assert sim.params["gSig"] == (3, 3) and sim.params["fr"] == 20
+    # calcium is the AR(1) response to the spikes
+    np.testing.assert_allclose(lfilter([1], [1, -g], sim.spikes, axis=1), sim.calcium,
+                               rtol=1e-4, atol=1e-3)
+    assert (sim.spikes > 0).any(axis=1).all()
+    # the noiseless model explains the movie up to shot + read noise
+    clean = (np.tensordot(sim.calcium.T, sim.footprints, axes=1)
+             + sim.background["baseline"]
+             + np.tensordot(sim.background["temporal"].T, sim.background["spatial"], axes=1))
+    resid = sim.movie - clean
+    assert abs(resid.mean()) < 0.1
+    assert np.allclose(resid.var(), (clean.mean() + 2.0**2), rtol=0.1)  # Poisson + read noise
+    assert sim.masks().shape == (6, 48, 64) and sim.masks().any(axis=(1, 2)).all()
+
+
+def test_simulate_2p_is_deterministic_and_seeded():
+    a = simulate_2p(n_frames=50, shape=(32, 32), n_neurons=3, seed=7)
+    b = simulate_2p(n_frames=50, shape=(32, 32), n_neurons=3, seed=7)
+    c = simulate_2p(n_frames=50, shape=(32, 32), n_neurons=3, seed=8)
+    np.testing.assert_array_equal(a.movie, b.movie)
+    assert not np.array_equal(a.movie, c.movie)
+
+
+def test_simulate_2p_motion_and_uint16():
+    still = simulate_2p(n_frames=100, shape=(64, 64), n_neurons=5, seed=3, noise=0.5)
+    moving = simulate_2p(n_frames=100, shape=(64, 64), n_neurons=5, seed=3, noise=0.5, motion=4,
+                         dtype="uint16")
+    assert moving.movie.dtype == np.uint16
+    assert np.abs(moving.shifts).max() <= 4 + 1e-6 and np.abs(moving.shifts).max() > 1
+    # frame t shows the scene moved by shifts[t]: the brightest soma's peak moves with it
+    t = int(np.argmax(np.abs(moving.shifts).sum(1)))
+    k = int(np.argmax(moving.calcium[:, t]))
+    y0, x0 = np.unravel_index(np.argmax(moving.footprints[k]), (64, 64))
+    dy, dx = moving.shifts[t]
+    frame = moving.movie[t].astype(float) - moving.background["baseline"]
+    win = frame[int(y0 + dy) - 6:int(y0 + dy) + 7, int(x0 + dx) - 6:int(x0 + dx) + 7]
+    assert win.mean() > frame.mean()
+    assert still.shifts.shape == (100, 2)
+
+
+def test_simulate_1p_background_dominates(tmp_path):
+    sim = simulate_1p(n_frames=100, shape=(64, 64), n_neurons=8, seed=0)
+    cells = np.tensordot(sim.calcium.T, sim.footprints, axes=1)
+    bg = sim.background["baseline"].mean()
+    assert bg > 5 * np.percentile(cells.max(axis=0), 99) / 3  # background 5-10x the cells
+    # the background changes over time
+    assert sim.background["temporal"].std(axis=1).min() > 0.01
+    path = save_tiff(tmp_path / "m.tif", sim.movie)
+    import tifffile
+
+    assert tifffile.imread(path).shape == (100, 64, 64)
