@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..cache import cnmf_cache
-from ..io.lazy import LazyProduct, LazyResidual
+from ..io.lazy import LazyFrameFunction, LazyProduct, LazyResidual
 from ..manifest import MANIFEST, update_manifest
 from .common import checked_manifest, output_file
 
@@ -165,10 +165,18 @@ class CNMFExtension:
         estimates = self.get_output()
         return LazyProduct(estimates.A, estimates.C, estimates.dims)
 
-    def get_rcb(self) -> LazyProduct:
-        """Reconstructed background ``b f`` as a lazy (frames, y, x) array."""
+    def get_rcb(self) -> LazyProduct | LazyFrameFunction:
+        """Reconstructed background as a lazy (frames, y, x) array: ``b f``, or for CNMF-E's
+        ring model ``b0 + W (Y - A C - b0)``."""
         estimates = self.get_output()
-        return LazyProduct(estimates.b, estimates.f, estimates.dims)
+        if "W" not in estimates.extra:
+            return LazyProduct(estimates.b, estimates.f, estimates.dims)
+        from ..engine.cnmfe import background_frames
+
+        movie = self.get_cnmf_memmap()
+        return LazyFrameFunction(
+            movie.shape[0], estimates.dims, lambda idx: background_frames(estimates, movie, idx)
+        )
 
     def get_residuals(self) -> LazyResidual:
         """``Y - rcm - rcb`` as a lazy (frames, y, x) array."""
@@ -198,13 +206,13 @@ class CNMFExtension:
             Quality parameters (``min_SNR``, ``SNR_lowest``, ``rval_thr``, ``rval_lowest``,
             ...), flat or under ``"main"``; they override the item's own params.
         """
-        from ..engine.cnmf import cnmf_params
-        from ..engine.evaluate import evaluate_components
+        from ..jobs import source_extraction
 
+        evaluate = source_extraction(self._series["algo"])[1]
         new = dict(params.get("main", params))
-        item_main = self._series["params"]["main"]
-        resolved = cnmf_params({**item_main, **self._series["params"].get("eval", {}), **new})
-        estimates = evaluate_components(self.get_output(), self.get_cnmf_memmap(), resolved)
+        item = self._series["params"]
+        merged = {**item["main"], **item.get("eval", {}), **new}
+        estimates = evaluate(self.get_output(), self.get_cnmf_memmap(), merged)
         estimates.extra.setdefault("params", {}).update(new)
         self._persist(estimates, {"eval": new, "evaluated_time": _now()})
 

@@ -111,3 +111,22 @@ class LazyResidual(LazyArray):
             data = np.stack([np.asarray(self.movie[int(i)], dtype=np.float32) for i in indices]) \
                 if len(indices) else np.zeros((0, *self.dims), np.float32)
         return data - self.rcm._frames(indices) - self.rcb._frames(indices)
+
+
+class LazyFrameFunction(LazyArray):
+    """Frames computed by a function of their indices, e.g. CNMF-E's ring background.
+
+    Parameters
+    ----------
+    compute
+        ``compute(indices) -> (len(indices), y, x)`` float32.
+    """
+
+    def __init__(self, n_frames: int, dims: tuple[int, int], compute: Any):
+        super().__init__(n_frames, dims)
+        self._compute = compute
+
+    def _frames(self, indices: np.ndarray) -> np.ndarray:
+        if len(indices) == 0:
+            return np.zeros((0, *self.dims), dtype=np.float32)
+        return np.asarray(self._compute(indices), dtype=np.float32)

@@ -1,0 +1,608 @@
+"""CNMF-E: source extraction for one-photon (microendoscope) movies (Zhou et al. 2018).
+
+The model is CNMF's ``Y ~ A C + B`` with a background ``B`` that a low-rank ``b f`` cannot
+describe (bright, spatially complex, drifting). Only two steps differ from CNMF
+(:mod:`.cnmf`), whose spatial, temporal, merging and evaluation code is reused:
+
+- **initialization** (:mod:`.corr_pnr`): seeds from the correlation x peak-to-noise-ratio
+  image of the movie band-pass filtered at the neuron's scale;
+- **background** (:mod:`.ring`): the ring model ``B = b0 1' + W (Y - A C - b0 1')``,
+  estimated by least squares on a grid downsampled by ``ssub_B``.
+
+The fit alternates, as CaImAn's ``greedyROI_corr``, ``init_iter`` times: estimate the ring
+background for the current neurons, update footprints and traces on ``Y - B`` (HALS and
+OASIS, :mod:`.spatial` / :mod:`.temporal`), look for more neurons in what is left, merge.
+A last round (and one more with ``refit``) re-estimates the background and the neurons.
+
+Background parameter ``nb`` (CaImAn's semantics for ``method_init='corr_pnr'``):
+
+- ``nb = 0`` (default): the exact ring model; ``W`` (sparse, on the downsampled grid),
+  ``b0`` and ``ssub_B`` are returned in ``Estimates.extra`` and ``b``/``f`` are empty.
+  The background of any frame is :func:`~.ring.ring_background` of ``Y - A C``.
+- ``nb > 0``: neurons are fitted with the ring model, then the ring background of the whole
+  movie is approximated by a rank-``nb`` non-negative factorization returned as ``b``/``f``
+  (``W`` is not returned), so that the results look like CNMF's.
+- ``nb = -1``: CaImAn returns the full-rank background itself (``b`` the identity, ``f``
+  the (pixels, T) background movie) and does not update it after initialization
+  (``update_background_components`` is set to False). Here too the ring model of the first
+  background estimate is kept for the rest of the fit, and the background is returned in
+  its compact form (``W``, ``b0``, as for ``nb = 0``): the frames it gives are what CaImAn
+  stores in ``f``, without a movie-sized array. ``extra["nb"]`` records -1.
+
+``update_background_components=False`` (any ``nb``) likewise keeps the first ring model.
+- ``nb < -1`` (CaImAn: "no background returned") is rejected.
+
+Pixels are flattened in Fortran order on (y, x), as in CaImAn.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .cnmf import Estimates, Y_to_movie, movie_to_Y
+from .corr_pnr import init_neurons_corr_pnr
+from .initialization import downsample, upsample_footprints
+from .merging import merge_components
+from .noise import ar_from_decay_time, pixel_noise
+from .params import as_pair, resolve_params
+from .ring import compute_W, ring_background, ring_radius, subtract_background
+from .spatial import update_spatial
+from .temporal import update_temporal
+
+__all__ = [
+    "CNMFE_DEFAULTS", "cnmfe_params", "fit_cnmfe", "evaluate_components", "background_frames",
+]
+
+#: CaImAn ``CNMFParams`` keys the built-in CNMF-E implements, with defaults for one-photon
+#: data (those of CaImAn's CNMF-E demo where they differ from CaImAn's 2p defaults).
+CNMFE_DEFAULTS: dict[str, Any] = {
+    # data
+    "fr": 10.0, "decay_time": 0.4,
+    # init (corr_pnr)
+    "method_init": "corr_pnr", "K": None, "gSig": [3, 3], "gSiz": None, "center_psf": True,
+    "min_corr": 0.8, "min_pnr": 10.0, "ring_size_factor": 1.5, "nb": 0, "ssub_B": 2,
+    "ssub": 1, "tsub": 1, "init_iter": 2, "normalize_init": False, "seed_method": "auto",
+    # patches
+    "rf": None, "stride": None, "nb_patch": 0, "low_rank_background": None, "only_init": True,
+    "border_pix": 0, "del_duplicates": True,
+    # preprocess / temporal
+    "p": 1, "ITER": 2, "bas_nonneg": True, "s_min": None, "noise_range": [0.25, 0.5],
+    "noise_method": "mean", "lags": 5, "fudge_factor": 0.96, "optimize_g": False,
+    "method_deconvolution": "oasis",
+    # spatial
+    "update_background_components": True,
+    # merging
+    "do_merge": True, "merge_thr": 0.7,
+    # quality
+    "min_SNR": 3.0, "SNR_lowest": 0.5, "rval_thr": 0.85, "rval_lowest": -1,
+    "use_cnn": False, "min_cnn_thr": 0.9, "cnn_lowest": 0.1,
+}
+
+# CaImAn keys of these steps that change results but are not implemented here, with
+# CaImAn's default: another value gives one warning.
+_UNSUPPORTED_DEFAULTS: dict[str, Any] = {
+    "alpha_snmf": 0.5, "use_ecc": False, "max_ecc": 3, "max_merge_area": None, "p_ssub": 2,
+    "p_tsub": 2, "p_patch": 0, "remove_very_bad_comps": False, "rolling_sum": True,
+    "method_exp": "dilate", "method_ls": "lasso_lars", "memory_efficient": False,
+    "greedyroi_nmf_init_method": "greedy", "nIter": 5,
+}
+
+#: Footprint pixels above this fraction of the peak make up a component's area.
+_AREA_THR = 0.2
+#: Largest plausible area of a neuron, in units of ``gSiz_y * gSiz_x``: bigger footprints
+#: are background taken over by a component and are dropped.
+_MAX_AREA_FACTOR = 1.5
+
+
+# ----------------------------------------------------------------------------------- params
+
+
+def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check a CaImAn params dict for CNMF-E and fill in defaults.
+
+    Keys of other CaImAn groups are ignored; an unknown key raises
+    :class:`~mesmerize_helpers.engine.params.UnknownParameterError`; a CaImAn key set to a
+    value the built-in engine cannot honour gives one warning.
+
+    Raises
+    ------
+    ValueError
+        For ``method_init`` other than ``'corr_pnr'`` (CNMF-E's initialization; use CNMF,
+        ``algo='cnmf'``, for ``'greedy_roi'``), ``ring_size_factor=None`` (no ring model:
+        that is CNMF), ``nb < -1``, or ``p`` not in 0, 1, 2.
+    """
+    params = dict(params or {})
+    unsupported = [k for k, v in params.items()
+                   if k in _UNSUPPORTED_DEFAULTS and v != _UNSUPPORTED_DEFAULTS[k]]
+    P = resolve_params(params, CNMFE_DEFAULTS, step="cnmfe", unsupported=unsupported)
+    if P["method_init"] != "corr_pnr":
+        raise ValueError(
+            f"method_init={P['method_init']!r} is not CNMF-E: the built-in CNMF-E only "
+            "implements method_init='corr_pnr'. For 'greedy_roi' (two-photon data) run CNMF "
+            "(algo 'cnmf', engine.cnmf.fit_cnmf)."
+        )
+    if P["ring_size_factor"] is None or float(P["ring_size_factor"]) <= 0:
+        raise ValueError("ring_size_factor must be a positive number for CNMF-E (the ring "
+                         "model); without it CaImAn runs CNMF with a low-rank background.")
+    P["nb"] = int(P["nb"])
+    if P["nb"] < -1:
+        raise ValueError(f"nb={P['nb']} (no background) is not supported; use 0 (ring model), "
+                         "-1 (full-rank ring background) or > 0 (low-rank approximation).")
+    if P["nb"] == -1:
+        # CaImAn: a full-rank background is fixed after initialization
+        P["update_background_components"] = False
+    if params.get("use_cnn"):
+        warnings.warn("use_cnn: the CNN classifier is not part of the built-in engine; "
+                      "components are evaluated on SNR and spatial consistency only.",
+                      UserWarning, stacklevel=2)
+    if P["method_deconvolution"] != "oasis":
+        warnings.warn("Only method_deconvolution='oasis' is implemented; using it.",
+                      UserWarning, stacklevel=2)
+    if P["seed_method"] != "auto":
+        warnings.warn(f"seed_method={P['seed_method']!r}: only 'auto' is implemented "
+                      "(no interactive seeding); using it.", UserWarning, stacklevel=2)
+    if int(P["p"]) not in (0, 1, 2):
+        raise ValueError(f"p must be 0, 1 or 2; got {P['p']!r}.")
+    if P["normalize_init"]:
+        warnings.warn("normalize_init=True is ignored with the ring model (CaImAn sets it "
+                      "to False for CNMF-E too).", UserWarning, stacklevel=2)
+    gSig = as_pair(P["gSig"], "gSig")
+    P["gSig"] = (float(gSig[0]), float(gSig[1]))
+    if P["gSiz"] is None:
+        # CNMF-E's usual neuron diameter is about 4 gSig + 1 (CaImAn's CNMF-E demo)
+        P["gSiz"] = tuple(int(round(4 * s + 1)) for s in P["gSig"])
+    else:
+        P["gSiz"] = tuple(int(s) for s in as_pair(P["gSiz"], "gSiz"))
+    # odd sizes, as CaImAn, so that a box is centred on its seed
+    P["gSiz"] = tuple(s + 1 if s % 2 == 0 else s for s in P["gSiz"])
+    P["noise_range"] = tuple(P["noise_range"])
+    P["ssub_B"] = max(int(P["ssub_B"]), 1)
+    return P
+
+
+# ----------------------------------------------------------------------------------- model
+
+
+@dataclass
+class _Fit:
+    """Working state: dense footprints, traces and the per-trace results."""
+
+    A: np.ndarray  # (pixels, K) float32
+    C: np.ndarray  # (K, T)
+    S: np.ndarray | None = None
+    YrA: np.ndarray | None = None
+    bl: np.ndarray | None = None
+    c1: np.ndarray | None = None
+    g: np.ndarray | None = None
+    neurons_sn: np.ndarray | None = None
+    W: sp.csc_matrix | None = None
+    b0: np.ndarray | None = None
+
+    @property
+    def K(self) -> int:
+        return int(self.A.shape[1])
+
+    def keep(self, idx: np.ndarray) -> _Fit:
+        def sub(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None else x[idx]
+
+        return _Fit(self.A[:, idx], self.C[idx], sub(self.S), sub(self.YrA), sub(self.bl),
+                    sub(self.c1), sub(self.g), sub(self.neurons_sn), self.W, self.b0)
+
+
+def _empty_bg(d: int, T: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32)
+
+
+def _normalize(m: _Fit) -> _Fit:
+    """Unit-norm footprints (traces scaled the other way); drop empty or silent ones."""
+    nrm = np.linalg.norm(m.A, axis=0)
+    alive = np.flatnonzero((nrm > 0) & (m.C.max(axis=1, initial=0) > 0))
+    m = m.keep(alive)
+    nrm = nrm[alive]
+    m.A = (m.A / nrm).astype(np.float32)
+    m.C = (m.C * nrm[:, None]).astype(np.float32)
+    for name in ("S", "YrA"):
+        if getattr(m, name) is not None:
+            setattr(m, name, (getattr(m, name) * nrm[:, None]).astype(np.float32))
+    for name in ("bl", "c1", "neurons_sn"):
+        if getattr(m, name) is not None:
+            setattr(m, name, getattr(m, name) * nrm)
+    return m
+
+
+def _radius(P: Mapping[str, Any]) -> float:
+    return ring_radius(P["ring_size_factor"], P["gSiz"])
+
+
+# ----------------------------------------------------------------------------------- steps
+
+
+def initialize(
+    Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any], max_number: int | None,
+    overwrite: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Corr-PNR initialization on (pixels, T) data (optionally on a downsampled copy).
+
+    With ``ssub``/``tsub`` > 1 the seeding runs on the block-averaged movie, whose noise is
+    ``sqrt(ssub^2 tsub)`` times lower, so ``min_pnr`` is scaled up by that (as CaImAn);
+    footprints and traces are brought back to full resolution.
+
+    Spatial downsampling shrinks neurons to a few pixels, where the 3x3 median filter of
+    the seed search removes most seeds: keep ``ssub=1`` unless ``gSig / ssub >= 3`` px.
+    ``tsub=2`` halves the seeding time with little loss (lower ``min_pnr`` accordingly).
+
+    With ``overwrite`` the seeding may use ``Y`` as its working copy (it is then changed).
+
+    Returns
+    -------
+    A, C
+        (pixels, K) footprints (counts per unit of C) and (K, T) traces.
+    """
+    T = Y.shape[1]
+    ssub, tsub = max(int(P["ssub"]), 1), max(int(P["tsub"]), 1)
+    movie = Y_to_movie(Y, dims)
+    small = downsample(movie, ssub, tsub) if (ssub > 1 or tsub > 1) else movie
+    p = int(P["p"])
+    res = init_neurons_corr_pnr(
+        small,
+        gSig=tuple(s / ssub for s in P["gSig"]),
+        gSiz=int(round(P["gSiz"][0] / ssub)), center_psf=bool(P["center_psf"]),
+        min_corr=float(P["min_corr"]),
+        min_pnr=float(P["min_pnr"]) * np.sqrt(ssub * ssub * tsub),
+        max_number=max_number, p=min(p, 1),
+        g_prior=ar_from_decay_time(P["decay_time"], P["fr"] / tsub, 1),
+        noise_range=P["noise_range"], bd=int(P["border_pix"]),
+        overwrite=overwrite or small is not movie,
+    )
+    A, C = res.A, res.C
+    if ssub > 1 and A.shape[1]:
+        A = upsample_footprints(A, small.shape[1:], dims)
+    if tsub > 1 and C.shape[0]:
+        C = np.repeat(C, tsub, axis=1)[:, :T]
+        if C.shape[1] < T:  # frames dropped by temporal downsampling: hold the last value
+            C = np.hstack([C, np.repeat(C[:, -1:], T - C.shape[1], axis=1)])
+    return A.astype(np.float32), C.astype(np.float32)
+
+
+def background_step(Y: np.ndarray, dims: tuple[int, int], m: _Fit,
+                    P: Mapping[str, Any]) -> tuple[_Fit, np.ndarray]:
+    """Re-estimate the ring model for the current neurons; return it and ``Y - B``.
+
+    With ``update_background_components=False`` the first ring model (``W``, ``b0``) is kept
+    and only ``B`` is recomputed for the current neurons.
+    """
+    if m.W is None or P["update_background_components"]:
+        m.W, m.b0 = compute_W(Y, m.A, m.C, dims, _radius(P), P["ssub_B"])
+    return m, subtract_background(Y, m.A, m.C, m.W, m.b0, dims, P["ssub_B"])
+
+
+def spatial_step(Yb: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any]) -> _Fit:
+    """HALS footprint update on the background-free data; drop empty and oversized ones."""
+    d, T = Yb.shape
+    if m.K == 0:
+        return m
+    b, f = _empty_bg(d, T)
+    radius = max(int(np.ceil(np.mean(P["gSig"]))), 2)
+    A, _ = update_spatial(Yb, m.A, m.C, b, f, dims, radius=radius, update_background=False)
+    m.A = A
+    peak = A.max(axis=0)
+    area = (A > _AREA_THR * np.maximum(peak, 1e-30)).sum(axis=0)
+    ok = area <= _MAX_AREA_FACTOR * P["gSiz"][0] * P["gSiz"][1]
+    return _normalize(m.keep(np.flatnonzero(ok)))
+
+
+def temporal_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> _Fit:
+    """OASIS trace update on the background-free data; drop silent components."""
+    d, T = Yb.shape
+    if m.K == 0:
+        return m
+    b, f = _empty_bg(d, T)
+    p = int(P["p"])
+    res = update_temporal(
+        Yb, m.A, m.C, b, f, p=p, g_prior=ar_from_decay_time(P["decay_time"], P["fr"], p),
+        n_iter=int(P["ITER"]), bas_nonneg=bool(P["bas_nonneg"]), s_min=P["s_min"],
+        noise_range=P["noise_range"], noise_method=P["noise_method"], lags=int(P["lags"]),
+        fudge_factor=float(P["fudge_factor"]), optimize_g=int(bool(P["optimize_g"])),
+    )
+    m = _Fit(m.A, res.C, res.S, res.YrA, res.bl, res.c1, res.g, res.neurons_sn, m.W, m.b0)
+    return _normalize(m)
+
+
+def merge_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> tuple[_Fit, int]:
+    """Merge overlapping correlated components, then update the merged traces."""
+    if not P["do_merge"] or m.K < 2:
+        return m, 0
+    A, C, n = merge_components(m.A, m.C, float(P["merge_thr"]))
+    if n == 0:
+        return m, 0
+    return temporal_step(Yb, _Fit(A, C, W=m.W, b0=m.b0), P), n
+
+
+def refine(Y: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any]
+           ) -> tuple[_Fit, np.ndarray]:
+    """Background, then merge, footprints and traces on ``Y - B`` (one CNMF-E round).
+
+    Returns the model and the background-free data ``Y - B`` it was fitted to.
+    """
+    m, Yb = background_step(Y, dims, m, P)
+    m, _ = merge_step(Yb, m, P)
+    m = spatial_step(Yb, dims, m, P)
+    m = temporal_step(Yb, m, P)
+    m, n = merge_step(Yb, m, P)
+    if n:
+        m = spatial_step(Yb, dims, m, P)
+        m = temporal_step(Yb, m, P)
+    return m, Yb
+
+
+def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any]) -> _Fit:
+    """CNMF-E on one field (the whole frame or a patch), as CaImAn's ``greedyROI_corr``.
+
+    ``init_iter`` rounds of: ring background for the current neurons, spatial and temporal
+    updates on ``Y - B``, and (except in the last round) a search for more neurons in the
+    residual ``Y - B - A C``; then a last round with merging.
+    """
+    K = None if P["K"] is None else int(P["K"])
+    A, C = initialize(Y, dims, P, K)
+    m = _normalize(_Fit(A, C))
+    n_iter = max(int(P["init_iter"]), 1)
+    for it in range(n_iter):
+        m, Yb = background_step(Y, dims, m, P)
+        m = spatial_step(Yb, dims, m, P)
+        m = temporal_step(Yb, m, P)
+        if it == n_iter - 1:
+            break
+        remaining = None if K is None else K - m.K
+        if remaining is not None and remaining <= 0:
+            continue
+        resid = Yb - m.A @ m.C if m.K else Yb.copy()
+        A2, C2 = initialize(resid, dims, P, remaining, overwrite=True)
+        del resid
+        if A2.shape[1]:
+            new = _normalize(_Fit(A2, C2))
+            m = _Fit(np.hstack([m.A, new.A]), np.vstack([m.C, new.C]), W=m.W, b0=m.b0)
+            m = temporal_step(Yb, m, P)
+    m, _ = refine(Y, dims, m, P)
+    return m
+
+
+# ----------------------------------------------------------------------------------- patches
+
+
+def _fit_patch(Yp: np.ndarray, dims_p: tuple[int, int], P: Mapping[str, Any]
+               ) -> tuple[np.ndarray, np.ndarray]:
+    m = fit_field(Yp, dims_p, P)
+    return m.A, m.C
+
+
+def _worker_init() -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # optional
+        pass
+
+
+def fit_patches(
+    Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any], *, n_processes: int = 1,
+    progress: bool = True,
+) -> _Fit:
+    """CNMF-E on each patch (its own ring background), assembled on the whole field.
+
+    Patches are squares of side ``2 rf`` overlapping by ``stride`` px (CaImAn's meaning).
+    A neuron found in two overlapping patches gives two near-identical footprints with
+    correlated traces; they are merged. The whole-field refinement then re-estimates one
+    ring background for the whole field.
+    """
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    from .patches import _patch_pixels, patch_slices
+
+    d, T = Y.shape
+    slices = patch_slices(dims, P["rf"], P["stride"])
+    pix = [_patch_pixels(dims, sl) for sl in slices]
+    pdims = [(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in slices]
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    bar = tqdm(total=len(slices), desc="cnmfe patches", disable=not progress)
+    if n_processes > 1 and len(slices) > 1:
+        ctx = mp.get_context("spawn")  # safe with BLAS threads, unlike fork
+        with ProcessPoolExecutor(n_processes, mp_context=ctx, initializer=_worker_init) as ex:
+            futures = [ex.submit(_fit_patch, Y[p], pd, dict(P)) for p, pd in zip(pix, pdims)]
+            for fut in futures:
+                results.append(fut.result())
+                bar.update(1)
+    else:
+        for p, pd in zip(pix, pdims):
+            results.append(_fit_patch(Y[p], pd, P))
+            bar.update(1)
+    bar.close()
+    cols, traces = [], []
+    for p, (A_p, C_p) in zip(pix, results):
+        for k in range(A_p.shape[1]):
+            col = np.zeros(d, np.float32)
+            col[p] = A_p[:, k]
+            cols.append(col)
+            traces.append(C_p[k])
+    if not cols:
+        return _Fit(np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32))
+    A, C = np.stack(cols, 1), np.stack(traces).astype(np.float32)
+    # the traces of the patches are clean (each patch had its own background), so duplicates
+    # are recognised by overlap and correlation as well as by near-identical footprints
+    A, C, _ = merge_components(A, C, float(P["merge_thr"]))
+    return _normalize(_Fit(A, C))
+
+
+# ----------------------------------------------------------------------------------- results
+
+
+def _low_rank(Y: np.ndarray, Yb: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-``nb`` non-negative factorization of the background ``Y - Yb``."""
+    from .background import init_background
+
+    d, T = Y.shape
+    B = Y - Yb
+    return init_background(B, np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32), nb)
+
+
+def _to_estimates(m: _Fit, Y: np.ndarray, Yb: np.ndarray, sn: np.ndarray,
+                  dims: tuple[int, int], P: Mapping[str, Any]) -> Estimates:
+    K, T = m.C.shape
+    p = int(P["p"])
+
+    def arr(x: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, np.float32) if x is None else np.asarray(x)
+
+    nb = int(P["nb"])
+    if nb > 0:
+        b, f = _low_rank(Y, Yb, nb)
+    else:
+        b, f = _empty_bg(Y.shape[0], T)
+    est = Estimates(
+        A=sp.csc_matrix(m.A), b=b.astype(np.float32), C=m.C.astype(np.float32),
+        f=f.astype(np.float32), S=arr(m.S, (K, T)).astype(np.float32),
+        YrA=arr(m.YrA, (K, T)).astype(np.float32), sn=sn.astype(np.float32),
+        g=arr(m.g, (K, p)), bl=arr(m.bl, (K,)), c1=arr(m.c1, (K,)),
+        neurons_sn=arr(m.neurons_sn, (K,)), dims=dims,
+    )
+    est.extra["nb"] = nb
+    est.extra["ssub_B"] = int(P["ssub_B"])
+    est.extra["ring_radius"] = _radius(P)
+    if nb <= 0:
+        est.extra["W"] = sp.csc_matrix(m.W, dtype=np.float32)
+        est.extra["b0"] = np.asarray(m.b0, np.float32)
+    est.extra["params"] = dict(P)
+    return est
+
+
+def fit_cnmfe(
+    movie: Any,
+    params: Mapping[str, Any] | None,
+    *,
+    refit: bool = True,
+    n_processes: int = 1,
+    progress: bool = True,
+) -> Estimates:
+    """Fit CNMF-E to a one-photon movie.
+
+    Parameters
+    ----------
+    movie
+        (T, y, x) array-like (ndarray, memmap, lazy array with slicing), counts; read in
+        chunks, never modified.
+    params
+        CaImAn params (the item's ``"main"`` dict), see :data:`CNMFE_DEFAULTS`; keys of
+        other steps are ignored. ``rf``/``stride`` select patches (half-size and overlap,
+        px); ``K`` is then a maximum per patch (None: no maximum).
+    refit
+        Run one more whole-field round (background, merge, footprints, traces) seeded with
+        the first fit.
+    n_processes
+        Worker processes for patches (1: in this process).
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Estimates
+        Not yet evaluated (see :func:`evaluate_components`). With ``nb <= 0`` the ring model
+        is in ``extra["W"]`` (scipy.sparse.csc (pixels_ds, pixels_ds)), ``extra["b0"]``
+        ((pixels,) counts) and ``extra["ssub_B"]``; ``b`` is (pixels, 0) and ``f`` (0, T).
+    """
+    from tqdm.auto import tqdm
+
+    P = cnmfe_params(params)
+    Y, dims = movie_to_Y(movie)
+    sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
+    use_patches = P["rf"] is not None
+    bar = tqdm(total=2 + int(refit), desc="cnmfe", disable=not progress)
+    try:
+        if use_patches:
+            m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress)
+            m, _ = refine(Y, dims, m, P)
+        else:
+            m = fit_field(Y, dims, P)
+        bar.update(1)
+        if refit:
+            m, _ = refine(Y, dims, m, P)
+            bar.update(1)
+        # the ring model that goes with the final neurons
+        m, Yb = background_step(Y, dims, m, P)
+        bar.update(1)
+    finally:
+        bar.close()
+    return _to_estimates(m, Y, Yb, sn, dims, P)
+
+
+# ----------------------------------------------------------------------------------- use
+
+
+def background_frames(estimates: Estimates, movie: Any, frames: Any = slice(None)) -> np.ndarray:
+    """Background of the given frames of ``movie``, (n, y, x) float32 counts.
+
+    For a ring model (``extra["W"]``): ``b0 + W (Y - A C - b0)`` frame by frame; otherwise
+    the low-rank ``b f``.
+    """
+    idx = np.arange(int(movie.shape[0]))[frames]
+    dims = estimates.dims
+    if "W" in estimates.extra:
+        Yf = np.asarray(movie[frames] if isinstance(frames, slice) else movie[idx], np.float32)
+        AC = (estimates.A @ estimates.C[:, idx]).reshape(dims[1], dims[0], -1).transpose(2, 1, 0)
+        return ring_background(estimates.extra["W"], estimates.extra["b0"], Yf - AC, dims,
+                               int(estimates.extra.get("ssub_B", 1)))
+    B = estimates.b @ estimates.f[:, idx]
+    return B.reshape(dims[1], dims[0], -1).transpose(2, 1, 0).astype(np.float32)
+
+
+def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, Any]
+                        ) -> Estimates:
+    """Accept / reject components as CNMF's evaluation, on background-free data.
+
+    Transient SNR of ``C + YrA`` and spatial consistency ``r`` (see :mod:`.evaluate`), the
+    latter measured on ``Y - B`` with the ring background: on the raw one-photon movie the
+    bright background would dominate every footprint's pixels. A component is accepted when
+    (SNR >= min_SNR or r >= rval_thr) and SNR > SNR_lowest and r > rval_lowest.
+
+    Returns
+    -------
+    Estimates
+        The same object with ``SNR_comp``, ``r_values``, ``cnn_preds`` (NaN),
+        ``idx_components`` and ``idx_components_bad`` set.
+    """
+    from .evaluate import remove_slow_baseline, spatial_consistency, trace_snr
+
+    P = cnmfe_params(params)
+    est = estimates
+    K = est.n_components
+    N = int(np.ceil(float(P["decay_time"]) * float(P["fr"])))
+    if K:
+        snr = trace_snr(remove_slow_baseline(est.C + est.YrA), N)
+        Y, dims = movie_to_Y(movie)
+        if "W" in est.extra:
+            Yb = subtract_background(Y, est.A, est.C, est.extra["W"], est.extra["b0"], dims,
+                                     int(est.extra.get("ssub_B", 1)))
+        else:
+            Yb = Y - est.b @ est.f
+        del Y
+        b, f = _empty_bg(Yb.shape[0], Yb.shape[1])
+        rval = spatial_consistency(Yb, np.asarray(est.A.toarray(), np.float32), est.C, b, f)
+    else:
+        snr = rval = np.zeros(0)
+    ok = (snr >= P["min_SNR"]) | (rval >= P["rval_thr"])
+    ok &= (snr > P["SNR_lowest"]) & (rval > P["rval_lowest"])
+    est.SNR_comp = np.asarray(snr, np.float64)
+    est.r_values = np.asarray(rval, np.float64)
+    est.cnn_preds = np.full(K, np.nan)
+    est.idx_components = np.flatnonzero(ok)
+    est.idx_components_bad = np.flatnonzero(~ok)
+    return est

@@ -1,0 +1,379 @@
+"""CNMF-E initialization: greedy seeding on correlation x peak-to-noise ratio.
+
+Follows the idea of CaImAn's ``init_neurons_corr_pnr`` (Zhou et al. 2018):
+
+1. Each frame is filtered with a zero-mean Gaussian disk of width ``gSig``
+   (:func:`~mesmerize_helpers.engine.images.pnr_filter_kernel`, ``center_psf=True``): a
+   band-pass that keeps neuron-sized blobs and removes the smooth one-photon background.
+2. From the filtered movie (temporal mean removed): the peak-to-noise ratio (PNR) of each
+   pixel, and the correlation image of the movie thresholded at ``thresh_init`` times the
+   noise (so that only large positive deflections, i.e. transients, correlate).
+3. Seeds are local maxima of ``corr * pnr`` among pixels with ``corr >= min_corr`` and
+   ``pnr >= min_pnr``, tried best first. For each seed, in a ``(2 gSiz + 1)``-px box: the
+   trace is the mean filtered trace of the pixels that correlate strongly with the seed;
+   the footprint is the regression of the raw data on that trace, a local background trace
+   and a constant (non-negative, compact around the seed, connected). The trace is
+   baseline-corrected and denoised by deconvolution.
+4. The neuron is subtracted from the raw and the filtered movie, the PNR and correlation
+   images are recomputed around it, and the search goes on until no seed is left.
+
+Pixel vectors are in Fortran order on (y, x): index ``y + x * height``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from .deconv import deconvolve_trace
+from .images import local_correlations, pnr_filter_kernel
+from .noise import estimate_ar, noise_fft, pixel_noise
+
+__all__ = ["CorrPnrInit", "filter_movie", "correlation_pnr_images", "init_neurons_corr_pnr"]
+
+#: Pixels whose filtered trace correlates with the seed's above this form the neuron's core
+#: (whose mean is the initial trace); below ``_BG_CORR`` they are taken as background.
+_CORE_CORR = 0.9
+_BG_CORR = 0.3
+
+
+@dataclass
+class CorrPnrInit:
+    """Result of :func:`init_neurons_corr_pnr` (K neurons, T frames).
+
+    Attributes
+    ----------
+    A
+        (pixels, K) float32 footprints, Fortran pixel order (counts per unit of ``C``).
+    C
+        (K, T) float32 denoised traces (baseline removed).
+    C_raw
+        (K, T) float32 raw traces (baseline removed).
+    centers
+        (K, 2) int seed pixels (y, x).
+    cn, pnr
+        (y, x) correlation and peak-to-noise images of the filtered movie (before any
+        neuron was removed).
+    """
+
+    A: np.ndarray
+    C: np.ndarray
+    C_raw: np.ndarray
+    centers: np.ndarray
+    cn: np.ndarray
+    pnr: np.ndarray
+
+
+def filter_movie(movie: np.ndarray, gSig: tuple[float, float] | None,
+                 center_psf: bool = True) -> np.ndarray:
+    """Filter every frame of a (T, y, x) movie with the CNMF-E seeding kernel.
+
+    Borders are replicated (as CaImAn). Returns a new float32 (T, y, x) array (the input is
+    returned as a float32 copy when ``gSig`` is None).
+    """
+    out = np.array(movie, dtype=np.float32, copy=True, order="C")
+    if not gSig:
+        return out
+    kernel = pnr_filter_kernel(gSig, center_psf)
+    for t in range(out.shape[0]):
+        cv2.filter2D(out[t], cv2.CV_32F, kernel, dst=out[t], borderType=cv2.BORDER_REPLICATE)
+    return out
+
+
+def _filter_image(img: np.ndarray, gSig: tuple[float, float] | None,
+                  center_psf: bool) -> np.ndarray:
+    if not gSig:
+        return img.astype(np.float32)
+    kernel = pnr_filter_kernel(gSig, center_psf)
+    return cv2.filter2D(img.astype(np.float32), cv2.CV_32F, kernel,
+                        borderType=cv2.BORDER_REPLICATE)
+
+
+def _pixel_noise_img(filtered: np.ndarray, noise_range: tuple[float, float]) -> np.ndarray:
+    T, h, w = filtered.shape
+    # by chunks of pixels: the spectrum of the whole movie at once would take 2 movies
+    sn = pixel_noise(filtered.reshape(T, -1).T, noise_range, "mean", chunk=1024).reshape(h, w)
+    return np.maximum(sn, 1e-9 * max(float(sn.max()), 1e-30))
+
+
+class _Thresholded:
+    """Read-only view of a (T, y, x) movie with values below a per-pixel level set to 0.
+
+    Thresholded chunk by chunk as :func:`~.images.local_correlations` reads it, so the
+    thresholded movie never exists whole.
+    """
+
+    def __init__(self, movie: np.ndarray, level: np.ndarray) -> None:
+        self.movie, self.level = movie, level.astype(np.float32)
+        self.shape = movie.shape
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        frames = self.movie[key]
+        return np.where(frames >= self.level, frames, np.float32(0))
+
+
+def _corr_image(filtered: np.ndarray, noise: np.ndarray, thresh_init: float) -> np.ndarray:
+    """Correlation image of the movie thresholded at ``thresh_init`` x noise (0 below)."""
+    chunk = max(1, 2**21 // max(filtered.shape[1] * filtered.shape[2], 1))
+    cn = local_correlations(_Thresholded(filtered, thresh_init * noise), chunk)
+    return np.nan_to_num(np.maximum(cn, 0))
+
+
+def correlation_pnr_images(
+    filtered: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5),
+    thresh_init: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Correlation, PNR and noise images of a filtered movie whose temporal mean is 0.
+
+    Returns
+    -------
+    cn, pnr, noise
+        (y, x) float32 images; ``noise`` in the units of ``filtered``.
+    """
+    noise = _pixel_noise_img(filtered, noise_range)
+    pnr = np.maximum(filtered.max(axis=0), 0) / noise
+    return _corr_image(filtered, noise, thresh_init), pnr.astype(np.float32), noise
+
+
+def _compact(ai: np.ndarray) -> np.ndarray:
+    """Keep the blob around the peak of a (ny, nx) footprint estimate.
+
+    Where the footprint rises again away from its peak and is below a third of the peak, the
+    pixel belongs to something else (a neighbour, background): it is zeroed. Then small
+    pieces are removed by a morphological opening and only the connected region holding the
+    peak is kept.
+    """
+    img = ai.copy()
+    if img.max() <= 0:
+        return img
+    y0, x0 = np.unravel_index(int(np.argmax(img)), img.shape)
+    vmax = img[y0, x0]
+    if min(img.shape) > 1:
+        gy, gx = np.gradient(img)
+        yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+        rising_outwards = gx * (x0 - xx) + gy * (y0 - yy) < 0
+        img[rising_outwards & (img < vmax / 3)] = 0
+    opened = cv2.morphologyEx(img.astype(np.float32), cv2.MORPH_OPEN,
+                              np.ones((3, 3), np.uint8))
+    labels, _ = ndimage.label(opened > 0.01 * vmax)
+    lab = labels[y0, x0]
+    if lab == 0:
+        labels, _ = ndimage.label(img > 0)
+        lab = labels[y0, x0]
+    img[labels != lab] = 0
+    return img
+
+
+def _trace_baseline(ci: np.ndarray, noise_range: tuple[float, float]) -> float:
+    """Baseline of a trace: median of the frames that rise by less than the noise.
+
+    Frames during a transient's rise or decay move by more than the noise; the rest sit at
+    the baseline.
+    """
+    sn = float(noise_fft(ci, noise_range, "mean"))
+    dy = np.concatenate([[-1.0], np.diff(ci)])
+    flat = (dy >= 0) & (dy < sn)
+    return float(np.median(ci[flat])) if flat.any() else float(np.median(ci))
+
+
+def _extract_ac(
+    filt_box: np.ndarray, raw_box: np.ndarray, ctr: int, box_dims: tuple[int, int],
+    noise_range: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Footprint and raw trace of the neuron at pixel ``ctr`` of a box.
+
+    Parameters
+    ----------
+    filt_box, raw_box
+        (T, n) filtered and raw data of the box (pixels in C order of ``box_dims``).
+    ctr
+        Index of the seed pixel in the box.
+
+    Returns
+    -------
+    (ai, ci) or None
+        (ny, nx) footprint in raw units per unit of ``ci``, (T,) baseline-free trace.
+    """
+    z = filt_box - filt_box.mean(axis=0)
+    nrm = np.sqrt((z**2).sum(axis=0))
+    nrm[nrm == 0] = 1.0
+    z /= nrm
+    corr = z[:, ctr] @ z
+    core = corr > _CORE_CORR
+    ci = z[:, core].mean(axis=1)
+    if not np.any(ci) or not np.all(np.isfinite(ci)):
+        return None
+    # the footprint is what the trace explains in the raw data, beyond a local background
+    # trace (median of pixels unrelated to the seed) and a constant
+    bg = corr < _BG_CORR
+    y_bg = np.median(raw_box[:, bg], axis=1) if bg.any() else np.ones_like(ci)
+    X = np.stack([ci, y_bg, np.ones_like(ci)], axis=1).astype(np.float64)
+    # normal equations: X has 3 columns, so this is much cheaper than a QR of (T, n)
+    XtX = X.T @ X + 1e-12 * np.trace(X.T @ X) * np.eye(3)
+    coef = np.linalg.solve(XtX, X.T @ raw_box.astype(np.float64))
+    ai = np.maximum(coef[0], 0).reshape(box_dims)
+    ai = _compact(ai)
+    ci = ci - _trace_baseline(ci, noise_range)
+    return ai.astype(np.float32), ci.astype(np.float32)
+
+
+def _denoise(ci: np.ndarray, p: int, g_prior: np.ndarray,
+             noise_range: tuple[float, float]) -> np.ndarray:
+    """Deconvolved, non-negative version of a raw trace (AR order ``p`` <= 1)."""
+    if p == 0:
+        return np.maximum(ci, 0)
+    sn = float(noise_fft(ci, noise_range, "mean"))
+    g = estimate_ar(ci, 1, sn, prior=g_prior[:1])
+    return np.asarray(deconvolve_trace(ci, g, sn).c, np.float32)
+
+
+def init_neurons_corr_pnr(
+    movie: np.ndarray,
+    *,
+    gSig: tuple[float, float] | None,
+    gSiz: int,
+    center_psf: bool = True,
+    min_corr: float = 0.8,
+    min_pnr: float = 10.0,
+    max_number: int | None = None,
+    thresh_init: float = 2.0,
+    min_pixel: int = 3,
+    bd: int = 0,
+    p: int = 1,
+    g_prior: np.ndarray | None = None,
+    noise_range: tuple[float, float] = (0.25, 0.5),
+    overwrite: bool = False,
+) -> CorrPnrInit:
+    """Greedy initialization of neurons in a one-photon movie (see module docstring).
+
+    Parameters
+    ----------
+    movie
+        (T, y, x) data (counts); not modified.
+    gSig
+        Filter width (y, x) in px (about a neuron's radius), None for no filter.
+    gSiz
+        Neuron diameter in px: half-size of the box in which each neuron is fitted.
+    center_psf
+        Zero-mean (band-pass) filter kernel; needed with a strong background.
+    min_corr, min_pnr
+        Minimum correlation-image and PNR values of a seed pixel.
+    max_number
+        Maximum number of neurons (None: until no seed is left).
+    thresh_init
+        Filtered values below this many noise levels are ignored by the correlation image.
+    min_pixel
+        Minimum number of non-zero pixels of a footprint.
+    bd
+        Width (px) of a border in which no seed is taken.
+    p
+        AR order (0 or 1; higher is treated as 1) of the deconvolution denoising the traces.
+    g_prior
+        (>=1,) AR coefficients to fall back on when a trace's own estimate fails.
+    noise_range
+        Frequency band (fractions of the frame rate) holding only noise.
+    overwrite
+        Work in ``movie`` itself (float32 only; found neurons are subtracted from it)
+        instead of a copy: saves one movie's worth of memory when the caller has no further
+        use for it.
+
+    Returns
+    -------
+    CorrPnrInit
+    """
+    if overwrite and isinstance(movie, np.ndarray) and movie.dtype == np.float32:
+        raw = movie
+    else:
+        raw = np.array(movie, dtype=np.float32, copy=True, order="C")
+    T, h, w = raw.shape
+    gSiz = max(int(gSiz), 1)
+    g_prior = np.array([0.9]) if g_prior is None or len(g_prior) == 0 else np.asarray(g_prior)
+    filt = filter_movie(raw, gSig, center_psf)
+    filt -= filt.mean(axis=0)
+    cn, pnr, noise = correlation_pnr_images(filt, noise_range, thresh_init)
+    cn0, pnr0 = cn.copy(), pnr.copy()
+
+    searched = (cn < min_corr) | (pnr < min_pnr)  # pixels never to be tried as seeds
+    if bd > 0:
+        searched[:bd] = searched[-bd:] = True
+        searched[:, :bd] = searched[:, -bd:] = True
+    if max_number is None or max_number <= 0:
+        max_number = max(int((searched.size - searched.sum()) / 5), 1)
+    min_v = min_corr * min_pnr
+    # a tiny pixel-dependent offset breaks ties between equal plateau values
+    tie = ((np.arange(w)[None] * 10 + np.arange(h)[:, None]) * 1e-5).astype(np.float32)
+    dil = np.ones((max(int(round(gSiz / 4)), 1),) * 2, np.uint8)
+
+    A_list: list[np.ndarray] = []
+    C_list: list[np.ndarray] = []
+    R_list: list[np.ndarray] = []
+    centers: list[tuple[int, int]] = []
+    while len(A_list) < max_number:
+        v = (cn * pnr).astype(np.float32)
+        v[(cn < min_corr) | (pnr < min_pnr)] = 0
+        v = cv2.medianBlur(v, 3) + tie
+        v[searched] = 0
+        vmax = cv2.dilate(v, dil)
+        is_max = (v == vmax) & (v >= min_v) & ~searched
+        rs, cs = np.nonzero(is_max)
+        if rs.size == 0:
+            break
+        order = np.argsort(-v[rs, cs])
+        for r, c in zip(rs[order], cs[order]):
+            searched[r, c] = True
+            if v[r, c] < min_v:
+                continue
+            # a seed must have at least one sharp rise: slow drifts are not neurons
+            dy0 = np.diff(filt[:, r, c])
+            if dy0.max() < 3 * dy0.std():
+                v[r, c] = 0
+                continue
+            r0, r1 = max(r - gSiz, 0), min(r + gSiz + 1, h)
+            c0, c1 = max(c - gSiz, 0), min(c + gSiz + 1, w)
+            box = (r1 - r0, c1 - c0)
+            res = _extract_ac(filt[:, r0:r1, c0:c1].reshape(T, -1),
+                              raw[:, r0:r1, c0:c1].reshape(T, -1),
+                              (r - r0) * box[1] + (c - c0), box, noise_range)
+            if res is None or np.count_nonzero(res[0]) < min_pixel:
+                continue
+            ai, ci_raw = res
+            ci = _denoise(ci_raw, min(int(p), 1), g_prior, noise_range)
+            if not np.any(ci > 0):
+                continue
+            img = np.zeros((h, w), np.float32)
+            img[r0:r1, c0:c1] = ai
+            A_list.append(img.ravel(order="F"))
+            C_list.append(ci)
+            R_list.append(ci_raw)
+            centers.append((int(r), int(c)))
+            # pixels of the neuron's core are not seeds any more
+            searched[r0:r1, c0:c1] |= ai > ai.max() / 2
+            # remove the neuron from the data; the filter is linear, so the filtered movie
+            # loses the filtered footprint times the trace
+            raw[:, r0:r1, c0:c1] -= ci[:, None, None] * ai[None]
+            R0, R1 = max(r - 2 * gSiz, 0), min(r + 2 * gSiz + 1, h)
+            Q0, Q1 = max(c - 2 * gSiz, 0), min(c + 2 * gSiz + 1, w)
+            ai_f = _filter_image(img[R0:R1, Q0:Q1], gSig, center_psf)
+            filt[:, R0:R1, Q0:Q1] -= ci[:, None, None] * ai_f[None]
+            # update the search images around the neuron
+            sub = filt[:, R0:R1, Q0:Q1]
+            nz = noise[R0:R1, Q0:Q1]
+            pnr[R0:R1, Q0:Q1] = np.maximum(sub.max(axis=0), 0) / nz
+            cn_box = _corr_image(sub, nz, thresh_init)
+            cn[r0:r1, c0:c1] = cn_box[r0 - R0:r1 - R0, c0 - Q0:c1 - Q0]
+            vb = cn[R0:R1, Q0:Q1] * pnr[R0:R1, Q0:Q1]
+            vb[(cn[R0:R1, Q0:Q1] < min_corr) | (pnr[R0:R1, Q0:Q1] < min_pnr)] = 0
+            v[R0:R1, Q0:Q1] = vb
+            v[searched] = 0
+            if len(A_list) >= max_number:
+                break
+    K = len(A_list)
+    if K == 0:
+        empty = np.zeros((0, T), np.float32)
+        return CorrPnrInit(np.zeros((h * w, 0), np.float32), empty, empty.copy(),
+                           np.zeros((0, 2), int), cn0, pnr0)
+    return CorrPnrInit(np.stack(A_list, 1), np.stack(C_list).astype(np.float32),
+                       np.stack(R_list).astype(np.float32), np.array(centers), cn0, pnr0)

@@ -1,0 +1,273 @@
+"""Ring-model background of CNMF-E (Zhou et al. 2018, eLife), as CaImAn's ``compute_W``.
+
+In one-photon data the background is bright, spatially complex and changes in time, so a
+low-rank ``b f`` fits it poorly. CNMF-E models the background of each pixel as a weighted sum
+of the fluctuations on a ring of pixels around it, plus a constant::
+
+    B = b0 1' + W (Y - A C - b0 1')
+
+``W`` is sparse: row ``i`` is non-zero only on the pixels at a distance in ``(r, r + 1]`` from
+pixel ``i``. The ring radius ``r`` is larger than a neuron, so a neuron's own activity never
+predicts its background (the ring lies outside it), while the smooth background, shared by
+the pixel and its ring, is predicted well.
+
+As in CaImAn, ``W`` is estimated (and applied) on a grid downsampled by ``ssub_B`` in each
+direction (block means, partial blocks at the bottom / right averaged over the pixels they
+have), and the fluctuating part of the background is brought back to full resolution by
+repeating each block; ``b0`` is at full resolution. A ``W`` stored by CaImAn
+(``estimates.W``, with ``estimates.b0`` and ``params.init['ssub_B']``) can therefore be used
+with :func:`ring_background` and vice versa.
+
+Pixel vectors use CaImAn's Fortran order on (y, x): index ``y + x * height``; on the
+downsampled grid of shape ``ds_dims(dims, ssub_B)`` likewise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "ds_dims", "decimation_matrix", "ring_offsets", "ring_radius", "compute_W",
+    "ring_background", "subtract_background",
+]
+
+#: Ridge added to the diagonal of each pixel's normal equations, relative to their trace
+#: (CaImAn uses the same value): keeps the solve well posed where ring pixels are collinear.
+_RIDGE = 1e-5
+
+
+def ds_dims(dims: tuple[int, int], ssub: int) -> tuple[int, int]:
+    """Shape (y, x) of the grid downsampled by ``ssub`` (partial blocks kept)."""
+    s = max(int(ssub), 1)
+    return ((int(dims[0]) - 1) // s + 1, (int(dims[1]) - 1) // s + 1)
+
+
+def decimation_matrix(dims: tuple[int, int], ssub: int) -> sp.csr_matrix:
+    """Sparse block-mean operator from the full grid to the ``ssub``-downsampled grid.
+
+    Parameters
+    ----------
+    dims
+        (y, x) full frame size.
+    ssub
+        Downsampling factor (1: identity).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        (pixels_ds, pixels) float32; row ``j`` averages the pixels of block ``j``.
+    """
+    h, w = int(dims[0]), int(dims[1])
+    s = max(int(ssub), 1)
+    hd, _ = ds_dims(dims, s)
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    block = (yy // s + (xx // s) * hd).ravel(order="F")  # block of each full pixel (F order)
+    counts = np.bincount(block)
+    data = (1.0 / counts[block]).astype(np.float32)
+    return sp.csr_matrix((data, (block, np.arange(h * w))), shape=(len(counts), h * w))
+
+
+def _upsample(X: np.ndarray, dims: tuple[int, int], ssub: int) -> np.ndarray:
+    """Repeat each block value of (pixels_ds, n) over its ``ssub`` x ``ssub`` pixels.
+
+    Returns (pixels, n), Fortran pixel order (the inverse layout of the block mean).
+    """
+    if ssub == 1:
+        return X
+    hd, wd = ds_dims(dims, ssub)
+    n = X.shape[1]
+    img = X.reshape(wd, hd, n)  # F order on (hd, wd): x slowest
+    img = np.repeat(np.repeat(img, ssub, axis=0), ssub, axis=1)[: dims[1], : dims[0]]
+    return img.reshape(dims[0] * dims[1], n)
+
+
+def ring_radius(ring_size_factor: float, gSiz: Any) -> float:
+    """Ring radius in full-resolution px: ``ring_size_factor * gSiz`` (CaImAn's choice).
+
+    ``gSiz`` is the neuron's diameter, so the default factor 1.5 puts the ring one and a
+    half diameters from the pixel: outside the pixel's own neuron and its close neighbours.
+    """
+    g = float(np.asarray(gSiz, float).ravel()[0])
+    return float(ring_size_factor) * g
+
+
+def ring_offsets(radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(dy, dx) integer offsets of the pixels at a distance in ``(r, r + 1]``, ``r = radius``.
+
+    ``r`` is rounded to an integer first, as CaImAn does.
+    """
+    r = int(round(radius))
+    rr = np.arange(-r - 1, r + 2)
+    dy, dx = np.meshgrid(rr, rr, indexing="ij")
+    d2 = dy**2 + dx**2
+    on = (d2 > r * r) & (d2 <= (r + 1) ** 2)
+    return dy[on], dx[on]
+
+
+def _ring_indices(dims_ds: tuple[int, int], radius: float) -> np.ndarray:
+    """(pixels, n_ring) Fortran indices of each pixel's ring on a grid; -1 where off-grid."""
+    hd, wd = dims_ds
+    dy, dx = ring_offsets(radius)
+    yy, xx = np.meshgrid(np.arange(hd), np.arange(wd), indexing="ij")
+    yy, xx = yy.ravel(order="F")[:, None] + dy, xx.ravel(order="F")[:, None] + dx
+    inside = (yy >= 0) & (yy < hd) & (xx >= 0) & (xx < wd)
+    return np.where(inside, yy + xx * hd, -1)
+
+
+def _residual_ds(
+    Y: np.ndarray, A: Any, C: np.ndarray, b0: np.ndarray, D: sp.csr_matrix, chunk: int = 1000
+) -> np.ndarray:
+    """``D (Y - A C - b0 1')`` on the downsampled grid, (pixels_ds, T) float32, by frames."""
+    T = Y.shape[1]
+    DA = D @ sp.csc_matrix(A) if A.shape[1] else None
+    Db0 = D @ b0
+    X = np.empty((D.shape[0], T), np.float32)
+    for t0 in range(0, T, chunk):
+        t1 = min(t0 + chunk, T)
+        block = D @ Y[:, t0:t1]
+        if DA is not None:
+            block = block - DA @ C[:, t0:t1]
+        X[:, t0:t1] = block - Db0[:, None]
+    return X
+
+
+def compute_W(
+    Y: np.ndarray,
+    A: Any,
+    C: np.ndarray,
+    dims: tuple[int, int],
+    radius: float,
+    ssub_B: int = 2,
+    batch: int = 64,
+) -> tuple[sp.csc_matrix, np.ndarray]:
+    """Estimate the ring model ``W`` and the constant background ``b0`` by least squares.
+
+    Solves, for every pixel ``i`` of the downsampled grid independently,
+    ``min_w |x_i - w' X_ring(i)|^2`` with ``X = D (Y - A C - b0 1')`` (a tiny ridge keeps it
+    well posed), where ``b0 = mean_t(Y - A C)``.
+
+    Parameters
+    ----------
+    Y
+        (pixels, T) data, Fortran pixel order (counts).
+    A
+        (pixels, K) footprints (dense or sparse; K may be 0).
+    C
+        (K, T) traces, so that ``A C`` is the neural signal in counts.
+    dims
+        (y, x) frame size.
+    radius
+        Ring radius in full-resolution px (see :func:`ring_radius`); divided by ``ssub_B``.
+    ssub_B
+        Spatial downsampling of the background model.
+    batch
+        Pixels solved together (memory ~ batch x ring size x T floats).
+
+    Returns
+    -------
+    W, b0
+        W: scipy.sparse.csc_matrix (pixels_ds, pixels_ds) float32, each row the weights of
+        the pixel's ring. b0: (pixels,) float32 constant background (counts).
+    """
+    s = max(int(ssub_B), 1)
+    A = sp.csc_matrix(A) if A.shape[1] else sp.csc_matrix((Y.shape[0], 0), dtype=np.float32)
+    b0 = (Y.mean(axis=1, dtype=np.float64) - A @ C.mean(axis=1, dtype=np.float64))
+    D = decimation_matrix(dims, s)
+    X = _residual_ds(Y, A, C, b0, D)
+    hd, wd = ds_dims(dims, s)
+    idx = _ring_indices((hd, wd), radius / s)  # (pixels_ds, n_ring), -1 outside the grid
+    n = hd * wd
+    # a zero row stands for the ring pixels outside the grid: their weights come out 0
+    Xz = np.vstack([X, np.zeros((1, X.shape[1]), np.float32)])
+    weights = np.zeros(idx.shape, np.float32)
+    for p0 in range(0, n, batch):
+        p1 = min(p0 + batch, n)
+        R = Xz[idx[p0:p1]]  # (b, n_ring, T): each pixel's ring traces
+        G = np.matmul(R, R.transpose(0, 2, 1)).astype(np.float64)
+        rhs = np.matmul(R, X[p0:p1, :, None]).astype(np.float64)
+        tr = np.trace(G, axis1=1, axis2=2)
+        G += (_RIDGE * tr + 1e-12)[:, None, None] * np.eye(G.shape[1])[None]
+        weights[p0:p1] = np.linalg.solve(G, rhs)[..., 0]
+    inside = idx >= 0
+    rows = np.repeat(np.arange(n), inside.sum(axis=1))
+    W = sp.csc_matrix((weights[inside], (rows, idx[inside])), shape=(n, n), dtype=np.float32)
+    return W, b0.astype(np.float32)
+
+
+def _background_cols(
+    W: sp.spmatrix, b0: np.ndarray, R: np.ndarray, dims: tuple[int, int], ssub_B: int
+) -> np.ndarray:
+    """Background of (pixels, n) residual columns ``R = Y - A C``: ``b0 + U W D (R - b0)``."""
+    s = max(int(ssub_B), 1)
+    D = decimation_matrix(dims, s)
+    X = D @ (R - b0[:, None])
+    return b0[:, None] + _upsample(np.asarray(W @ X, np.float32), dims, s)
+
+
+def ring_background(
+    W: sp.spmatrix,
+    b0: np.ndarray,
+    residual_frames: np.ndarray,
+    dims: tuple[int, int],
+    ssub_B: int,
+) -> np.ndarray:
+    """Background frames of the ring model for any set of frames.
+
+    The model is purely spatial (each frame's background depends only on that frame), so
+    any subset or order of frames can be computed, e.g. lazily frame by frame.
+
+    Parameters
+    ----------
+    W
+        (pixels_ds, pixels_ds) sparse ring weights from :func:`compute_W` (or CaImAn's).
+    b0
+        (pixels,) constant background, Fortran pixel order (counts).
+    residual_frames
+        (n, y, x) or (y, x) frames of ``Y - A C`` (the movie minus the neurons).
+    dims
+        (y, x) frame size.
+    ssub_B
+        Downsampling factor ``W`` was estimated with.
+
+    Returns
+    -------
+    np.ndarray
+        (n, y, x) (or (y, x) for one frame) float32 background in counts.
+    """
+    frames = np.asarray(residual_frames, np.float32)
+    single = frames.ndim == 2
+    frames = frames[None] if single else frames
+    n = frames.shape[0]
+    R = frames.transpose(2, 1, 0).reshape(dims[0] * dims[1], n)  # F-order pixels x frames
+    B = _background_cols(W, np.asarray(b0, np.float32), R, dims, ssub_B)
+    out = B.reshape(dims[1], dims[0], n).transpose(2, 1, 0)
+    return np.ascontiguousarray(out[0] if single else out)
+
+
+def subtract_background(
+    Y: np.ndarray,
+    A: Any,
+    C: np.ndarray,
+    W: sp.spmatrix,
+    b0: np.ndarray,
+    dims: tuple[int, int],
+    ssub_B: int,
+    chunk: int = 500,
+) -> np.ndarray:
+    """``Y - B`` for the ring background of the current neurons, (pixels, T) float32.
+
+    What the neurons' spatial and temporal updates are fitted to once the background is
+    fixed (CaImAn's ``Y - B`` in ``greedyROI_corr``). Computed in chunks of frames.
+    """
+    T = Y.shape[1]
+    As = sp.csc_matrix(A) if A.shape[1] else None
+    out = np.empty(Y.shape, np.float32)
+    b0 = np.asarray(b0, np.float32)
+    for t0 in range(0, T, chunk):
+        t1 = min(t0 + chunk, T)
+        R = Y[:, t0:t1] - (As @ C[:, t0:t1] if As is not None else 0.0)
+        out[:, t0:t1] = Y[:, t0:t1] - _background_cols(W, b0, R, dims, ssub_B)
+    return out
