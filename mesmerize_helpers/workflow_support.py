@@ -17,7 +17,8 @@ from .manifest import MANIFEST
 
 __all__ = [
     "TSV_COLUMNS", "all_folders_pattern", "folder_pattern", "item_ain", "item_by_folder",
-    "item_folders", "item_input", "load_items", "manifest_path", "plot_from_snakemake",
+    "item_folders", "item_input", "item_patch_files", "load_items", "scatter_pattern",
+    "fit_patch_from_snakemake", "manifest_path", "plot_from_snakemake",
     "report_labels", "resources", "results_root", "run_from_snakemake",
 ]
 
@@ -93,6 +94,46 @@ def item_input(
         return str(Path(batch.parent, item["input_movie_path"]))
 
 
+def _scatters(item: dict[str, Any]) -> bool:
+    main = item["params"]["main"]
+    return (item["algo"] == "cnmf" and bool(item["params"].get("scatter_patches"))
+            and main.get("rf") is not None)
+
+
+def scatter_pattern(items: list[dict[str, Any]], folders: dict[str, Path], results: Path) -> str:
+    """Regex for the ``item`` wildcard matching the folders of items that scatter patches."""
+    names = [re.escape(folders[i["uuid"]].relative_to(results).as_posix())
+             for i in items if _scatters(i)]
+    return "|".join(names) if names else "(?!x)x"
+
+
+def item_patch_files(
+    item: dict[str, Any], items: list[dict[str, Any]], folders: dict[str, Path], batch: Path,
+    raw_data: str | None,
+) -> list[str]:
+    """The patch-fit files an item gathers (one per rf/stride patch), or [] if it does not
+    scatter. The patch grid comes from the frame size of the item's raw ancestor movie."""
+    if not _scatters(item):
+        return []
+    from .engine.patches import n_patches
+    from .io.movies import open_movie
+
+    by_uuid = {i["uuid"]: i for i in items}
+    root = by_uuid[_root_uuid(item["uuid"], by_uuid)]
+    try:
+        dims = open_movie(item_input(root, folders, batch, raw_data)).shape[1:]
+    except (OSError, ValueError):
+        return []  # the raw movie is missing or unreadable: its own job reports that
+    folder = folders[item["uuid"]]
+    return [str(folder / "patches" / f"{i}.npz") for i in range(n_patches(dims, item["params"]["main"]))]
+
+
+def _root_uuid(uuid: str, by_uuid: dict[str, dict[str, Any]]) -> str:
+    while by_uuid[uuid]["parent"] is not None:
+        uuid = by_uuid[uuid]["parent"]
+    return uuid
+
+
 def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[str]:
     """The seed-mask file of a seeded CNMF item (``params["Ain"]``), or an empty list."""
     ain = item["params"].get("Ain")
@@ -152,6 +193,7 @@ def run_from_snakemake(smk: Any) -> int:
     input_path = Path(smk.input.movie)
     parent_dir = input_path.parent if input_path.name == MANIFEST else None
     ain_path = smk.input.ain[0] if smk.input.ain else None
+    patch_files = list(smk.input.patches) or None
     manifest = run_item(
         folder,
         uuid=smk.params.item,
@@ -162,6 +204,7 @@ def run_from_snakemake(smk: Any) -> int:
         engine=smk.params.engine,
         progress=os.environ.get("MESMERIZE_PROGRESS", "1") != "0",
         ain_path=ain_path,
+        patch_files=patch_files,
     )
     with open(smk.log[0], "w", encoding="utf-8") as log:
         if manifest["success"]:
@@ -184,3 +227,13 @@ def plot_from_snakemake(smk: Any) -> None:
     row = load_batch(Path(smk.config["batch"]).resolve()).caiman.uloc(smk.params.item)
     plot = plot_mcorr if row["algo"] == "mcorr" else plot_cnmf
     plot(row, smk.output[0])
+
+
+def fit_patch_from_snakemake(smk: Any) -> None:
+    """Body of ``scripts/fit_patch.py``: fit one patch of a scattered CNMF item."""
+    from .jobs import run_patch
+
+    input_path = Path(smk.input.movie)
+    parent_dir = input_path.parent if input_path.name == MANIFEST else None
+    run_patch(input_path, parent_dir, json.loads(smk.params.params),
+              int(smk.wildcards.patch), Path(smk.output[0]))

@@ -34,6 +34,11 @@ def item_ain(wildcards):
     return ws.item_ain(item_of(wildcards), BATCH, config.get("raw_data"))
 
 
+def item_patches(wildcards):
+    """Patch fits of an item whose patches run as separate jobs (params["scatter_patches"])."""
+    return ws.item_patch_files(item_of(wildcards), ITEMS, FOLDERS, BATCH, config.get("raw_data"))
+
+
 def item_params(wildcards):
     # a JSON string: Snakemake re-runs the item (and its children) when it changes
     return json.dumps(item_of(wildcards)["params"], sort_keys=True)

@@ -6,6 +6,7 @@ rule mcorr:
     input:
         movie=item_input,
         ain=item_ain,
+        patches=item_patches,
     output:
         f"{RESULTS}/{{item}}/manifest.json",
     log:
