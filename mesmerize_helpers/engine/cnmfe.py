@@ -46,12 +46,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .cnmf import Estimates, Y_to_movie, movie_to_Y
+from .cnmf import CNMF_DEFAULTS, Estimates, Y_to_movie, movie_to_Y
 from .corr_pnr import init_neurons_corr_pnr
 from .initialization import downsample, upsample_footprints
 from .merging import merge_components
 from .noise import ar_from_decay_time, pixel_noise
-from .params import as_pair, resolve_params
+from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
 from .ring import compute_W, ring_background, ring_radius, subtract_background
 from .spatial import update_spatial
 from .temporal import update_temporal
@@ -63,26 +63,20 @@ __all__ = [
 #: CaImAn ``CNMFParams`` keys the built-in CNMF-E implements, with defaults for one-photon
 #: data (those of CaImAn's CNMF-E demo where they differ from CaImAn's 2p defaults).
 CNMFE_DEFAULTS: dict[str, Any] = {
-    # data
-    "fr": 10.0, "decay_time": 0.4,
-    # init (corr_pnr)
-    "method_init": "corr_pnr", "K": None, "gSig": [3, 3], "gSiz": None, "center_psf": True,
-    "min_corr": 0.8, "min_pnr": 10.0, "ring_size_factor": 1.5, "nb": 0, "ssub_B": 2,
-    "ssub": 1, "tsub": 1, "init_iter": 2, "normalize_init": False, "seed_method": "auto",
-    # patches
-    "rf": None, "stride": None, "nb_patch": 0, "low_rank_background": None, "only_init": True,
-    "border_pix": 0, "del_duplicates": True,
-    # preprocess / temporal
-    "p": 1, "ITER": 2, "bas_nonneg": True, "s_min": None, "noise_range": [0.25, 0.5],
-    "noise_method": "mean", "lags": 5, "fudge_factor": 0.96, "optimize_g": False,
-    "method_deconvolution": "oasis",
-    # spatial
-    "update_background_components": True,
-    # merging
-    "do_merge": True, "merge_thr": 0.7,
-    # quality
-    "min_SNR": 3.0, "SNR_lowest": 0.5, "rval_thr": 0.85, "rval_lowest": -1,
-    "use_cnn": False, "min_cnn_thr": 0.9, "cnn_lowest": 0.1,
+    # temporal, spatial, merging and quality steps are CNMF's, with CNMF's defaults
+    **{key: CNMF_DEFAULTS[key] for key in (
+        "decay_time", "rf", "stride", "only_init", "ITER", "bas_nonneg", "s_min",
+        "noise_range", "noise_method", "lags", "fudge_factor", "optimize_g",
+        "method_deconvolution", "update_background_components", "do_merge", "SNR_lowest",
+        "rval_lowest", "min_cnn_thr", "cnn_lowest",
+    )},
+    # one-photon: corr-PNR seeding and the ring background (CaImAn's CNMF-E demo values)
+    "fr": 10.0, "method_init": "corr_pnr", "K": None, "gSig": [3, 3], "gSiz": None,
+    "center_psf": True, "min_corr": 0.8, "min_pnr": 10.0, "ring_size_factor": 1.5, "nb": 0,
+    "ssub_B": 2, "ssub": 1, "tsub": 1, "init_iter": 2, "normalize_init": False,
+    "seed_method": "auto", "nb_patch": 0, "low_rank_background": None, "border_pix": 0,
+    "del_duplicates": True, "p": 1, "merge_thr": 0.7, "min_SNR": 3.0, "rval_thr": 0.85,
+    "use_cnn": False,
 }
 
 # CaImAn keys of these steps that change results but are not implemented here, with
@@ -119,8 +113,7 @@ def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         that is CNMF), ``nb < -1``, or ``p`` not in 0, 1, 2.
     """
     params = dict(params or {})
-    unsupported = [k for k, v in params.items()
-                   if k in _UNSUPPORTED_DEFAULTS and v != _UNSUPPORTED_DEFAULTS[k]]
+    unsupported = changed_from_default(params, _UNSUPPORTED_DEFAULTS)
     P = resolve_params(params, CNMFE_DEFAULTS, step="cnmfe", unsupported=unsupported)
     if P["method_init"] != "corr_pnr":
         raise ValueError(
@@ -138,23 +131,13 @@ def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     if P["nb"] == -1:
         # CaImAn: a full-rank background is fixed after initialization
         P["update_background_components"] = False
-    if params.get("use_cnn"):
-        warnings.warn("use_cnn: the CNN classifier is not part of the built-in engine; "
-                      "components are evaluated on SNR and spatial consistency only.",
-                      UserWarning, stacklevel=2)
-    if P["method_deconvolution"] != "oasis":
-        warnings.warn("Only method_deconvolution='oasis' is implemented; using it.",
-                      UserWarning, stacklevel=2)
+    P = check_source_extraction(params, P)
     if P["seed_method"] != "auto":
         warnings.warn(f"seed_method={P['seed_method']!r}: only 'auto' is implemented "
                       "(no interactive seeding); using it.", UserWarning, stacklevel=2)
-    if int(P["p"]) not in (0, 1, 2):
-        raise ValueError(f"p must be 0, 1 or 2; got {P['p']!r}.")
     if P["normalize_init"]:
         warnings.warn("normalize_init=True is ignored with the ring model (CaImAn sets it "
                       "to False for CNMF-E too).", UserWarning, stacklevel=2)
-    gSig = as_pair(P["gSig"], "gSig")
-    P["gSig"] = (float(gSig[0]), float(gSig[1]))
     if P["gSiz"] is None:
         # CNMF-E's usual neuron diameter is about 4 gSig + 1 (CaImAn's CNMF-E demo)
         P["gSiz"] = tuple(int(round(4 * s + 1)) for s in P["gSig"])

@@ -163,3 +163,29 @@ def as_pair(value: Any, name: str) -> tuple[int, int] | tuple[float, float]:
     if len(seq) != 2:
         raise ValueError(f"Parameter {name!r} must be a number or a pair (y, x); got {value!r}.")
     return (seq[0], seq[1])
+
+
+def changed_from_default(params: Mapping[str, Any], caiman_defaults: Mapping[str, Any]) -> list[str]:
+    """Keys of ``params`` that a step does not implement and that differ from CaImAn's
+    default (a default value changes nothing, so only those deserve a warning)."""
+    return [k for k, v in params.items() if k in caiman_defaults and v != caiman_defaults[k]]
+
+
+def check_source_extraction(raw: Mapping[str, Any], P: dict[str, Any]) -> dict[str, Any]:
+    """Checks shared by CNMF and CNMF-E on resolved params ``P`` (``raw``: as given).
+
+    Warns once for ``use_cnn`` and for a deconvolution method other than OASIS, rejects an
+    AR order ``p`` outside 0-2, and turns ``gSig`` into a float (y, x) pair (pixels).
+    """
+    if raw.get("use_cnn"):
+        warnings.warn("use_cnn: the CNN classifier is not part of the built-in engine; "
+                      "components are evaluated on SNR and spatial consistency only.",
+                      UserWarning, stacklevel=3)
+    if P["method_deconvolution"] != "oasis":
+        warnings.warn("Only method_deconvolution='oasis' is implemented; using it.",
+                      UserWarning, stacklevel=3)
+    if int(P["p"]) not in (0, 1, 2):
+        raise ValueError(f"p must be 0, 1 or 2; got {P['p']!r}.")
+    gSig = as_pair(P["gSig"], "gSig")
+    P["gSig"] = (float(gSig[0]), float(gSig[1]))
+    return P
