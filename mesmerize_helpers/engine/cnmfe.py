@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -362,17 +361,9 @@ def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any]) -> _Fi
 
 def _fit_patch(Yp: np.ndarray, dims_p: tuple[int, int], P: Mapping[str, Any]
                ) -> tuple[np.ndarray, np.ndarray]:
+    """CNMF-E on one patch, with its own ring background: (patch pixels, K') and (K', T)."""
     m = fit_field(Yp, dims_p, P)
     return m.A, m.C
-
-
-def _worker_init() -> None:
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # optional
-        pass
 
 
 def fit_patches(
@@ -386,40 +377,16 @@ def fit_patches(
     correlated traces; they are merged. The whole-field refinement then re-estimates one
     ring background for the whole field.
     """
-    import multiprocessing as mp
-
-    from tqdm.auto import tqdm
-
-    from .patches import _patch_pixels, patch_slices
+    from .patches import _patch_pixels, fit_all_patches, patch_slices, place_in_field
 
     d, T = Y.shape
     slices = patch_slices(dims, P["rf"], P["stride"])
     pix = [_patch_pixels(dims, sl) for sl in slices]
     pdims = [(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in slices]
-    results: list[tuple[np.ndarray, np.ndarray]] = []
-    bar = tqdm(total=len(slices), desc="cnmfe patches", disable=not progress)
-    if n_processes > 1 and len(slices) > 1:
-        ctx = mp.get_context("spawn")  # safe with BLAS threads, unlike fork
-        with ProcessPoolExecutor(n_processes, mp_context=ctx, initializer=_worker_init) as ex:
-            futures = [ex.submit(_fit_patch, Y[p], pd, dict(P)) for p, pd in zip(pix, pdims)]
-            for fut in futures:
-                results.append(fut.result())
-                bar.update(1)
-    else:
-        for p, pd in zip(pix, pdims):
-            results.append(_fit_patch(Y[p], pd, P))
-            bar.update(1)
-    bar.close()
-    cols, traces = [], []
-    for p, (A_p, C_p) in zip(pix, results):
-        for k in range(A_p.shape[1]):
-            col = np.zeros(d, np.float32)
-            col[p] = A_p[:, k]
-            cols.append(col)
-            traces.append(C_p[k])
-    if not cols:
-        return _Fit(np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32))
-    A, C = np.stack(cols, 1), np.stack(traces).astype(np.float32)
+    results = fit_all_patches(Y, pix, pdims, P, n_processes, progress, fit_patch=_fit_patch)
+    A, C = place_in_field(pix, results, d, T)
+    if A.shape[1] == 0:
+        return _Fit(A, C)
     # the traces of the patches are clean (each patch had its own background), so duplicates
     # are recognised by overlap and correlation as well as by near-identical footprints
     A, C, _ = merge_components(A, C, float(P["merge_thr"]))

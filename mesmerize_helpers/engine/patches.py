@@ -112,34 +112,56 @@ def _worker_init() -> None:
         pass
 
 
-def _fit_all(
+def fit_all_patches(
     Y: np.ndarray,
     pix: list[np.ndarray],
     pdims: list[tuple[int, int]],
     P: Mapping[str, Any],
     n_processes: int,
     progress: bool,
+    fit_patch: Any = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fit every patch, in worker processes when ``n_processes > 1``; results in order."""
+    """Fit every patch, in worker processes when ``n_processes > 1``; results in order.
+
+    ``fit_patch(Yp, dims_p, P) -> (A_p, C_p)`` is CNMF's by default (CNMF-E passes its own);
+    it must be a module-level function so that worker processes can import it.
+    """
     import multiprocessing as mp
 
     from tqdm.auto import tqdm
 
+    fit_patch = fit_patch or _fit_patch
     results = []
     bar = tqdm(total=len(pix), desc="patches", disable=not progress)
     if n_processes > 1 and len(pix) > 1:
         ctx = mp.get_context("spawn")  # safe with BLAS threads, unlike fork
         with ProcessPoolExecutor(n_processes, mp_context=ctx, initializer=_worker_init) as ex:
-            futures = [ex.submit(_fit_patch, Y[p], pd, dict(P)) for p, pd in zip(pix, pdims)]
+            futures = [ex.submit(fit_patch, Y[p], pd, dict(P)) for p, pd in zip(pix, pdims)]
             for fut in futures:
                 results.append(fut.result())
                 bar.update(1)
     else:
         for p, pd in zip(pix, pdims):
-            results.append(_fit_patch(Y[p], pd, P))
+            results.append(fit_patch(Y[p], pd, P))
             bar.update(1)
     bar.close()
     return results
+
+
+def place_in_field(
+    pix: list[np.ndarray], results: list[tuple[np.ndarray, np.ndarray]], d: int, T: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put every patch's footprints back in the whole field: A (d, K) and C (K, T) float32."""
+    cols, traces = [], []
+    for p, (A_p, C_p) in zip(pix, results):
+        for k in range(A_p.shape[1]):
+            col = np.zeros(d, np.float32)
+            col[p] = A_p[:, k]
+            cols.append(col)
+            traces.append(C_p[k])
+    if not cols:
+        return np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32)
+    return np.stack(cols, 1), np.stack(traces).astype(np.float32)
 
 
 def fit_patches(
@@ -192,19 +214,9 @@ def fit_patches(
             if A_p.shape[0] != len(p):
                 raise ValueError("A patch result does not match its patch's size.")
     else:
-        results = _fit_all(Y, pix, pdims, P, n_processes, progress)
-    cols, traces = [], []
-    for p, (A_p, C_p) in zip(pix, results):
-        for k in range(A_p.shape[1]):
-            col = np.zeros(d, np.float32)
-            col[p] = A_p[:, k]
-            cols.append(col)
-            traces.append(C_p[k])
-    if not cols:
-        A = np.zeros((d, 0), np.float32)
-        C = np.zeros((0, T), np.float32)
-    else:
-        A, C = np.stack(cols, 1), np.stack(traces).astype(np.float32)
+        results = fit_all_patches(Y, pix, pdims, P, n_processes, progress)
+    A, C = place_in_field(pix, results, d, T)
+    if A.shape[1]:
         # the same cell found in two overlapping patches has near-identical footprints.
         # Traces are not compared yet: before the background is fitted, the traces of dim
         # cells are dominated by neuropil and would link unrelated components; the merge
