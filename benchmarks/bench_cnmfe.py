@@ -35,10 +35,11 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from mesmerize_helpers.scoring import match_by_iou, row_correlation  # noqa: E402
 
 BASE = {"gSig": [3, 3], "fr": 10, "decay_time": 0.6, "min_corr": 0.8, "min_pnr": 5}
 CASES: dict[str, dict] = {
@@ -50,25 +51,10 @@ CASES: dict[str, dict] = {
 }
 
 
-def _masks(images: np.ndarray, thr: float = 0.2) -> np.ndarray:
-    flat = images.reshape(len(images), -1)
-    return flat > thr * np.maximum(flat.max(axis=1, keepdims=True), 1e-12)
-
-
 def score(true_fp: np.ndarray, est_fp: np.ndarray, iou_thr: float = 0.5):
     """F1 and matched (true, estimated) index pairs on mask IoU, Hungarian matching."""
-    mt, me = _masks(true_fp).astype(float), _masks(est_fp).astype(float)
-    inter = mt @ me.T
-    iou = inter / np.maximum(mt.sum(1)[:, None] + me.sum(1)[None] - inter, 1)
-    r, c = linear_sum_assignment(-iou)
-    ok = iou[r, c] >= iou_thr
-    return 2 * ok.sum() / max(len(true_fp) + len(est_fp), 1), r[ok], c[ok]
-
-
-def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    m = match_by_iou(true_fp, est_fp, iou_thr)
+    return m.f1, m.true_idx, m.found_idx
 
 
 def run_case(name: str, n_processes: int) -> dict:
@@ -91,7 +77,7 @@ def run_case(name: str, n_processes: int) -> dict:
     t_eval = time.perf_counter() - t0
     acc = est.idx_components
     f1, ti, ei = score(sim.footprints, est.footprints(acc))
-    corr = _row_corr(sim.calcium[ti], est.C[acc][ei]) if len(ti) else np.zeros(1)
+    corr = row_correlation(sim.calcium[ti], est.C[acc][ei]) if len(ti) else np.zeros(1)
     movie_mb = sim.movie.nbytes / 2**20
     return {
         "case": name, "movie": "x".join(map(str, sim.movie.shape)), "params": case["params"],

@@ -25,23 +25,6 @@ def cnmf_available() -> bool:
     return importlib.util.find_spec("mesmerize_helpers.engine.cnmf") is not None
 
 
-def centroid_match(footprints: np.ndarray, centres: np.ndarray, max_dist: float = 4.0
-                   ) -> tuple[float, float]:
-    """Recall and precision of found centres (n, 2) against true footprints (k, y, x), with
-    one-to-one (Hungarian) matching of centroids closer than ``max_dist`` pixels."""
-    from scipy.optimize import linear_sum_assignment
-
-    from .engine.contours import center_of_mass
-
-    truth = np.array([center_of_mass(f) for f in footprints])
-    if len(centres) == 0 or len(truth) == 0:
-        return 0.0, 0.0
-    dist = np.linalg.norm(truth[:, None] - centres[None], axis=2)
-    rows, cols = linear_sum_assignment(dist)
-    hits = int((dist[rows, cols] <= max_dist).sum())
-    return hits / len(truth), hits / len(centres)
-
-
 def run_demo(folder: Path, n_frames: int = 300, cores: int | None = None) -> int:
     """Simulate, add items, run them, and print how close the results are to the truth.
 
@@ -52,6 +35,7 @@ def run_demo(folder: Path, n_frames: int = 300, cores: int | None = None) -> int
     """
     from .batch import create_batch
     from .plots import plot_cnmf, plot_mcorr
+    from .scoring import centroids, match_by_centroid
     from .synthetic import save_tiff, simulate_2p
 
     folder = Path(folder).resolve()
@@ -82,10 +66,10 @@ def run_demo(folder: Path, n_frames: int = 300, cores: int | None = None) -> int
     if cnmf_available():
         cnmf = df.iloc[1]
         _, found_centres = cnmf.cnmf.get_contours("good", swap_dim=False)
-        recall, precision = centroid_match(sim.footprints, np.array(found_centres).reshape(-1, 2))
+        match = match_by_centroid(centroids(sim.footprints), np.array(found_centres), 4.0)
         print(f"cnmf: {cnmf.cnmf.get_n_components()} components "
               f"({len(found_centres)} accepted) for {sim.n_neurons} true neurons: "
-              f"recall {recall:.2f}, precision {precision:.2f} (centroids within 4 px) "
+              f"recall {match.recall:.2f}, precision {match.precision:.2f} (centroids within 4 px) "
               f"(outputs in {cnmf.caiman.get_output_dir()})")
         print(f"  figure: {plot_cnmf(cnmf, folder / 'cnmf.png')}")
     print(f"Batch: {folder / 'batch.tsv'}  (mesmerize-helpers status {folder / 'batch.tsv'})")

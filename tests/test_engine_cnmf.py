@@ -14,7 +14,6 @@ import warnings
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
-from scipy.optimize import linear_sum_assignment
 
 from mesmerize_helpers.engine.cnmf import (
     CNMF_DEFAULTS,
@@ -25,6 +24,7 @@ from mesmerize_helpers.engine.cnmf import (
 )
 from mesmerize_helpers.engine.params import UnknownParameterError
 from mesmerize_helpers.io.estimates import load_estimates, save_estimates
+from mesmerize_helpers.scoring import match_by_iou, row_correlation
 from mesmerize_helpers.synthetic import simulate_2p
 
 N_NEURONS = 30
@@ -39,37 +39,19 @@ def sim():
     return simulate_2p(n_frames=1000, shape=(128, 128), n_neurons=N_NEURONS, seed=11)
 
 
-def _masks(images: np.ndarray, thr: float = 0.2) -> np.ndarray:
-    peak = images.reshape(len(images), -1).max(axis=1)
-    return (images > thr * np.maximum(peak, 1e-12)[:, None, None]).reshape(len(images), -1)
-
-
 def match_components(true_fp: np.ndarray, est_fp: np.ndarray, iou_thr: float = 0.5):
     """Hungarian matching on mask IoU; returns (f1, true indices, estimated indices)."""
-    mt, me = _masks(true_fp).astype(float), _masks(est_fp).astype(float)
-    inter = mt @ me.T
-    iou = inter / np.maximum(mt.sum(1)[:, None] + me.sum(1)[None] - inter, 1)
-    r, c = linear_sum_assignment(-iou)
-    ok = iou[r, c] >= iou_thr
-    r, c = r[ok], c[ok]
-    precision, recall = len(r) / max(len(est_fp), 1), len(r) / max(len(true_fp), 1)
-    f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-    return f1, r, c
-
-
-def row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-20)
+    m = match_by_iou(true_fp, est_fp, iou_thr)
+    return m.f1, m.true_idx, m.found_idx
 
 
 def check_accuracy(sim, est: Estimates, *, f1_min=0.9, trace_min=0.9, spike_min=0.85):
     good = est.idx_components
     f1, r, c = match_components(sim.footprints, est.footprints(good))
     k = good[c]
-    trace_corr = np.median(row_corr(sim.calcium[r], est.C[k]))
+    trace_corr = np.median(row_correlation(sim.calcium[r], est.C[k]))
     smooth = lambda x: gaussian_filter1d(x.astype(float), 2, axis=1)  # noqa: E731
-    spike_corr = np.median(row_corr(smooth(sim.spikes[r]), smooth(est.S[k])))
+    spike_corr = np.median(row_correlation(smooth(sim.spikes[r]), smooth(est.S[k])))
     assert f1 >= f1_min, f"F1 {f1:.3f}"
     assert trace_corr >= trace_min, f"median trace correlation {trace_corr:.3f}"
     assert spike_corr >= spike_min, f"median spike correlation {spike_corr:.3f}"
@@ -256,7 +238,7 @@ def test_ar_orders(p):
     f1, r, c = match_components(sim.footprints, est.footprints(est.idx_components))
     assert f1 >= 0.8
     k = est.idx_components[c]
-    assert np.median(row_corr(sim.calcium[r], est.C[k])) >= 0.85
+    assert np.median(row_correlation(sim.calcium[r], est.C[k])) >= 0.85
 
 
 def test_seed_as_sparse_matrix_and_select(sim):

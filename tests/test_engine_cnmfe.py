@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from scipy.optimize import linear_sum_assignment
 
 from mesmerize_helpers.engine.cnmf import Estimates
 from mesmerize_helpers.engine.cnmfe import (
@@ -42,6 +41,7 @@ from mesmerize_helpers.engine.ring import (
     ring_background,
     ring_offsets,
 )
+from mesmerize_helpers.scoring import match_by_iou, row_correlation
 from mesmerize_helpers.synthetic import simulate_1p
 
 PARAMS = {"gSig": (3, 3), "fr": 10, "decay_time": 0.6, "min_corr": 0.8, "min_pnr": 5}
@@ -52,26 +52,10 @@ def sim():
     return simulate_1p(n_frames=600, shape=(96, 96), n_neurons=20, seed=0)
 
 
-def _masks(images: np.ndarray, thr: float = 0.2) -> np.ndarray:
-    flat = images.reshape(len(images), -1)
-    return flat > thr * flat.max(axis=1, keepdims=True)
-
-
 def match_components(true_fp: np.ndarray, est_fp: np.ndarray, iou_thr: float = 0.5):
     """Hungarian matching on mask IoU; returns (f1, true indices, estimated indices)."""
-    mt, me = _masks(true_fp).astype(float), _masks(est_fp).astype(float)
-    inter = mt @ me.T
-    iou = inter / np.maximum(mt.sum(1)[:, None] + me.sum(1)[None] - inter, 1)
-    r, c = linear_sum_assignment(-iou)
-    ok = iou[r, c] >= iou_thr
-    f1 = 2 * ok.sum() / max(len(true_fp) + len(est_fp), 1)
-    return f1, r[ok], c[ok]
-
-
-def row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    m = match_by_iou(true_fp, est_fp, iou_thr)
+    return m.f1, m.true_idx, m.found_idx
 
 
 def check_accuracy(sim, est: Estimates, *, f1_min: float = 0.85, trace_min: float = 0.85):
@@ -79,7 +63,7 @@ def check_accuracy(sim, est: Estimates, *, f1_min: float = 0.85, trace_min: floa
     assert acc is not None
     f1, ti, ei = match_components(sim.footprints, est.footprints(acc))
     assert f1 >= f1_min, f"F1 {f1:.3f}"
-    corr = row_corr(sim.calcium[ti], est.C[acc][ei])
+    corr = row_correlation(sim.calcium[ti], est.C[acc][ei])
     assert np.median(corr) >= trace_min, f"median trace correlation {np.median(corr):.3f}"
     return f1, corr
 
