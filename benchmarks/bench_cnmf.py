@@ -34,10 +34,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from mesmerize_helpers.scoring import (  # noqa: E402
+    centroids,
+    footprint_masks,
+    match_by_centroid,
+    match_by_iou,
+    row_correlation,
+)
 
 DATA = Path(os.environ.get("MESMERIZE_BENCH_DATA", ROOT.parent / "shared" / "data"))
 NF_MOVIE = DATA / "neurofinder00_tl256_600x256x256_uint16.tif"
@@ -58,51 +65,19 @@ NEUROFINDER_PARAMS = {
 # ------------------------------------------------------------------------------ scoring
 
 
-def _masks(images: np.ndarray, thr: float = 0.2) -> np.ndarray:
-    peak = images.reshape(len(images), -1).max(axis=1)
-    return images > thr * np.maximum(peak, 1e-12)[:, None, None]
-
-
 def score_iou(true_fp: np.ndarray, est_fp: np.ndarray, iou_thr: float = 0.5):
     """Precision, recall, F1 and matched pairs on mask IoU (masks: > 20 % of the peak)."""
-    mt = _masks(true_fp).reshape(len(true_fp), -1).astype(float)
-    me = _masks(est_fp).reshape(len(est_fp), -1).astype(float)
-    inter = mt @ me.T
-    iou = inter / np.maximum(mt.sum(1)[:, None] + me.sum(1)[None] - inter, 1)
-    r, c = linear_sum_assignment(-iou)
-    ok = iou[r, c] >= iou_thr
-    return _prf(ok.sum(), len(est_fp), len(true_fp)) + ((r[ok], c[ok]),)
-
-
-def centroids(masks: np.ndarray) -> np.ndarray:
-    """(n, 2) centre of mass (y, x) of each (n, y, x) image."""
-    yy, xx = np.mgrid[: masks.shape[1], : masks.shape[2]]
-    w = masks.reshape(len(masks), -1).astype(float)
-    w /= np.maximum(w.sum(1, keepdims=True), 1e-12)
-    return np.stack([w @ yy.ravel(), w @ xx.ravel()], axis=1)
+    m = match_by_iou(true_fp, est_fp, iou_thr)
+    return m.precision, m.recall, m.f1, (m.true_idx, m.found_idx)
 
 
 def score_centroids(true_masks: np.ndarray, est_fp: np.ndarray, max_dist: float = 5.0):
-    """Neurofinder-style scores: Hungarian on centroid distance, pairs within ``max_dist``."""
-    ct, ce = centroids(true_masks), centroids(_masks(est_fp))
-    if len(ce) == 0:
-        return _prf(0, 0, len(ct))
-    dist = np.hypot(ct[:, None, 0] - ce[None, :, 0], ct[:, None, 1] - ce[None, :, 1])
-    r, c = linear_sum_assignment(np.minimum(dist, 1e6))
-    tp = int((dist[r, c] <= max_dist).sum())
-    return _prf(tp, len(ce), len(ct))
-
-
-def _prf(tp: int, n_est: int, n_true: int) -> tuple[float, float, float]:
-    precision = tp / max(n_est, 1)
-    recall = tp / max(n_true, 1)
-    return precision, recall, 2 * precision * recall / max(precision + recall, 1e-12)
-
-
-def _row_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1) + 1e-20)
+    """Neurofinder-style scores: Hungarian on centroid distance, pairs within ``max_dist``
+    (see :func:`mesmerize_helpers.scoring.match_by_centroid`); a component's centroid is
+    that of its mask (pixels above 20 % of its peak), as for the labels."""
+    est_masks = footprint_masks(est_fp).reshape(est_fp.shape)
+    m = match_by_centroid(centroids(true_masks), centroids(est_masks), max_dist)
+    return m.precision, m.recall, m.f1
 
 
 # ------------------------------------------------------------------------------ running
@@ -195,7 +170,7 @@ def run_case(case: str, n_processes: int) -> dict:
     if case == "synthetic":
         p, r, f1, (ti, ei) = score_iou(sim.footprints, est.footprints(good))
         out.update(precision=p, recall=r, f1=f1,
-                   trace_corr_median=float(np.median(_row_corr(sim.calcium[ti],
+                   trace_corr_median=float(np.median(row_correlation(sim.calcium[ti],
                                                                est.C[good[ei]]))))
     else:
         masks = np.load(NF_MASKS)["masks"]

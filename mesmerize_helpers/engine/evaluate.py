@@ -16,7 +16,8 @@ Two measures per component:
 A component is accepted when (SNR >= min_SNR or r >= rval_thr) and SNR > SNR_lowest and
 r > rval_lowest (CaImAn's rule, without the CNN terms), and its area (pixels above 20 % of
 its peak) lies between 0.6 and 9 times ``pi * gSig_y * gSig_x`` (a soma is neither a speck
-nor a sheet).
+nor a sheet), and its footprint holds at least as much soma-scale structure as pixel noise
+(:func:`footprint_snr`: a footprint fitted to noise is a speckle of isolated pixels).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from scipy.special import log_ndtr, ndtri
 
 __all__ = [
     "evaluate_components", "trace_snr", "spatial_consistency", "robust_mode",
-    "remove_slow_baseline",
+    "remove_slow_baseline", "footprint_snr",
 ]
 
 
@@ -161,6 +162,73 @@ def spatial_consistency(
     return r
 
 
+#: Width (px, Gaussian sigma) of the blur that separates structure from pixel noise in
+#: :func:`footprint_snr`.
+SMOOTH_SIGMA = 1.0
+#: Smallest footprint SNR (see :func:`footprint_snr`) of an accepted component: at least as
+#: much energy in soma-scale structure as in pixel noise.
+MIN_FOOTPRINT_SNR = 1.0
+
+
+def footprint_snr(A: np.ndarray, dims: tuple[int, int], gSig: tuple[float, float]) -> np.ndarray:
+    """Ratio of structured to pixel-noise energy of each footprint.
+
+    A footprint is estimated pixel by pixel from the data; where the component's trace is
+    weak next to the pixel noise, it is a speckle of isolated pixels rather than a soma.
+    A blur of ``SMOOTH_SIGMA`` px keeps the fraction ``f_soma`` of the energy of a soma (a
+    Gaussian blob of width ``gSig / 2``, smooth at that scale) but only the fraction
+    ``f_noise`` of the energy of white noise (the sum of the squared blur kernel, ~0.08).
+    The fraction ``f`` a footprint keeps gives the share of its energy in structure,
+    ``rho = (f - f_noise) / (f_soma - f_noise)``; the footprint SNR is ``rho / (1 - rho)``
+    (1: as much structure as noise). Calibration: a footprint made of rectified white noise
+    (``max(noise, 0)`` on a disk of radius ``3 gSig``, which is what the non-negative
+    spatial update fits where there is no cell; its positive mean counts as structure)
+    scores about 0.6; the same with a soma of peak twice the noise level added, about 1.4;
+    a noise-free soma, 1000 (the cap).
+
+    Parameters
+    ----------
+    A
+        (pixels, K) footprints, Fortran pixel order on ``dims``.
+    dims
+        (y, x) frame size.
+    gSig
+        Expected soma half-size (px), (y, x).
+
+    Returns
+    -------
+    np.ndarray
+        (K,) footprint SNR values (0 for an empty footprint, capped at 1e3).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    def kept(img: np.ndarray) -> float:
+        e = float((img.astype(np.float64) ** 2).sum())
+        blurred = gaussian_filter(img.astype(np.float64), SMOOTH_SIGMA, mode="constant")
+        return float((blurred**2).sum()) / e if e > 0 else 0.0
+
+    n = int(np.ceil(4 * max(max(gSig), SMOOTH_SIGMA))) + 4
+    delta = np.zeros((2 * n + 1, 2 * n + 1))
+    delta[n, n] = 1.0
+    f_noise = kept(delta)
+    yy, xx = np.mgrid[-n:n + 1, -n:n + 1]
+    blob = np.exp(-0.5 * ((2 * yy / gSig[0]) ** 2 + (2 * xx / gSig[1]) ** 2))
+    f_soma = kept(blob)
+    pad = int(np.ceil(4 * SMOOTH_SIGMA))
+    out = np.zeros(A.shape[1])
+    for k in range(A.shape[1]):
+        img = A[:, k].reshape(dims, order="F")
+        rows, cols = np.flatnonzero(img.any(axis=1)), np.flatnonzero(img.any(axis=0))
+        if rows.size == 0:
+            continue
+        crop = img[max(rows[0] - pad, 0):rows[-1] + pad + 1,
+                   max(cols[0] - pad, 0):cols[-1] + pad + 1]
+        rho = (kept(crop) - f_noise) / max(f_soma - f_noise, 1e-12)
+        rho = min(max(rho, 0.0), 1.0)
+        out[k] = min(rho / (1 - rho), 1e3) if rho < 1 else 1e3
+    return out
+
+
 def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -> Any:
     """Compute SNR and spatial consistency and split components into accepted / rejected.
 
@@ -198,6 +266,8 @@ def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -
     if K:  # size limits: somata are neither specks nor sheets
         area = footprint_areas(A)
         ok &= (area >= min_area(params)) & (area <= max_area(params))
+        # a speckle of isolated pixels is a footprint fitted to noise, not a soma
+        ok &= footprint_snr(A, est.dims, params["gSig"]) >= MIN_FOOTPRINT_SNR
     est.SNR_comp = snr.astype(np.float64)
     est.r_values = rval.astype(np.float64)
     est.cnn_preds = np.full(K, np.nan)
