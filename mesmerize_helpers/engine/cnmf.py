@@ -15,7 +15,6 @@ and temporal (:mod:`.temporal`) updates, merging (:mod:`.merging`), optional pat
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -27,7 +26,7 @@ from .background import init_background
 from .initialization import downsample, greedy_roi, masks_to_A, upsample_footprints
 from .merging import merge_components
 from .noise import ar_from_decay_time, noise_fft, pixel_noise
-from .params import as_pair, resolve_params
+from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
 from .spatial import update_spatial
 from .temporal import update_temporal
 
@@ -196,25 +195,14 @@ def cnmf_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     value the built-in engine cannot honour gives one warning.
     """
     params = dict(params or {})
-    unsupported = [k for k, v in params.items()
-                   if k in _UNSUPPORTED_DEFAULTS and v != _UNSUPPORTED_DEFAULTS[k]]
+    unsupported = changed_from_default(params, _UNSUPPORTED_DEFAULTS)
     P = resolve_params(params, CNMF_DEFAULTS, step="cnmf", unsupported=unsupported)
-    if params.get("use_cnn"):
-        warnings.warn("use_cnn: the CNN classifier is not part of the built-in engine; "
-                      "components are evaluated on SNR and spatial consistency only.",
-                      UserWarning, stacklevel=3)
     if P["method_init"] != "greedy_roi":
         raise ValueError(
             f"method_init={P['method_init']!r} is not implemented by the built-in CNMF "
             "(use 'greedy_roi'; 'corr_pnr' is CNMF-E, for one-photon data)."
         )
-    if P["method_deconvolution"] != "oasis":
-        warnings.warn("Only method_deconvolution='oasis' is implemented; using it.",
-                      UserWarning, stacklevel=3)
-    if int(P["p"]) not in (0, 1, 2):
-        raise ValueError(f"p must be 0, 1 or 2; got {P['p']!r}.")
-    gSig = as_pair(P["gSig"], "gSig")
-    P["gSig"] = (float(gSig[0]), float(gSig[1]))
+    P = check_source_extraction(params, P)
     if P["gSiz"] is None:
         P["gSiz"] = tuple(int(round(2 * s + 1)) for s in P["gSig"])
     else:
