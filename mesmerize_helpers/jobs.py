@@ -85,18 +85,7 @@ def cnmf_step(
     """
     from .io.estimates import save_estimates
 
-    outputs: dict[str, str] = {}
-    if not _is_c_order_npy(movie):
-        # CNMF reads pixels and frames many times: give it one C-order float32 copy on disk
-        out = open_movie_output(folder, "cnmf_memmap.npy", tuple(movie.shape))
-        for start in range(0, movie.shape[0], 200):
-            out[start:start + 200] = np.asarray(movie[start:start + 200], dtype=np.float32)
-        out.flush()
-        del out
-        movie = np.load(folder / "cnmf_memmap.npy", mmap_mode="r")
-        outputs["cnmf-memmap-path"] = "cnmf_memmap.npy"
-    else:
-        outputs["cnmf-memmap-path"] = os.path.relpath(movie.filename, folder)
+    movie, outputs = cnmf_input_memmap(movie, folder)
     fit, evaluate = source_extraction(algo)
     options: dict[str, Any] = {"refit": bool(params.get("refit", True)),
                                "n_processes": n_processes(), "progress": progress}
@@ -112,6 +101,21 @@ def cnmf_step(
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
     outputs.update(write_summary_images(movie, folder, pnr_gsig(params["main"]), progress))
     return outputs
+
+
+def cnmf_input_memmap(movie: Any, folder: Path) -> tuple[np.memmap, dict[str, str]]:
+    """The movie a cnmf item fits as a C-order float32 ``.npy`` memmap, and its
+    ``cnmf-memmap-path`` output: the input itself if it already is one, else a copy."""
+    if _is_c_order_npy(movie):
+        return movie, {"cnmf-memmap-path": os.path.relpath(movie.filename, folder)}
+    # CNMF reads pixels and frames many times: give it one C-order float32 copy on disk
+    out = open_movie_output(folder, "cnmf_memmap.npy", tuple(movie.shape))
+    for start in range(0, movie.shape[0], 200):
+        out[start:start + 200] = np.asarray(movie[start:start + 200], dtype=np.float32)
+    out.flush()
+    del out
+    return np.load(folder / "cnmf_memmap.npy", mmap_mode="r"), {
+        "cnmf-memmap-path": "cnmf_memmap.npy"}
 
 
 def _is_c_order_npy(movie: Any) -> bool:
@@ -152,6 +156,24 @@ STEPS: dict[str, Step] = {
     "cnmfe": lambda *args, **kwargs: cnmf_step(*args, **kwargs, algo="cnmfe"),
 }
 
+ENGINES = ("builtin", "caiman")
+
+
+def engine_steps(engine: str) -> tuple[dict[str, Step], str]:
+    """The step functions of ``engine`` and its version string for the manifest.
+
+    ``"caiman"`` imports CaImAn (:mod:`.caiman_engine`) and raises ImportError if it is
+    missing.
+    """
+    if engine == "builtin":
+        return STEPS, f"mesmerize-helpers {__version__}"
+    if engine == "caiman":
+        from . import caiman_engine
+
+        return caiman_engine.STEPS, (f"{caiman_engine.caiman_version()}, "
+                                     f"mesmerize-helpers {__version__}")
+    raise ValueError(f"Unknown engine {engine!r}; expected one of {', '.join(ENGINES)}.")
+
 
 # --- the common path -------------------------------------------------------------------
 
@@ -191,7 +213,8 @@ def run_item(
     parent_dir
         The parent item's folder, whose registered movie is the input.
     engine
-        ``"builtin"``; ``"caiman"`` is refused until the CaImAn adapter lands.
+        ``"builtin"``, or ``"caiman"`` (real CaImAn, :mod:`.caiman_engine`; the item fails
+        with an ImportError naming how to install it when CaImAn is missing).
     ain_path
         A ``.npy`` of seed masks (y, x, n) for seeded CNMF (``params["Ain"]``, resolved).
     patch_files
@@ -212,16 +235,13 @@ def run_item(
     }
     start = time.perf_counter()
     try:
-        if engine != "builtin":
-            raise NotImplementedError(
-                f"engine {engine!r} is not available; this version runs engine: builtin only."
-            )
+        steps, manifest["engine_version"] = engine_steps(engine)
         movie_path = input_movie_for(input_movie, parent_dir)
         manifest["input_movie_path"] = str(movie_path)
         var_name = params["main"].get("var_name_hdf5", "mov")
         movie = open_movie(movie_path, var_name_hdf5=var_name)
         Ain = None if ain_path is None else np.load(ain_path)
-        outputs = STEPS[algo](movie, params, folder, progress=progress, Ain=Ain,
+        outputs = steps[algo](movie, params, folder, progress=progress, Ain=Ain,
                               patch_files=patch_files)
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {

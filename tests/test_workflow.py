@@ -148,3 +148,19 @@ def test_invalid_config_is_rejected(tmp_path):
     result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0
     assert "matlab" in result.stdout + result.stderr
+
+
+def test_caiman_engine_without_caiman_fails_with_install_hint(tmp_path, movie):
+    import importlib.util
+
+    from mesmerize_helpers.jobs import run_item
+
+    if importlib.util.find_spec("caiman") is not None:
+        pytest.skip("CaImAn is installed here: tests/test_caiman_engine.py covers the engine")
+    manifest = run_item(tmp_path / "item", uuid="u", algo="mcorr", params=MCORR,
+                        input_movie=movie, engine="caiman", progress=False)
+    assert manifest["success"] is False
+    assert "conda install -c conda-forge caiman" in manifest["traceback"]
+    manifest = run_item(tmp_path / "item2", uuid="u", algo="mcorr", params=MCORR,
+                        input_movie=movie, engine="matlab", progress=False)
+    assert "Unknown engine 'matlab'" in manifest["traceback"]
