@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .background import init_background
+from .dff import detrend_df_f  # noqa: F401 (part of this module's API, as in CaImAn)
 from .initialization import downsample, greedy_roi, masks_to_A, upsample_footprints
 from .merging import merge_components
 from .noise import ar_from_decay_time, noise_fft, pixel_noise
@@ -480,17 +481,27 @@ def refine(
     return m
 
 
-def to_estimates(m: _Model, sn: np.ndarray, dims: tuple[int, int], p: int) -> Estimates:
-    """Package a working model as :class:`Estimates` (sparse A, float32 arrays)."""
+def to_estimates(
+    m: Any, sn: np.ndarray, dims: tuple[int, int], p: int,
+    b: np.ndarray | None = None, f: np.ndarray | None = None,
+) -> Estimates:
+    """Package a working model as :class:`Estimates` (sparse A, float32 arrays).
+
+    ``m`` has CNMF's (or CNMF-E's) working fields: A, C and the per-trace results (None where
+    not computed yet). The background is ``m.b``/``m.f`` unless ``b``/``f`` are given
+    (CNMF-E's working state has a ring model instead).
+    """
     K = m.A.shape[1]
     T = m.C.shape[1]
+    b = m.b if b is None else b
+    f = m.f if f is None else f
 
     def arr(x: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
         return np.zeros(shape, np.float32) if x is None else np.asarray(x)
 
     return Estimates(
-        A=sp.csc_matrix(m.A), b=m.b.astype(np.float32), C=m.C.astype(np.float32),
-        f=m.f.astype(np.float32), S=arr(m.S, (K, T)).astype(np.float32),
+        A=sp.csc_matrix(m.A), b=b.astype(np.float32), C=m.C.astype(np.float32),
+        f=f.astype(np.float32), S=arr(m.S, (K, T)).astype(np.float32),
         YrA=arr(m.YrA, (K, T)).astype(np.float32), sn=sn.astype(np.float32),
         g=arr(m.g, (K, p)), bl=arr(m.bl, (K,)), c1=arr(m.c1, (K,)),
         neurons_sn=arr(m.neurons_sn, (K,)), dims=dims,
@@ -595,17 +606,3 @@ def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, A
 
     return _evaluate(estimates, movie, cnmf_params(params))
 
-
-def detrend_df_f(
-    estimates: Estimates,
-    quantileMin: float = 8,
-    frames_window: int | None = 500,
-    flag_auto: bool = True,
-    use_fast: bool = False,
-    detrend_only: bool = False,
-) -> np.ndarray:
-    """Detrended dF/F of every component (CaImAn's ``detrend_df_f``); see :mod:`.dff`."""
-    from .dff import detrend_df_f as _dff
-
-    return _dff(estimates, quantileMin=quantileMin, frames_window=frames_window,
-                flag_auto=flag_auto, use_fast=use_fast, detrend_only=detrend_only)

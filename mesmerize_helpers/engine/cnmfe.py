@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .cnmf import CNMF_DEFAULTS, Estimates, Y_to_movie, movie_to_Y
+from .cnmf import CNMF_DEFAULTS, Estimates, Y_to_movie, movie_to_Y, to_estimates
 from .corr_pnr import init_neurons_corr_pnr
 from .initialization import downsample, upsample_footprints
 from .merging import merge_components
@@ -407,24 +407,13 @@ def _low_rank(Y: np.ndarray, Yb: np.ndarray, nb: int) -> tuple[np.ndarray, np.nd
 
 def _to_estimates(m: _Fit, Y: np.ndarray, Yb: np.ndarray, sn: np.ndarray,
                   dims: tuple[int, int], P: Mapping[str, Any]) -> Estimates:
-    K, T = m.C.shape
-    p = int(P["p"])
-
-    def arr(x: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-        return np.zeros(shape, np.float32) if x is None else np.asarray(x)
-
+    T = m.C.shape[1]
     nb = int(P["nb"])
     if nb > 0:
         b, f = _low_rank(Y, Yb, nb)
     else:
         b, f = _empty_bg(Y.shape[0], T)
-    est = Estimates(
-        A=sp.csc_matrix(m.A), b=b.astype(np.float32), C=m.C.astype(np.float32),
-        f=f.astype(np.float32), S=arr(m.S, (K, T)).astype(np.float32),
-        YrA=arr(m.YrA, (K, T)).astype(np.float32), sn=sn.astype(np.float32),
-        g=arr(m.g, (K, p)), bl=arr(m.bl, (K,)), c1=arr(m.c1, (K,)),
-        neurons_sn=arr(m.neurons_sn, (K,)), dims=dims,
-    )
+    est = to_estimates(m, sn, dims, int(P["p"]), b=b, f=f)
     est.extra["nb"] = nb
     est.extra["ssub_B"] = int(P["ssub_B"])
     est.extra["ring_radius"] = _radius(P)
