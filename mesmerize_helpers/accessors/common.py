@@ -6,6 +6,7 @@ Thin classes: batch editing lives in :mod:`mesmerize_helpers.batch`, running in
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -42,7 +43,16 @@ def batch_path_of(obj: pd.DataFrame | pd.Series) -> Path:
 
 def parents_of(batch_path: Path) -> dict[str, str | None]:
     """uuid -> parent uuid for every item now in the batch file."""
-    return {row["uuid"]: row["parent"] for row in batch_lib.read_table(batch_path)}
+    stat = Path(batch_path).stat()
+    version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)  # every write is a new file
+    return dict(_parents_cached(str(batch_path), version))
+
+
+@functools.lru_cache(maxsize=8)
+def _parents_cached(batch_path: str, version: tuple[int, int, int]
+                    ) -> tuple[tuple[str, str | None], ...]:
+    # every getter needs an item's folder, hence its lineage: read the TSV once per version
+    return tuple((row["uuid"], row["parent"]) for row in batch_lib.read_table(batch_path))
 
 
 def item_folder(s: pd.Series) -> Path:
