@@ -15,9 +15,15 @@ own. The time of every stage (fit, refit, evaluation) is wall-clock; the memory 
 is the peak resident memory of the process during it (sampled every 5 ms), which includes
 the movie itself and everything kept from the stages before.
 
+- ``neurofinder-seeded``: seeded CNMF on the same movie, from the somata that
+  :func:`mesmerize_helpers.engine.anatomy.find_somata` finds in the mean image, and, as a
+  control of what activity can tell, from the 99 labels plus as many random disks away from
+  them (how many of each the evaluation accepts).
+
 Usage::
 
-    OPENBLAS_CORETYPE=SkylakeX python benchmarks/bench_cnmf.py [--case synthetic|neurofinder]
+    OPENBLAS_CORETYPE=SkylakeX python benchmarks/bench_cnmf.py
+        [--case synthetic|neurofinder|neurofinder-seeded]
         [--n-processes N] [--json out.json]
 """
 
@@ -180,29 +186,112 @@ def run_case(case: str, n_processes: int) -> dict:
     return out
 
 
+def random_disks(avoid: np.ndarray, n: int, radius: float, seed: int = 0) -> np.ndarray:
+    """(n, y, x) disks of ``radius`` px placed at random, 3 px or more away from ``avoid``
+    (a (y, x) boolean image) and from each other."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    h, w = avoid.shape
+    yy, xx = np.mgrid[:h, :w]
+    taken = ndimage.binary_dilation(avoid, iterations=3)
+    out = []
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        cy, cx = rng.uniform(radius + 8, (h - radius - 8, w - radius - 8))
+        d = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+        if not (d & taken).any():
+            out.append(d)
+            taken |= ndimage.binary_dilation(d, iterations=3)
+    return np.array(out)
+
+
+def run_seeded() -> dict:
+    """Seeded CNMF on the neurofinder movie: from somata found in the mean image
+    (:mod:`mesmerize_helpers.engine.anatomy`), and, as a control of what activity can tell,
+    from the 99 labels plus as many random disks away from them."""
+    import tifffile
+
+    from mesmerize_helpers.engine.anatomy import disk_masks, find_somata
+    from mesmerize_helpers.engine.cnmf import evaluate_components, fit_cnmf
+
+    movie = tifffile.imread(NF_MOVIE)
+    masks = np.load(NF_MASKS)["masks"]
+    params = {**NEUROFINDER_PARAMS, "rf": None}
+    gsig = tuple(params["gSig"])
+    out: dict = {"case": "neurofinder-seeded", "params": params}
+
+    def fit(seeds: np.ndarray):
+        t0 = time.perf_counter()
+        est = fit_cnmf(movie, params, Ain=seeds, n_processes=1, progress=False)
+        est = evaluate_components(est, movie, params)
+        return est, time.perf_counter() - t0
+
+    # anatomy: dark nuclei of the mean image, the indicator being cytosolic
+    t0 = time.perf_counter()
+    centres = find_somata(movie.mean(axis=0), gsig)
+    t_find = time.perf_counter() - t0
+    m = match_by_centroid(centroids(masks), centres.astype(float), 5.0)
+    est, t_fit = fit(disk_masks(centres, movie.shape[1:], gsig))
+    good = est.idx_components
+    out["anatomy"] = {
+        "n_found": int(len(centres)), "find_s": t_find, "fit_eval_s": t_fit,
+        "found": [m.precision, m.recall, m.f1],
+        "n_components": est.n_components, "n_accepted": int(len(good)),
+        "all": list(score_centroids(masks, est.footprints())),
+        "accepted": list(score_centroids(masks, est.footprints(good))),
+    }
+    # control: do labelled cells stand out by their activity from random places?
+    rnd = random_disks(masks.any(axis=0), len(masks), radius=np.sqrt(np.median(
+        masks.sum(axis=(1, 2))) / np.pi))
+    seeds = np.concatenate([masks, rnd])
+    est, _ = fit(seeds)
+    fp = est.footprints().reshape(est.n_components, -1)
+    origin = np.argmax(seeds.reshape(len(seeds), -1).astype(np.float32) @ fp.T, axis=0)
+    labelled = origin < len(masks)
+    accepted = np.zeros(est.n_components, bool)
+    accepted[est.idx_components] = True
+    out["control"] = {
+        "n_random": int(len(rnd)),
+        "accepted_labelled": float(accepted[labelled].mean()),
+        "accepted_random": float(accepted[~labelled].mean()),
+        "snr_median_labelled": float(np.median(est.SNR_comp[labelled])),
+        "snr_median_random": float(np.median(est.SNR_comp[~labelled])),
+    }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--case", choices=["synthetic", "neurofinder"], action="append")
+    ap.add_argument("--case", choices=["synthetic", "neurofinder", "neurofinder-seeded"],
+                    action="append")
     ap.add_argument("--n-processes", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     cases = args.case or ["synthetic", "neurofinder"]
     if args.child:
-        print(json.dumps(run_case(cases[0], args.n_processes)))
+        case = cases[0]
+        res = run_seeded() if case == "neurofinder-seeded" else run_case(case, args.n_processes)
+        print(json.dumps(res))
         return
     results = []
     for case in cases:
-        if case == "neurofinder" and not NF_MOVIE.exists():
-            print(f"skipping neurofinder: {NF_MOVIE} not found")
+        if case.startswith("neurofinder") and not NF_MOVIE.exists():
+            print(f"skipping {case}: {NF_MOVIE} not found")
             continue
         cmd = [sys.executable, __file__, "--child", "--case", case,
                "--n-processes", str(args.n_processes)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print("| case | movie | fit s | refit s | eval s | fit_cnmf s | peak RSS MB (fit/refit/eval) "
-          "| max RSS MB | K / accepted | precision | recall | F1 | trace corr |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    seeded = [r for r in results if r["case"] == "neurofinder-seeded"]
+    results = [r for r in results if r["case"] != "neurofinder-seeded"]
+    if results:
+        print("| case | movie | fit s | refit s | eval s | fit_cnmf s | peak RSS MB "
+              "(fit/refit/eval) | max RSS MB | K / accepted | precision | recall | F1 "
+              "| trace corr |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['case']} | {'x'.join(map(str, r['movie']))} | {r['fit_s']:.1f} | "
               f"{r['refit_s']:.1f} | {r['eval_s']:.2f} | {r['fit_cnmf_s']:.1f} | "
@@ -210,8 +299,22 @@ def main() -> None:
               f"{r['maxrss_mb']:.0f} | {r['n_components']} / {r['n_accepted']} | "
               f"{r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | "
               f"{r.get('trace_corr_median', float('nan')):.3f} |")
+    for r in seeded:
+        a, c = r["anatomy"], r["control"]
+        print(f"\nneurofinder, seeded from the mean image: {a['n_found']} somata found in "
+              f"{a['find_s']:.2f} s (P/R/F1 {_prf(a['found'])}); seeded fit + eval "
+              f"{a['fit_eval_s']:.1f} s: {a['n_components']} components (P/R/F1 "
+              f"{_prf(a['all'])}), {a['n_accepted']} accepted (P/R/F1 {_prf(a['accepted'])})")
+        print(f"control, seeded from the 99 labels + {c['n_random']} random disks: accepted "
+              f"{c['accepted_labelled']:.0%} of labelled vs {c['accepted_random']:.0%} of "
+              f"random; median SNR {c['snr_median_labelled']:.1f} vs "
+              f"{c['snr_median_random']:.1f}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(results + seeded, indent=2))
+
+
+def _prf(v) -> str:
+    return "/".join(f"{x:.2f}" for x in v)
 
 
 if __name__ == "__main__":
