@@ -127,4 +127,8 @@ def test_bad_input_is_named():
         soma_score(np.zeros((32, 32)), GSIG, polarity="round")
     with pytest.raises(ValueError, match="2-d"):
         soma_score(np.zeros((3, 32, 32)), GSIG)
+    with pytest.raises(ValueError, match="gSig"):
+        find_somata(np.zeros((32, 32)), (4, 0))
+    with pytest.raises(ValueError, match="gSig"):
+        disk_masks(np.zeros((1, 2)), (32, 32), (4, 4, 4))
     assert find_somata(np.zeros((32, 32)), GSIG).shape == (0, 2)  # flat: nothing to find

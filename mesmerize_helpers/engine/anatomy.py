@@ -19,6 +19,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from .params import as_pair
+
 __all__ = ["soma_score", "find_somata", "disk_masks"]
 
 #: Local contrast is measured over this many gSig (a few somata across).
@@ -26,6 +28,15 @@ CONTRAST_SCALE = 2.5
 #: Pixels whose local SD is below this fraction of the median are dead (a black border, a
 #: clipped region): nothing is detected there.
 DEAD_CONTRAST = 0.1
+
+
+def _gsig(gSig: float | tuple[float, float]) -> np.ndarray:
+    """gSig as a positive (y, x) float pair; a clear error otherwise."""
+    sig = np.asarray(as_pair(gSig, "gSig"), np.float64)
+    if not np.all(sig > 0):
+        raise ValueError(f"Parameter 'gSig' (half-size of a soma, px) must be positive; "
+                         f"got {gSig!r}.")
+    return sig
 
 
 def _live_pixels(img: np.ndarray, size: int = 5) -> np.ndarray:
@@ -45,7 +56,7 @@ def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> np.nda
 
 def soma_score(
     image: np.ndarray,
-    gSig: tuple[float, float],
+    gSig: float | tuple[float, float],
     polarity: Literal["dark", "bright", "both"] = "dark",
 ) -> np.ndarray:
     """Map of how much each pixel looks like the centre of a soma, as a robust z-score.
@@ -64,14 +75,15 @@ def soma_score(
     -------
     np.ndarray
         (y, x) float64 z-scores: (response - median) / (1.4826 MAD) over the live pixels;
-        dead pixels (no local contrast) get -inf.
+        dead pixels (flat: a black border, a clipped region) and those within 2 gSig of
+        them get -inf.
     """
     if polarity not in ("dark", "bright", "both"):
         raise ValueError(f"polarity must be 'dark', 'bright' or 'both', not {polarity!r}.")
     img = np.asarray(image, np.float64)
     if img.ndim != 2:
         raise ValueError(f"image must be 2-d (y, x), not of shape {img.shape}.")
-    sig = np.asarray(gSig, np.float64)
+    sig = _gsig(gSig)
     wide = CONTRAST_SCALE * sig
     live = _live_pixels(img)
     # blurs over live pixels only: a dead region must not lower the local mean (and so
@@ -97,7 +109,7 @@ def soma_score(
 
 def find_somata(
     image: np.ndarray,
-    gSig: tuple[float, float],
+    gSig: float | tuple[float, float],
     min_z: float = 2.5,
     polarity: Literal["dark", "bright", "both"] = "dark",
 ) -> np.ndarray:
@@ -123,7 +135,7 @@ def find_somata(
     from skimage.feature import peak_local_max
 
     z = soma_score(image, gSig, polarity)
-    sep = max(int(round(max(gSig))), 1)
+    sep = max(int(round(_gsig(gSig).max())), 1)
     live = np.isfinite(z)
     if not live.any():
         return np.zeros((0, 2), np.int64)
@@ -135,7 +147,7 @@ def find_somata(
 
 
 def disk_masks(
-    centers: np.ndarray, shape: tuple[int, int], gSig: tuple[float, float],
+    centers: np.ndarray, shape: tuple[int, int], gSig: float | tuple[float, float],
     radius_factor: float = 1.25,
 ) -> np.ndarray:
     """Elliptic disk masks around soma centres, for ``Ain``.
@@ -157,7 +169,7 @@ def disk_masks(
         (y, x, n) boolean masks (CaImAn's ``Ain`` convention).
     """
     centers = np.asarray(centers, np.float64).reshape(-1, 2)
-    ry, rx = radius_factor * np.asarray(gSig, np.float64)
+    ry, rx = radius_factor * _gsig(gSig)
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     out = np.zeros((shape[0], shape[1], len(centers)), bool)
     for i, (cy, cx) in enumerate(centers):
