@@ -268,3 +268,52 @@ def test_patches_fitted_separately_give_the_same_result(sim):
     np.testing.assert_allclose(est_a.C, est_b.C, rtol=1e-3, atol=1e-2)
     with pytest.raises(ValueError, match="patch results"):
         fit_cnmf(movie, params, patch_results=parts[:2], progress=False)
+
+
+def test_seeded_component_stays_at_its_seed(sim):
+    # one cell is seeded only by a disk 2 gSig off its centre (a roughly drawn or misplaced
+    # ROI), the others by their true masks: the cell's activity is unexplained, yet the
+    # off-centre seed may refine its outline only within gSig of its mask, not move onto it
+    from scipy import ndimage
+
+    from mesmerize_helpers.engine.spatial import disk
+    from mesmerize_helpers.scoring import centroids
+
+    masks = sim.masks(0.3)
+    centres = centroids(masks)
+    yy, xx = np.mgrid[:128, :128]
+    best = None
+    for i, c in enumerate(centres):  # the offset position farthest from every other cell
+        for d in ((8, 0), (-8, 0), (0, 8), (0, -8)):
+            s = c + d
+            if not (8 <= s[0] < 120 and 8 <= s[1] < 120):
+                continue
+            gap = np.delete(np.hypot(*(centres - s).T), i).min()
+            if best is None or gap > best[0]:
+                best = (gap, i, s)
+    _, i, s = best
+    off = (yy - s[0]) ** 2 + (xx - s[1]) ** 2 <= 16
+    Ain = np.concatenate([off[None], np.delete(masks, i, axis=0)]).transpose(1, 2, 0)
+    est = fit_cnmf(sim.movie, {**BASE_PARAMS, "K": 4}, Ain=Ain, progress=False)
+    fp = est.footprints()
+    k = int(np.argmax((fp * off).sum(axis=(1, 2))))
+    allowed = ndimage.binary_dilation(off, disk(4))
+    assert fp[k][~allowed].sum() == 0
+    # unconstrained, this component ends up centred on the cell, 8 px from its seed
+    assert np.hypot(*(centroids(fp[k:k + 1] > 0)[0] - s)) < 6
+
+
+def test_merge_reports_which_components_it_merged():
+    from mesmerize_helpers.engine.merging import merge_components
+
+    rng = np.random.default_rng(0)
+    A = np.zeros((30, 3), np.float32)
+    A[0:10, 0] = 1
+    A[5:15, 1] = 1  # overlaps 0
+    A[20:30, 2] = 1
+    c = rng.exponential(size=200)
+    C = np.stack([c, c + 0.01 * rng.normal(size=200), rng.exponential(size=200)])
+    A2, C2, n, origins = merge_components(A, C.astype(np.float32), 0.8, return_origins=True)
+    assert n == 1 and A2.shape == (30, 2)
+    assert [sorted(o.tolist()) for o in origins] == [[2], [0, 1]]
+    np.testing.assert_array_equal(A2[:, 0], A[:, 2])

@@ -1,4 +1,4 @@
-"""Somata found in a summary image, to seed CNMF (``Ain``) with cells whether or not they fire.
+"""Somata found in a summary image: where the cells are, whether or not they fire.
 
 Activity-based initialization finds cells that fire during the recording. With a cytosolic
 calcium indicator (GCaMP), the soma of every expressing neuron is also visible in the mean
@@ -7,7 +7,8 @@ nuclei: the image is normalized for local contrast (so dim and bright regions of
 count alike), filtered with a centre-surround kernel at the scale of a nucleus, and its local
 minima (dark centres) are kept where the response stands out from the field's typical
 response by ``min_z`` robust standard deviations. :func:`disk_masks` turns the centres into
-masks for seeded CNMF, in CaImAn's ``(y, x, n)`` convention.
+masks, in CaImAn's ``(y, x, n)`` convention: ROIs to draw on, or seeds for CNMF (``Ain``),
+which keeps those that show activity.
 
 Pure array code: images in, pixel coordinates and masks out.
 """

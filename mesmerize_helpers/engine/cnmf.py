@@ -16,7 +16,7 @@ and temporal (:mod:`.temporal`) updates, merging (:mod:`.merging`), optional pat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -178,11 +178,14 @@ class _Model:
     c1: np.ndarray | None = None
     g: np.ndarray | None = None
     neurons_sn: np.ndarray | None = None
+    # (pixels, K) bool: where each footprint may lie (None: no limit); set for seeded fits
+    region: np.ndarray | None = None
 
     def keep(self, idx: np.ndarray) -> _Model:
         sub = lambda x: None if x is None else x[idx]  # noqa: E731
         return _Model(self.A[:, idx], self.C[idx], self.b, self.f, sub(self.S), sub(self.YrA),
-                      sub(self.bl), sub(self.c1), sub(self.g), sub(self.neurons_sn))
+                      sub(self.bl), sub(self.c1), sub(self.g), sub(self.neurons_sn),
+                      None if self.region is None else self.region[:, idx])
 
 
 # ----------------------------------------------------------------------------------- params
@@ -366,7 +369,8 @@ def temporal_step(
         noise_range=P["noise_range"], noise_method=P["noise_method"], lags=int(P["lags"]),
         fudge_factor=float(P["fudge_factor"]), optimize_g=int(bool(P["optimize_g"])),
     )
-    m = _Model(m.A, res.C, m.b, res.f, res.S, res.YrA, res.bl, res.c1, res.g, res.neurons_sn)
+    m = replace(m, C=res.C, f=res.f, S=res.S, YrA=res.YrA, bl=res.bl, c1=res.c1, g=res.g,
+                neurons_sn=res.neurons_sn)
     return _normalize(drop_background_like(m) if drop_background else m)
 
 
@@ -423,6 +427,30 @@ def min_area(P: Mapping[str, Any]) -> float:
     return MIN_AREA_FACTOR * np.pi * P["gSig"][0] * P["gSig"][1]
 
 
+def growth_radius(P: Mapping[str, Any]) -> int:
+    """How far (px) a footprint may grow at one spatial update, and beyond a seed mask."""
+    return max(int(np.ceil(np.mean(P["gSig"]))), 2)
+
+
+def seed_regions(A: np.ndarray, dims: tuple[int, int], radius: int) -> np.ndarray:
+    """(pixels, n) bool: each seed footprint's pixels dilated by ``radius`` px.
+
+    A seeded component stays there: the user's mask says which cell it is, so the fit may
+    refine its outline but not move it onto a neighbour whose activity is unexplained (a
+    silent seed would otherwise wander to the nearest active cell or piece of neuropil).
+    """
+    from scipy import ndimage
+
+    from .spatial import disk
+
+    se = disk(radius)
+    out = np.zeros(A.shape, bool)
+    for k in range(A.shape[1]):
+        img = A[:, k].reshape(dims, order="F") > 0
+        out[:, k] = ndimage.binary_dilation(img, se).ravel(order="F")
+    return out
+
+
 def spatial_step(
     Y: np.ndarray, dims: tuple[int, int], m: _Model, P: Mapping[str, Any], prune: bool = True
 ) -> _Model:
@@ -431,13 +459,12 @@ def spatial_step(
     A footprint spread over many times the area of a soma is background that a component
     has taken over (typically neuropil); removing it lets the background model take it back.
     """
-    radius = max(int(np.ceil(np.mean(P["gSig"]))), 2)
     A, b = update_spatial(
-        Y, m.A, m.C, m.b, m.f, dims, radius=radius,
+        Y, m.A, m.C, m.b, m.f, dims, radius=growth_radius(P),
         update_background=bool(P["update_background_components"]),
-        max_radius=MAX_RADIUS_FACTOR * float(max(P["gSig"])),
+        max_radius=MAX_RADIUS_FACTOR * float(max(P["gSig"])), allowed=m.region,
     )
-    m = _Model(A, m.C, b, m.f, m.S, m.YrA, m.bl, m.c1, m.g, m.neurons_sn)
+    m = replace(m, A=A, b=b)
     if prune:
         m = m.keep(np.flatnonzero(footprint_areas(A) <= max_area(P)))
     return _normalize(m)
@@ -447,10 +474,16 @@ def merge_step(m: _Model, P: Mapping[str, Any]) -> tuple[_Model, int]:
     """Merge overlapping correlated components (per-trace results are reset)."""
     if not P["do_merge"] or m.A.shape[1] < 2:
         return m, 0
-    A, C, n = merge_components(m.A, m.C, float(P["merge_thr"]))
+    A, C, n, origins = merge_components(m.A, m.C, float(P["merge_thr"]), return_origins=True)
     if n == 0:
         return m, 0
-    return _normalize(_Model(A, C, m.b, m.f)), n
+    # a merged component may lie wherever any of its members could
+    region = None
+    if m.region is not None:
+        region = np.zeros((A.shape[0], len(origins)), bool)
+        for k, o in enumerate(origins):
+            region[:, k] = m.region[:, o].any(axis=1)
+    return _normalize(_Model(A, C, m.b, m.f, region=region)), n
 
 
 def refine(
@@ -524,7 +557,8 @@ def fit_field(
     else:
         A, C = initialize_greedy(Y, dims, P, K, nb)
     b, f = init_background(Y, A, C, nb)
-    m = _Model(A, C, b, f)
+    region = None if Ain is None else seed_regions(A, dims, growth_radius(P))
+    m = _Model(A, C, b, f, region=region)
     if Ain is not None:  # traces first: the masks are the reliable part
         m = temporal_step(Y, m, P, reuse_g=False)
     for _ in range(rounds):
@@ -555,7 +589,8 @@ def fit_cnmf(
     Ain
         Optional seed footprints: (y, x, n) boolean or float masks (CaImAn's convention),
         (n, y, x) masks, or a (pixels, n) Fortran-order matrix. Greedy initialization and
-        patches are skipped; the masks are refined.
+        patches are skipped; each footprint is refined within ``gSig`` px of its mask (see
+        :func:`seed_regions`), and one left with no activity there is dropped.
     refit
         Run a second round of whole-field updates seeded with the first fit (CaImAn's
         ``cnm.refit``).

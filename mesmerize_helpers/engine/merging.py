@@ -108,8 +108,9 @@ def _rank1_of_sum(
 
 
 def merge_components(
-    A: np.ndarray, C: np.ndarray, merge_thr: float, max_rounds: int = 10
-) -> tuple[np.ndarray, np.ndarray, int]:
+    A: np.ndarray, C: np.ndarray, merge_thr: float, max_rounds: int = 10,
+    return_origins: bool = False,
+) -> tuple[np.ndarray, np.ndarray, int] | tuple[np.ndarray, np.ndarray, int, list[np.ndarray]]:
     """Replace each group of components that are one source by a single component.
 
     The merged component is the rank-1 non-negative factorization of the group's summed
@@ -126,20 +127,26 @@ def merge_components(
         Trace correlation above which overlapping components are merged.
     max_rounds
         Maximum number of merge passes.
+    return_origins
+        Also return, for each output component, the input components it was made of.
 
     Returns
     -------
     A, C, n_removed
         The new footprints and traces (merged components appended at the end) and the
         number of components removed.
+    origins
+        Only with ``return_origins``: list of (n_members,) arrays of input indices, one per
+        output component, so that per-component state can follow a merge.
     """
     K0 = A.shape[1]
+    origins = [np.array([k]) for k in range(K0)]
     for _ in range(max_rounds):
         groups = find_merges(A, C, merge_thr)
         if not groups:
             break
         drop = np.concatenate(groups)
-        new_A, new_C = [], []
+        new_A, new_C, new_origins = [], [], []
         for grp in groups:
             sup = np.flatnonzero((A[:, grp] > 0).any(axis=1))
             Ag = A[sup][:, grp].astype(np.float64)
@@ -154,7 +161,10 @@ def merge_components(
             col[sup] = a / nrm
             new_A.append(col)
             new_C.append(c * nrm)
+            new_origins.append(np.concatenate([origins[g] for g in grp]))
         keep = np.setdiff1d(np.arange(A.shape[1]), drop)
         A = np.hstack([A[:, keep]] + ([np.stack(new_A, 1)] if new_A else []))
         C = np.vstack([C[keep]] + ([np.stack(new_C)] if new_C else []))
-    return A.astype(np.float32), C.astype(np.float32), K0 - A.shape[1]
+        origins = [origins[k] for k in keep] + new_origins
+    out = A.astype(np.float32), C.astype(np.float32), K0 - A.shape[1]
+    return (*out, origins) if return_origins else out

@@ -104,6 +104,7 @@ def update_spatial(
     update_background: bool = True,
     smooth: float = 0.0,
     max_radius: float | None = None,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """HALS update of the footprints ``A`` and background footprints ``b``.
 
@@ -134,6 +135,10 @@ def update_spatial(
         Footprints stay within this distance (px) of their centre of mass (None: no limit):
         a soma has a bounded size, and a footprint spreading further is taking over
         background.
+    allowed
+        (pixels, K) boolean: where each footprint may be non-zero (None: anywhere within
+        its support), e.g. around a user's mask, so that a seeded component cannot move
+        onto a neighbouring cell.
 
     Returns
     -------
@@ -155,6 +160,8 @@ def update_spatial(
             U[:, k] = ndimage.gaussian_filter(img, smooth, mode="nearest").ravel(order="F")
     V = H @ H.T
     supports = _supports(A, dims, radius, max_radius)
+    if allowed is not None:
+        supports = [idx[allowed[idx, k]] for k, idx in enumerate(supports)]
     for k in range(K):  # start from footprints restricted to their support
         keep = np.zeros(W.shape[0], bool)
         keep[supports[k]] = True
