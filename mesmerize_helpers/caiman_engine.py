@@ -25,11 +25,12 @@ Output layout (what the accessors read, identical to the built-in engine):
   built-in engine. CaImAn's own C-order ``.mmap`` (its CNMF input, written with
   ``caiman.save_memmap``) is a temporary file of the step and is deleted afterwards.
 
-Both steps give CaImAn its input as a C-order ``.mmap`` written by ``caiman.save_memmap``
-(so any movie our readers open works), a temporary file deleted at the end of the step.
+Both steps give CaImAn its input as the C-order ``.mmap`` that ``caiman.save_memmap`` would
+write (so any movie our readers open works), written by :func:`save_caiman_memmap` a chunk
+of frames at a time (CaImAn's ``save_memmap`` holds the whole movie in memory), a temporary
+file deleted at the end of the step.
 
-Notes: CaImAn's ``save_memmap`` holds the whole movie in memory while writing, and CaImAn
-adds ``1e-4`` to every pixel of it. cnmfe items always get ``center_psf=True`` and
+Notes: CaImAn adds ``1e-4`` to every pixel of its ``.mmap`` input, and so do we. cnmfe items always get ``center_psf=True`` and
 ``method_init="corr_pnr"``, and CaImAn's 1p-demo settings (:data:`CNMFE_DEFAULTS`: ring
 model ``nb=0``, ``ssub=tsub=1``, ...) unless their params say otherwise; seeded cnmf items
 (``params["Ain"]``) run with ``rf=None``, ``only_init=False`` as CaImAn's seeded demo. ``use_cnn`` defaults to False here (the CNN classifier
@@ -53,7 +54,7 @@ import scipy.sparse as sp
 from .outputs import open_movie_output, pnr_gsig, save_array, write_summary_images
 
 __all__ = ["CAIMAN_MISSING", "require_caiman", "mcorr_step", "cnmf_step", "cnmfe_step",
-           "STEPS", "caiman_version"]
+           "STEPS", "caiman_version", "save_caiman_memmap"]
 
 CAIMAN_MISSING = (
     "engine: caiman needs CaImAn installed (conda install -c conda-forge caiman); "
@@ -106,18 +107,38 @@ def _caiman_temp(folder: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save_caiman_memmap(movie: Any, folder: Path, order: str) -> str:
-    """Save ``movie`` (frames, y, x) with ``caiman.save_memmap``; returns the ``.mmap`` path.
+def save_caiman_memmap(movie: Any, folder: str | os.PathLike) -> Path:
+    """Write ``movie`` as CaImAn's C-order ``.mmap``, a chunk of frames at a time.
 
-    CaImAn puts it in its temporary dir (``CAIMAN_TEMP``: the item's ``caiman_tmp``).
-    Only ``order="C"`` is correct: with one in-memory array CaImAn 1.12 writes C-order bytes
-    whatever ``order`` says, so an ``order_F`` file reads back scrambled.
+    The file is what ``caiman.save_memmap(..., order="C")`` writes for one movie, without
+    holding the movie in memory as CaImAn does: float32 (pixels, frames) in C order (each
+    pixel's time series contiguous), pixels in Fortran order of (y, x), ``1e-4`` added to
+    every value as CaImAn adds, named ``caiman_C_d1_<y>_d2_<x>_d3_1_order_C_frames_<T>.mmap``
+    (``caiman.load_memmap`` reads the shape from the name).
+
+    Parameters
+    ----------
+    movie
+        (frames, y, x) array-like; read ``_CHUNK`` frames at a time.
+    folder
+        Where to write (the item's ``caiman_tmp``).
+
+    Returns
+    -------
+    Path
+        The ``.mmap`` file.
     """
-    caiman = require_caiman()
-    frames = np.empty(tuple(movie.shape), np.float32)
-    for start in range(0, movie.shape[0], _CHUNK):
-        frames[start:start + _CHUNK] = np.asarray(movie[start:start + _CHUNK], np.float32)
-    return caiman.save_memmap([frames], base_name=str(folder / f"caiman_{order}"), order=order)
+    n_frames, ny, nx = (int(n) for n in movie.shape)
+    path = Path(folder) / f"caiman_C_d1_{ny}_d2_{nx}_d3_1_order_C_frames_{n_frames}.mmap"
+    out = np.memmap(path, np.float32, "w+", shape=(ny * nx, n_frames), order="C")
+    for start in range(0, n_frames, _CHUNK):
+        block = np.asarray(movie[start:start + _CHUNK], np.float32)
+        # (n, x, y) flattened in C order = pixels in Fortran order of (y, x)
+        pixels = block.transpose(0, 2, 1).reshape(len(block), -1).T
+        out[:, start:start + len(block)] = pixels + np.float32(1e-4)
+    out.flush()
+    del out
+    return path
 
 
 def _remove(*paths: str | os.PathLike | None) -> None:
@@ -144,10 +165,10 @@ def mcorr_step(
 
     main = params["main"]
     n_frames, dims = int(movie.shape[0]), tuple(int(d) for d in movie.shape[1:])
-    with _caiman_temp(folder):
+    with _caiman_temp(folder) as tmp:
         source = registered_mmap = None
         try:
-            source = _save_caiman_memmap(movie, folder, "C")  # see there: never "F"
+            source = str(save_caiman_memmap(movie, tmp))
             mc = MotionCorrect([source], dview=None, **_params(main).get_group("motion"))
             mc.motion_correct(save_movie=True)
             registered_mmap = mc.mmap_file[0]
@@ -285,10 +306,10 @@ def cnmf_step(
         seeds = Ain.reshape(-1, Ain.shape[-1], order="F")
         if seeds.dtype != bool:
             seeds = seeds.astype(np.float32)
-    with _caiman_temp(folder):
+    with _caiman_temp(folder) as tmp:
         source = None
         try:
-            source = _save_caiman_memmap(movie, folder, "C")  # CNMF needs a C-order .mmap
+            source = str(save_caiman_memmap(movie, tmp))  # CNMF needs a C-order .mmap
             Yr, mdims, T = caiman.load_memmap(source)
             images = np.reshape(Yr.T, [T, *mdims], order="F")
             cnm = CNMF(n_processes(), params=_params(main), dview=None, Ain=seeds)

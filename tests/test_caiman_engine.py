@@ -15,6 +15,7 @@ wrong sign or swapped axes gives a correlation near -1 or 0 and fails.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
@@ -189,3 +190,23 @@ def test_cnmfe_ring_model(caiman_batch):
     rcb = np.stack([np.asarray(row.cnmf.get_rcb()[t]) for t in frames])
     for est, true in zip(rcb, true_bg):
         assert np.corrcoef(est.ravel(), true.ravel())[0, 1] > 0.9
+
+
+def test_our_memmap_is_caimans(tmp_path, monkeypatch):
+    # the adapter writes CaImAn's input itself, a chunk at a time: same bytes as
+    # caiman.save_memmap, and caiman.load_memmap reads the same movie from it
+    import caiman as cm
+
+    from mesmerize_helpers.caiman_engine import save_caiman_memmap
+
+    monkeypatch.setenv("CAIMAN_TEMP", str(tmp_path))
+    movie = np.random.default_rng(0).random((450, 24, 17)).astype(np.float32)
+    theirs = cm.save_memmap([movie], base_name="caiman_C", order="C")
+    (tmp_path / "ours").mkdir()
+    ours = save_caiman_memmap(movie, tmp_path / "ours")
+    assert ours.name == os.path.basename(theirs)
+    assert ours.read_bytes() == open(theirs, "rb").read()
+    Yr, dims, T = cm.load_memmap(str(ours))
+    assert dims == (24, 17) and T == 450
+    np.testing.assert_allclose(np.reshape(Yr.T, (T, *dims), order="F"), movie + 1e-4,
+                               rtol=0, atol=1e-6)
