@@ -22,18 +22,19 @@ Output layout (what the accessors read, identical to the built-in engine):
 - cnmf / cnmfe: ``cnmf.hdf5`` written by :func:`~.io.estimates.save_estimates` from
   ``cnm.estimates`` (CaImAn's ring-model background, ``W``/``b0``, in
   ``Estimates.extra``); ``cnmf-memmap-path`` is the C-order ``.npy`` input, as in the
-  built-in engine. CaImAn's own C-order ``.mmap`` (its CNMF input, written with
-  ``caiman.save_memmap``) is a temporary file of the step and is deleted afterwards.
+  built-in engine. CaImAn's own C-order ``.mmap`` (its input, see below) is a temporary
+  file of the step and is deleted afterwards.
 
 Both steps give CaImAn its input as the C-order ``.mmap`` that ``caiman.save_memmap`` would
 write (so any movie our readers open works), written by :func:`save_caiman_memmap` a chunk
 of frames at a time (CaImAn's ``save_memmap`` holds the whole movie in memory), a temporary
 file deleted at the end of the step.
 
-Notes: CaImAn adds ``1e-4`` to every pixel of its ``.mmap`` input, and so do we. cnmfe items always get ``center_psf=True`` and
-``method_init="corr_pnr"``, and CaImAn's 1p-demo settings (:data:`CNMFE_DEFAULTS`: ring
-model ``nb=0``, ``ssub=tsub=1``, ...) unless their params say otherwise; seeded cnmf items
-(``params["Ain"]``) run with ``rf=None``, ``only_init=False`` as CaImAn's seeded demo. ``use_cnn`` defaults to False here (the CNN classifier
+Notes: CaImAn adds ``1e-4`` to every pixel of its ``.mmap`` input, and so do we. cnmfe
+items always get ``center_psf=True`` and ``method_init="corr_pnr"``, and CaImAn's 1p-demo
+settings (:data:`CNMFE_DEFAULTS`: ring model ``nb=0``, ``ssub=tsub=1``, ...) unless their
+params say otherwise; seeded cnmf items (``params["Ain"]``) run with ``rf=None``,
+``only_init=False`` as CaImAn's seeded demo. ``use_cnn`` defaults to False here (the CNN classifier
 needs CaImAn's model files, ``caimanmanager install``); set it explicitly to use it.
 CaImAn's temporary files go to ``<item folder>/caiman_tmp`` (``CAIMAN_TEMP``), removed at
 the end of the step.
@@ -128,6 +129,9 @@ def save_caiman_memmap(movie: Any, folder: str | os.PathLike) -> Path:
     Path
         The ``.mmap`` file.
     """
+    if len(movie.shape) != 3:
+        raise ValueError(f"A movie for CaImAn must be (frames, y, x); got shape "
+                         f"{tuple(movie.shape)}.")
     n_frames, ny, nx = (int(n) for n in movie.shape)
     path = Path(folder) / f"caiman_C_d1_{ny}_d2_{nx}_d3_1_order_C_frames_{n_frames}.mmap"
     out = np.memmap(path, np.float32, "w+", shape=(ny * nx, n_frames), order="C")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from mesmerize_helpers.caiman_engine import save_caiman_memmap
 
@@ -44,3 +45,8 @@ def test_movie_is_never_held_in_memory(tmp_path):
     full = 4000 * 64 * 64 * 4  # the long movie as float32: 66 MB
     assert long < 1.2 * short, f"peak {long / 1e6:.1f} MB vs {short / 1e6:.1f} MB"
     assert long < full / 4, f"peak {long / 1e6:.1f} MB for a {full / 1e6:.0f} MB movie"
+
+
+def test_not_a_movie_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"\(frames, y, x\).*\(5, 5\)"):
+        save_caiman_memmap(np.zeros((5, 5), np.float32), tmp_path)

@@ -28,7 +28,7 @@ from .initialization import downsample, greedy_roi, masks_to_A, upsample_footpri
 from .merging import merge_components
 from .noise import ar_from_decay_time, noise_fft, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
-from .spatial import update_spatial
+from .spatial import dilated_supports, update_spatial
 from .temporal import update_temporal
 
 __all__ = [
@@ -439,15 +439,9 @@ def seed_regions(A: np.ndarray, dims: tuple[int, int], radius: int) -> np.ndarra
     refine its outline but not move it onto a neighbour whose activity is unexplained (a
     silent seed would otherwise wander to the nearest active cell or piece of neuropil).
     """
-    from scipy import ndimage
-
-    from .spatial import disk
-
-    se = disk(radius)
     out = np.zeros(A.shape, bool)
-    for k in range(A.shape[1]):
-        img = A[:, k].reshape(dims, order="F") > 0
-        out[:, k] = ndimage.binary_dilation(img, se).ravel(order="F")
+    for k, idx in enumerate(dilated_supports(A, dims, radius)):
+        out[idx, k] = True
     return out
 
 

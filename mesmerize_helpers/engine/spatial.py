@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["update_spatial", "clean_footprint", "disk"]
+__all__ = ["update_spatial", "clean_footprint", "disk", "dilated_supports"]
 
 
 def disk(radius: int) -> np.ndarray:
@@ -21,11 +21,28 @@ def disk(radius: int) -> np.ndarray:
     return (yy**2 + xx**2) <= r * r + 0.5
 
 
-def _supports(
+def dilated_supports(
     A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None
 ) -> list[np.ndarray]:
     """Pixel indices (Fortran order) of each footprint's support dilated by ``radius`` px,
-    limited to ``max_radius`` px around the footprint's centre of mass."""
+    limited to ``max_radius`` px around the footprint's centre of mass.
+
+    Parameters
+    ----------
+    A
+        (pixels, K) footprints, Fortran pixel order on ``dims``.
+    dims
+        (y, x) frame size.
+    radius
+        Dilation radius (px).
+    max_radius
+        None: no limit.
+
+    Returns
+    -------
+    list of np.ndarray
+        K arrays of pixel indices.
+    """
     se = disk(radius)
     out = []
     for k in range(A.shape[1]):
@@ -159,7 +176,7 @@ def update_spatial(
             img = U[:, k].reshape(dims, order="F")
             U[:, k] = ndimage.gaussian_filter(img, smooth, mode="nearest").ravel(order="F")
     V = H @ H.T
-    supports = _supports(A, dims, radius, max_radius)
+    supports = dilated_supports(A, dims, radius, max_radius)
     if allowed is not None:
         supports = [idx[allowed[idx, k]] for k, idx in enumerate(supports)]
     for k in range(K):  # start from footprints restricted to their support
