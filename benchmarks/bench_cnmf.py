@@ -15,6 +15,10 @@ own. The time of every stage (fit, refit, evaluation) is wall-clock; the memory 
 is the peak resident memory of the process during it (sampled every 5 ms), which includes
 the movie itself and everything kept from the stages before.
 
+- ``scaling``: ``simulate_2p`` fields of 128, 256 and 512 px square (300 frames, the same
+  density of neurons: 30, 120, 480), fitted with the synthetic case's params by
+  ``fit_cnmf``: time and peak memory above the movie against the size of the field. Memory
+  must grow with the movie, not with pixels x components.
 - ``neurofinder-seeded``: seeded CNMF on the same movie, from the somata that
   :func:`mesmerize_helpers.engine.anatomy.find_somata` finds in the mean image, and, as a
   control of what activity can tell, from the 99 labels plus as many random disks away from
@@ -23,7 +27,7 @@ the movie itself and everything kept from the stages before.
 Usage::
 
     OPENBLAS_CORETYPE=SkylakeX python benchmarks/bench_cnmf.py
-        [--case synthetic|neurofinder|neurofinder-seeded]
+        [--case synthetic|neurofinder|neurofinder-seeded|scaling]
         [--n-processes N] [--json out.json]
 """
 
@@ -186,6 +190,34 @@ def run_case(case: str, n_processes: int) -> dict:
     return out
 
 
+SCALING_SIDES = (128, 256, 512)
+
+
+def run_scaling(side: int) -> dict:
+    """fit_cnmf + evaluation on a simulated ``side`` x ``side`` field (300 frames, the
+    synthetic case's density of neurons); memory is counted above the movie's."""
+    from mesmerize_helpers.engine.cnmf import evaluate_components, fit_cnmf
+    from mesmerize_helpers.synthetic import simulate_2p
+
+    n = int(round(30 * (side / 128) ** 2))
+    sim = simulate_2p(n_frames=300, shape=(side, side), n_neurons=n, seed=0)
+    movie = np.ascontiguousarray(sim.movie, np.float32)
+    base = _rss_mb()
+    est, t_fit, mem_fit = _stage(fit_cnmf, movie, SYNTHETIC_PARAMS, progress=False)
+    est, t_eval, mem_eval = _stage(evaluate_components, est, movie, SYNTHETIC_PARAMS)
+    good = est.idx_components
+    p, r, f1, (ti, ei) = score_iou(sim.footprints, est.footprints(good))
+    return {
+        "case": "scaling", "movie": list(movie.shape), "n_neurons": n,
+        "movie_mb": movie.nbytes / 2**20, "fit_cnmf_s": t_fit, "eval_s": t_eval,
+        "fit_extra_mb": mem_fit - base, "eval_extra_mb": mem_eval - base,
+        "n_components": est.n_components, "n_accepted": int(len(good)),
+        "precision": p, "recall": r, "f1": f1,
+        "trace_corr_median": float(np.median(row_correlation(sim.calcium[ti],
+                                                             est.C[good[ei]]))),
+    }
+
+
 def random_disks(avoid: np.ndarray, n: int, radius: float, seed: int = 0) -> np.ndarray:
     """(n, y, x) disks of ``radius`` px placed at random, 3 px or more away from ``avoid``
     (a (y, x) boolean image) and from each other."""
@@ -275,8 +307,9 @@ def run_seeded() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--case", choices=["synthetic", "neurofinder", "neurofinder-seeded"],
-                    action="append")
+    ap.add_argument("--case", action="append",
+                    choices=["synthetic", "neurofinder", "neurofinder-seeded", "scaling"])
+    ap.add_argument("--side", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--n-processes", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -284,7 +317,12 @@ def main() -> None:
     cases = args.case or ["synthetic", "neurofinder"]
     if args.child:
         case = cases[0]
-        res = run_seeded() if case == "neurofinder-seeded" else run_case(case, args.n_processes)
+        if case == "neurofinder-seeded":
+            res = run_seeded()
+        elif case == "scaling":
+            res = run_scaling(args.side)
+        else:
+            res = run_case(case, args.n_processes)
         print(json.dumps(res))
         return
     results = []
@@ -292,12 +330,15 @@ def main() -> None:
         if case.startswith("neurofinder") and not NF_MOVIE.exists():
             print(f"skipping {case}: {NF_MOVIE} not found")
             continue
-        cmd = [sys.executable, __file__, "--child", "--case", case,
-               "--n-processes", str(args.n_processes)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        for side in SCALING_SIDES if case == "scaling" else (None,):
+            cmd = [sys.executable, __file__, "--child", "--case", case,
+                   "--n-processes", str(args.n_processes)]
+            cmd += ["--side", str(side)] if side else []
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     seeded = [r for r in results if r["case"] == "neurofinder-seeded"]
-    results = [r for r in results if r["case"] != "neurofinder-seeded"]
+    scaling = [r for r in results if r["case"] == "scaling"]
+    results = [r for r in results if r["case"] not in ("neurofinder-seeded", "scaling")]
     if results:
         print("| case | movie | fit s | refit s | eval s | fit_cnmf s | peak RSS MB "
               "(fit/refit/eval) | max RSS MB | K / accepted | precision | recall | F1 "
@@ -321,8 +362,18 @@ def main() -> None:
               f"{c['accepted_labelled']:.0%} of labelled vs {c['accepted_random']:.0%} of "
               f"random; median SNR {c['snr_median_labelled']:.1f} vs "
               f"{c['snr_median_random']:.1f}")
+    if scaling:
+        print("\n| field | neurons | movie MB | fit_cnmf s | eval s | peak MB above the movie "
+              "(fit / eval) | x movie (fit) | K / accepted | F1 | trace corr |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in scaling:
+        print(f"| {'x'.join(map(str, r['movie']))} | {r['n_neurons']} | {r['movie_mb']:.0f} | "
+              f"{r['fit_cnmf_s']:.1f} | {r['eval_s']:.1f} | {r['fit_extra_mb']:.0f} / "
+              f"{r['eval_extra_mb']:.0f} | {r['fit_extra_mb'] / r['movie_mb']:.1f} | "
+              f"{r['n_components']} / {r['n_accepted']} | {r['f1']:.2f} | "
+              f"{r['trace_corr_median']:.3f} |")
     if args.json:
-        args.json.write_text(json.dumps(results + seeded, indent=2))
+        args.json.write_text(json.dumps(results + seeded + scaling, indent=2))
 
 
 def _prf(v) -> str:

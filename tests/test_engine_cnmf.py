@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from scipy.ndimage import gaussian_filter1d
 
 from mesmerize_helpers.engine.cnmf import (
@@ -314,6 +315,6 @@ def test_merge_reports_which_components_it_merged():
     c = rng.exponential(size=200)
     C = np.stack([c, c + 0.01 * rng.normal(size=200), rng.exponential(size=200)])
     A2, C2, n, origins = merge_components(A, C.astype(np.float32), 0.8, return_origins=True)
-    assert n == 1 and A2.shape == (30, 2)
+    assert n == 1 and A2.shape == (30, 2) and sp.issparse(A2)
     assert [sorted(o.tolist()) for o in origins] == [[2], [0, 1]]
-    np.testing.assert_array_equal(A2[:, 0], A[:, 2])
+    np.testing.assert_array_equal(A2.toarray()[:, 0], A[:, 2])

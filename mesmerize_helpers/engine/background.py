@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from .linalg import project
 
@@ -22,7 +23,7 @@ def init_background(
     Y
         (pixels, T) data.
     A
-        (pixels, K) footprints.
+        (pixels, K) footprints (scipy.sparse or dense).
     C
         (K, T) traces.
     nb
@@ -42,7 +43,7 @@ def init_background(
         return np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32)
 
     # products with Y in Y's float32: a float64 operand would make numpy copy all of Y
-    A = np.asarray(A, np.float32)
+    A = sp.csc_matrix(A, dtype=np.float32)
     C = np.asarray(C, np.float32)
 
     def r_dot(v: np.ndarray) -> np.ndarray:  # R @ v, v (T, m)
@@ -51,7 +52,7 @@ def init_background(
 
     def rt_dot(u: np.ndarray) -> np.ndarray:  # R.T @ u, u (d, m)
         u = np.asarray(u, np.float32)
-        return (project(Y, u) - (u.T @ A) @ C).T
+        return (project(Y, u) - (A.T @ u).T @ C).T
 
     # first component: mean image and a flat trace (the static baseline)
     b = np.zeros((d, nb), np.float32)

@@ -11,6 +11,8 @@ Steps (one module each): per-pixel noise (:mod:`.noise`), initialization
 (:mod:`.initialization`, greedy or from user masks), alternating spatial (:mod:`.spatial`)
 and temporal (:mod:`.temporal`) updates, merging (:mod:`.merging`), optional patches
 (:mod:`.patches`), then quality evaluation (:mod:`.evaluate`) and dF/F (:mod:`.dff`).
+Footprints are sparse throughout (:mod:`.footprints`), so that time and memory grow with the
+movie, not with pixels x components.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import scipy.sparse as sp
 
 from .background import init_background
 from .dff import detrend_df_f  # noqa: F401 (part of this module's API, as in CaImAn)
+from .footprints import areas, as_footprints, column_norms, from_columns, scale_columns
 from .initialization import downsample, greedy_roi, masks_to_A, upsample_footprints
 from .merging import merge_components
 from .noise import ar_from_decay_time, noise_fft, pixel_noise
@@ -166,9 +169,9 @@ class Estimates:
 
 @dataclass
 class _Model:
-    """Working state of a fit: dense footprints and everything the temporal step returns."""
+    """Working state of a fit: sparse footprints and everything the temporal step returns."""
 
-    A: np.ndarray  # (pixels, K) float32 dense
+    A: sp.csc_matrix  # (pixels, K) float32 (see .footprints)
     C: np.ndarray  # (K, T)
     b: np.ndarray  # (pixels, nb)
     f: np.ndarray  # (nb, T)
@@ -178,8 +181,8 @@ class _Model:
     c1: np.ndarray | None = None
     g: np.ndarray | None = None
     neurons_sn: np.ndarray | None = None
-    # (pixels, K) bool: where each footprint may lie (None: no limit); set for seeded fits
-    region: np.ndarray | None = None
+    # (pixels, K) sparse bool: where each footprint may lie (None: no limit); seeded fits
+    region: sp.csc_matrix | None = None
 
     def keep(self, idx: np.ndarray) -> _Model:
         sub = lambda x: None if x is None else x[idx]  # noqa: E731
@@ -245,11 +248,12 @@ def Y_to_movie(Y: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
 
 def _normalize(model: _Model) -> _Model:
     """Scale footprints to unit L2 norm (traces scaled the other way); drop empty ones."""
-    nrm = np.linalg.norm(model.A, axis=0)
-    alive = np.flatnonzero((nrm > 0) & (model.C.max(axis=1) > 0))
+    model.A = as_footprints(model.A)
+    nrm = column_norms(model.A)
+    alive = np.flatnonzero((nrm > 0) & (model.C.max(axis=1, initial=0) > 0))
     m = model.keep(alive)
     nrm = nrm[alive]
-    m.A = (m.A / nrm).astype(np.float32)
+    m.A = scale_columns(m.A, 1 / nrm)
     m.C = (m.C * nrm[:, None]).astype(np.float32)
     for name in ("S", "YrA"):
         if getattr(m, name) is not None:
@@ -339,18 +343,18 @@ def regress_out_background(movie: np.ndarray, nb: int, sigma: float) -> np.ndarr
 
 def initialize_from_masks(
     Y: np.ndarray, dims: tuple[int, int], Ain: Any, nb: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[sp.csc_matrix, np.ndarray]:
     """Footprints from user masks; traces by non-negative least squares above the baseline.
 
     Returns
     -------
     A, C
-        (pixels, n) footprints with unit norm and (n, T) traces.
+        (pixels, n) sparse footprints with unit norm and (n, T) traces.
     """
     A = masks_to_A(Ain, dims)
     base = np.percentile(Y[:, :: max(Y.shape[1] // 200, 1)], 20, axis=1)  # rough baseline
-    AtA = A.T @ A
-    proj = A.T @ Y - (A.T @ base)[:, None]
+    AtA = (A.T @ A).toarray()
+    proj = np.asarray(A.T @ Y) - (A.T @ base)[:, None]
     C = np.linalg.lstsq(AtA + 1e-6 * np.eye(len(AtA)), proj, rcond=None)[0]
     return A, np.maximum(C, 0).astype(np.float32)
 
@@ -411,10 +415,10 @@ MAX_AREA_FACTOR = 9.0
 MIN_AREA_FACTOR = 0.6
 
 
-def footprint_areas(A: np.ndarray) -> np.ndarray:
-    """(K,) number of pixels of each footprint above ``AREA_THR`` times its peak."""
-    peak = A.max(axis=0)
-    return (A > AREA_THR * np.maximum(peak, 1e-30)).sum(axis=0)
+def footprint_areas(A: Any) -> np.ndarray:
+    """(K,) number of pixels of each (pixels, K) footprint (sparse or dense) above
+    ``AREA_THR`` times its peak."""
+    return areas(A, AREA_THR)
 
 
 def max_area(P: Mapping[str, Any]) -> float:
@@ -432,17 +436,15 @@ def growth_radius(P: Mapping[str, Any]) -> int:
     return max(int(np.ceil(np.mean(P["gSig"]))), 2)
 
 
-def seed_regions(A: np.ndarray, dims: tuple[int, int], radius: int) -> np.ndarray:
-    """(pixels, n) bool: each seed footprint's pixels dilated by ``radius`` px.
+def seed_regions(A: Any, dims: tuple[int, int], radius: int) -> sp.csc_matrix:
+    """(pixels, n) sparse bool: each seed footprint's pixels dilated by ``radius`` px.
 
     A seeded component stays there: the user's mask says which cell it is, so the fit may
     refine its outline but not move it onto a neighbour whose activity is unexplained (a
     silent seed would otherwise wander to the nearest active cell or piece of neuropil).
     """
-    out = np.zeros(A.shape, bool)
-    for k, idx in enumerate(dilated_supports(A, dims, radius)):
-        out[idx, k] = True
-    return out
+    sup = dilated_supports(A, dims, radius)
+    return from_columns(sup, [np.ones(s.size, bool) for s in sup], A.shape[0], bool)
 
 
 def spatial_step(
@@ -474,9 +476,8 @@ def merge_step(m: _Model, P: Mapping[str, Any]) -> tuple[_Model, int]:
     # a merged component may lie wherever any of its members could
     region = None
     if m.region is not None:
-        region = np.zeros((A.shape[0], len(origins)), bool)
-        for k, o in enumerate(origins):
-            region[:, k] = m.region[:, o].any(axis=1)
+        sup = [np.unique(m.region[:, o].indices) for o in origins]
+        region = from_columns(sup, [np.ones(s.size, bool) for s in sup], A.shape[0], bool)
     return _normalize(_Model(A, C, m.b, m.f, region=region)), n
 
 
@@ -550,6 +551,7 @@ def fit_field(
         A, C = initialize_from_masks(Y, dims, Ain, nb)
     else:
         A, C = initialize_greedy(Y, dims, P, K, nb)
+    A = as_footprints(A)
     b, f = init_background(Y, A, C, nb)
     region = None if Ain is None else seed_regions(A, dims, growth_radius(P))
     m = _Model(A, C, b, f, region=region)

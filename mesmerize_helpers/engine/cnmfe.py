@@ -47,6 +47,7 @@ import scipy.sparse as sp
 
 from .cnmf import CNMF_DEFAULTS, Estimates, Y_to_movie, movie_to_Y, to_estimates
 from .corr_pnr import init_neurons_corr_pnr
+from .footprints import areas, as_footprints, column_norms, scale_columns
 from .initialization import downsample, upsample_footprints
 from .merging import merge_components
 from .noise import ar_from_decay_time, pixel_noise
@@ -154,9 +155,9 @@ def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass
 class _Fit:
-    """Working state: dense footprints, traces and the per-trace results."""
+    """Working state: sparse footprints, traces and the per-trace results."""
 
-    A: np.ndarray  # (pixels, K) float32
+    A: sp.csc_matrix  # (pixels, K) float32 (see .footprints)
     C: np.ndarray  # (K, T)
     S: np.ndarray | None = None
     YrA: np.ndarray | None = None
@@ -185,11 +186,12 @@ def _empty_bg(d: int, T: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _normalize(m: _Fit) -> _Fit:
     """Unit-norm footprints (traces scaled the other way); drop empty or silent ones."""
-    nrm = np.linalg.norm(m.A, axis=0)
+    m.A = as_footprints(m.A)
+    nrm = column_norms(m.A)
     alive = np.flatnonzero((nrm > 0) & (m.C.max(axis=1, initial=0) > 0))
     m = m.keep(alive)
     nrm = nrm[alive]
-    m.A = (m.A / nrm).astype(np.float32)
+    m.A = scale_columns(m.A, 1 / nrm)
     m.C = (m.C * nrm[:, None]).astype(np.float32)
     for name in ("S", "YrA"):
         if getattr(m, name) is not None:
@@ -251,7 +253,7 @@ def initialize(
         C = np.repeat(C, tsub, axis=1)[:, :T]
         if C.shape[1] < T:  # frames dropped by temporal downsampling: hold the last value
             C = np.hstack([C, np.repeat(C[:, -1:], T - C.shape[1], axis=1)])
-    return A.astype(np.float32), C.astype(np.float32)
+    return as_footprints(A), C.astype(np.float32)
 
 
 def background_step(Y: np.ndarray, dims: tuple[int, int], m: _Fit,
@@ -275,9 +277,7 @@ def spatial_step(Yb: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str,
     radius = max(int(np.ceil(np.mean(P["gSig"]))), 2)
     A, _ = update_spatial(Yb, m.A, m.C, b, f, dims, radius=radius, update_background=False)
     m.A = A
-    peak = A.max(axis=0)
-    area = (A > _AREA_THR * np.maximum(peak, 1e-30)).sum(axis=0)
-    ok = area <= _MAX_AREA_FACTOR * P["gSiz"][0] * P["gSiz"][1]
+    ok = areas(A, _AREA_THR) <= _MAX_AREA_FACTOR * P["gSiz"][0] * P["gSiz"][1]
     return _normalize(m.keep(np.flatnonzero(ok)))
 
 
@@ -350,7 +350,8 @@ def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any]) -> _Fi
         del resid
         if A2.shape[1]:
             new = _normalize(_Fit(A2, C2))
-            m = _Fit(np.hstack([m.A, new.A]), np.vstack([m.C, new.C]), W=m.W, b0=m.b0)
+            m = _Fit(sp.hstack([m.A, new.A], format="csc"), np.vstack([m.C, new.C]), W=m.W,
+                     b0=m.b0)
             m = temporal_step(Yb, m, P)
     m, _ = refine(Y, dims, m, P)
     return m
@@ -534,7 +535,7 @@ def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, A
             Yb = Y - est.b @ est.f
         del Y
         b, f = _empty_bg(Yb.shape[0], Yb.shape[1])
-        rval = spatial_consistency(Yb, np.asarray(est.A.toarray(), np.float32), est.C, b, f)
+        rval = spatial_consistency(Yb, est.A, est.C, b, f)
     else:
         snr = rval = np.zeros(0)
     ok = (snr >= P["min_SNR"]) | (rval >= P["rval_thr"])

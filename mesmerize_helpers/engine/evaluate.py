@@ -26,8 +26,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.signal import argrelmax
 from scipy.special import log_ndtr, ndtri
+
+from .footprints import as_footprints, box_image, column
 
 __all__ = [
     "evaluate_components", "trace_snr", "spatial_consistency", "robust_mode",
@@ -129,7 +132,7 @@ def spatial_consistency(
     Y
         (pixels, T) data.
     A
-        (pixels, K) dense footprints.
+        (pixels, K) footprints (scipy.sparse or dense).
     C
         (K, T) traces.
     b, f
@@ -144,21 +147,26 @@ def spatial_consistency(
     np.ndarray
         (K,) correlations in [-1, 1] (-1 for a component without transients).
     """
+    A = A if sp.isspmatrix_csc(A) else as_footprints(A)
     K = A.shape[1]
     r = -np.ones(K)
-    W = np.hstack([A, b])
-    H = np.vstack([C, f])
+    W = sp.hstack([A, sp.csc_matrix(b)], format="csr", dtype=np.float32)
+    H = np.vstack([C, f]).astype(np.float32)
     for k in range(K):
         frames = _peak_frames(C[k], n_peaks, before, after)
-        a = A[:, k]
-        pix = np.flatnonzero(a > athresh * a.max()) if a.max() > 0 else np.zeros(0, int)
-        if frames.size == 0 or pix.size < 3:
+        idx, val = column(A, k)
+        if frames.size == 0 or not idx.size or val.max() <= 0:
+            continue
+        strong = val > athresh * val.max()
+        pix, a = idx[strong], val[strong]
+        if pix.size < 3:
             continue
         # the data during the transients minus everything but this component
-        resid = Y[np.ix_(pix, frames)] - W[pix] @ H[:, frames] + np.outer(a[pix], C[k, frames])
+        resid = (Y[np.ix_(pix, frames)] - W[pix] @ H[:, frames]
+                 + np.outer(a, C[k, frames]))
         img = resid.mean(axis=1)
-        if np.std(img) > 0 and np.std(a[pix]) > 0:
-            r[k] = float(np.corrcoef(img, a[pix])[0, 1])
+        if np.std(img) > 0 and np.std(a) > 0:
+            r[k] = float(np.corrcoef(img, a)[0, 1])
     return r
 
 
@@ -189,7 +197,7 @@ def footprint_snr(A: np.ndarray, dims: tuple[int, int], gSig: tuple[float, float
     Parameters
     ----------
     A
-        (pixels, K) footprints, Fortran pixel order on ``dims``.
+        (pixels, K) footprints (scipy.sparse or dense), Fortran pixel order on ``dims``.
     dims
         (y, x) frame size.
     gSig
@@ -216,13 +224,12 @@ def footprint_snr(A: np.ndarray, dims: tuple[int, int], gSig: tuple[float, float
     f_soma = kept(blob)
     pad = int(np.ceil(4 * SMOOTH_SIGMA))
     out = np.zeros(A.shape[1])
+    A = A if sp.isspmatrix_csc(A) else as_footprints(A)
     for k in range(A.shape[1]):
-        img = A[:, k].reshape(dims, order="F")
-        rows, cols = np.flatnonzero(img.any(axis=1)), np.flatnonzero(img.any(axis=0))
-        if rows.size == 0:
+        idx, val = column(A, k)
+        if not idx.size:
             continue
-        crop = img[max(rows[0] - pad, 0):rows[-1] + pad + 1,
-                   max(cols[0] - pad, 0):cols[-1] + pad + 1]
+        crop = box_image(idx, val, dims, pad)[0]
         rho = (kept(crop) - f_noise) / max(f_soma - f_noise, 1e-12)
         rho = min(max(rho, 0.0), 1.0)
         out[k] = min(rho / (1 - rho), 1e3) if rho < 1 else 1e3
@@ -257,17 +264,16 @@ def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -
     snr = trace_snr(F, N) if K else np.zeros(0)
     if K:
         Y, _ = movie_to_Y(movie)
-        A = np.asarray(est.A.toarray(), np.float32)
-        rval = spatial_consistency(Y, A, est.C, est.b, est.f)
+        rval = spatial_consistency(Y, est.A, est.C, est.b, est.f)
     else:
         rval = np.zeros(0)
     ok = ((snr >= params["min_SNR"]) | (rval >= params["rval_thr"]))
     ok &= (snr > params["SNR_lowest"]) & (rval > params["rval_lowest"])
     if K:  # size limits: somata are neither specks nor sheets
-        area = footprint_areas(A)
+        area = footprint_areas(est.A)
         ok &= (area >= min_area(params)) & (area <= max_area(params))
         # a speckle of isolated pixels is a footprint fitted to noise, not a soma
-        ok &= footprint_snr(A, est.dims, params["gSig"]) >= MIN_FOOTPRINT_SNR
+        ok &= footprint_snr(est.A, est.dims, params["gSig"]) >= MIN_FOOTPRINT_SNR
     est.SNR_comp = snr.astype(np.float64)
     est.r_values = rval.astype(np.float64)
     est.cnn_preds = np.full(K, np.nan)

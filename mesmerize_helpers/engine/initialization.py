@@ -14,7 +14,12 @@ Pixel vectors use CaImAn's Fortran order on (y, x): index ``y + x * height``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import scipy.sparse as sp
+
+from .footprints import as_footprints, column_norms, scale_columns
 
 __all__ = ["greedy_roi", "downsample", "upsample_footprints", "masks_to_A", "nmf_rank1"]
 
@@ -228,8 +233,8 @@ def greedy_roi(
     return np.stack(A_list, 1), np.stack(C_list), np.array(centers)
 
 
-def masks_to_A(Ain: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
-    """Convert user masks to (pixels, n) float32 footprints in Fortran pixel order.
+def masks_to_A(Ain: Any, dims: tuple[int, int]) -> sp.csc_matrix:
+    """Convert user masks to (pixels, n) footprints in Fortran pixel order.
 
     Parameters
     ----------
@@ -242,24 +247,29 @@ def masks_to_A(Ain: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
 
     Returns
     -------
-    np.ndarray
-        (pixels, n) float32, each column with unit L2 norm.
+    scipy.sparse.csc_matrix
+        (pixels, n) float32, each column with unit L2 norm; empty masks are dropped.
     """
-    if hasattr(Ain, "toarray"):
-        Ain = Ain.toarray()
-    Ain = np.asarray(Ain)
     d = dims[0] * dims[1]
-    if Ain.ndim == 2:
-        if Ain.shape[0] != d:
+    if sp.issparse(Ain):
+        if Ain.ndim != 2 or Ain.shape[0] != d:
             raise ValueError(f"Ain of shape {Ain.shape} does not match {d} pixels.")
-        A = Ain.astype(np.float32)
-    elif Ain.ndim == 3 and Ain.shape[:2] == tuple(dims):
-        A = Ain.reshape(d, -1, order="F").astype(np.float32)
-    elif Ain.ndim == 3 and Ain.shape[1:] == tuple(dims):
-        A = Ain.transpose(1, 2, 0).reshape(d, -1, order="F").astype(np.float32)
+        A = as_footprints(Ain)
     else:
-        raise ValueError(f"Ain of shape {Ain.shape} does not match frames of shape {dims}.")
-    A = np.maximum(A, 0)
-    norms = np.linalg.norm(A, axis=0)
-    keep = norms > 0
-    return A[:, keep] / norms[keep]
+        Ain = np.asarray(Ain)
+        if Ain.ndim == 2:
+            if Ain.shape[0] != d:
+                raise ValueError(f"Ain of shape {Ain.shape} does not match {d} pixels.")
+            flat = Ain
+        elif Ain.ndim == 3 and Ain.shape[:2] == tuple(dims):
+            flat = Ain.reshape(d, -1, order="F")
+        elif Ain.ndim == 3 and Ain.shape[1:] == tuple(dims):
+            flat = Ain.transpose(1, 2, 0).reshape(d, -1, order="F")
+        else:
+            raise ValueError(f"Ain of shape {Ain.shape} does not match frames of shape {dims}.")
+        A = as_footprints(flat)
+    A.data = np.maximum(A.data, 0)
+    A = as_footprints(A)
+    norms = column_norms(A)
+    keep = np.flatnonzero(norms > 0)
+    return scale_columns(A[:, keep], 1 / norms[keep])

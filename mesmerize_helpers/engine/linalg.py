@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["project"]
+__all__ = ["project", "pair_dots"]
 
 
 def project(Y: np.ndarray, U: np.ndarray) -> np.ndarray:
@@ -20,3 +20,25 @@ def project(Y: np.ndarray, U: np.ndarray) -> np.ndarray:
     """
     U = np.ascontiguousarray(U, dtype=Y.dtype)
     return (Y.T @ U).T
+
+
+def pair_dots(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """``X[i[n]] @ X[j[n]]`` for every n, in float64, without forming ``X @ X.T``.
+
+    Parameters
+    ----------
+    X
+        (K, T) rows (e.g. traces).
+    i, j
+        (n,) row indices.
+
+    Returns
+    -------
+    np.ndarray
+        (n,) float64.
+    """
+    out = np.empty(len(i), np.float64)
+    for s in range(0, len(i), chunk):
+        out[s:s + chunk] = np.einsum("nt,nt->n", X[i[s:s + chunk]], X[j[s:s + chunk]],
+                                     dtype=np.float64)
+    return out

@@ -3,8 +3,13 @@ or with near-identical footprints."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
+
+from .footprints import as_footprints, from_columns
+from .linalg import pair_dots
 
 __all__ = ["DUPLICATE_THR", "find_merges", "merge_components"]
 
@@ -15,16 +20,16 @@ __all__ = ["DUPLICATE_THR", "find_merges", "merge_components"]
 DUPLICATE_THR = 0.7
 
 
-def _corr(C: np.ndarray) -> np.ndarray:
+def _zscore_rows(C: np.ndarray) -> np.ndarray:
+    """Rows centred and scaled to unit norm (a constant row stays 0)."""
     Cc = C - C.mean(axis=1, keepdims=True)
     nrm = np.linalg.norm(Cc, axis=1)
     nrm[nrm == 0] = np.inf
-    Cc = Cc / nrm[:, None]
-    return Cc @ Cc.T
+    return Cc / nrm[:, None]
 
 
 def find_merges(
-    A: np.ndarray, C: np.ndarray, merge_thr: float, dup_thr: float = DUPLICATE_THR
+    A: Any, C: np.ndarray, merge_thr: float, dup_thr: float = DUPLICATE_THR
 ) -> list[np.ndarray]:
     """Groups (of size >= 2) of components to merge.
 
@@ -32,11 +37,12 @@ def find_merges(
     their traces exceeds ``merge_thr``, or when their footprints are near copies (cosine
     similarity above ``dup_thr``). Linked pairs are taken best first (highest correlation or
     similarity), each component in one pair at most: bigger groups form over repeated passes.
+    Only pairs that share pixels are compared, so the cost grows with K, not K^2.
 
     Parameters
     ----------
     A
-        (pixels, K) footprints.
+        (pixels, K) non-negative footprints (scipy.sparse or dense).
     C
         (K, T) traces.
     merge_thr, dup_thr
@@ -50,24 +56,24 @@ def find_merges(
     K = A.shape[1]
     if K < 2:
         return []
-    As = sp.csc_matrix(A)
-    support = As.copy()
-    support.data[:] = 1.0
-    overlap = np.asarray((support.T @ support).todense()) > 0
-    gram = np.asarray((As.T @ As).todense())
-    nrm = np.sqrt(np.maximum(np.diag(gram), 1e-30))
-    cos = gram / np.outer(nrm, nrm)
-    corr = _corr(C)
+    As = as_footprints(A, np.float64)
+    gram = (As.T @ As).tocsr()
+    nrm = np.sqrt(np.maximum(gram.diagonal(), 1e-30))
+    pairs = sp.triu(gram, k=1).tocoo()  # non-negative footprints: > 0 where they overlap
+    order = np.lexsort((pairs.col, pairs.row))
+    i, j = pairs.row[order].astype(np.int64), pairs.col[order].astype(np.int64)
+    if not i.size:
+        return []
+    cos = pairs.data[order] / (nrm[i] * nrm[j])
+    corr = pair_dots(_zscore_rows(np.asarray(C, np.float64)), i, j)
     # near copies, or clearly overlapping and fairly correlated (a cell split in two parts)
-    link = overlap & ((corr > merge_thr) | (cos > dup_thr) | ((cos > 0.5) & (corr > 0.5)))
-    np.fill_diagonal(link, False)
+    link = (corr > merge_thr) | (cos > dup_thr) | ((cos > 0.5) & (corr > 0.5))
+    i, j, score = i[link], j[link], np.maximum(corr, cos)[link]
     # merge pairs, best first, each component at most once per pass: taking connected
     # pieces of the graph instead would chain neighbours into one giant component
-    i, j = np.nonzero(np.triu(link))
-    order = np.argsort(-np.maximum(corr[i, j], cos[i, j]))
     used = np.zeros(K, bool)
     groups = []
-    for a, b in zip(i[order], j[order]):
+    for a, b in zip(*(x[np.argsort(-score, kind="stable")] for x in (i, j))):
         if not (used[a] or used[b]):
             used[a] = used[b] = True
             groups.append(np.array([a, b]))
@@ -108,9 +114,10 @@ def _rank1_of_sum(
 
 
 def merge_components(
-    A: np.ndarray, C: np.ndarray, merge_thr: float, max_rounds: int = 10,
+    A: Any, C: np.ndarray, merge_thr: float, max_rounds: int = 10,
     return_origins: bool = False,
-) -> tuple[np.ndarray, np.ndarray, int] | tuple[np.ndarray, np.ndarray, int, list[np.ndarray]]:
+) -> (tuple[sp.csc_matrix, np.ndarray, int]
+      | tuple[sp.csc_matrix, np.ndarray, int, list[np.ndarray]]):
     """Replace each group of components that are one source by a single component.
 
     The merged component is the rank-1 non-negative factorization of the group's summed
@@ -120,7 +127,7 @@ def merge_components(
     Parameters
     ----------
     A
-        (pixels, K) footprints.
+        (pixels, K) non-negative footprints (scipy.sparse or dense).
     C
         (K, T) traces.
     merge_thr
@@ -133,12 +140,14 @@ def merge_components(
     Returns
     -------
     A, C, n_removed
-        The new footprints and traces (merged components appended at the end) and the
+        The new footprints (``scipy.sparse.csc_matrix`` float32) and traces (merged components appended at the end) and the
         number of components removed.
     origins
         Only with ``return_origins``: list of (n_members,) arrays of input indices, one per
         output component, so that per-component state can follow a merge.
     """
+    A = as_footprints(A)
+    C = np.asarray(C)
     K0 = A.shape[1]
     origins = [np.array([k]) for k in range(K0)]
     for _ in range(max_rounds):
@@ -146,10 +155,11 @@ def merge_components(
         if not groups:
             break
         drop = np.concatenate(groups)
-        new_A, new_C, new_origins = [], [], []
+        new_idx, new_val, new_C, new_origins = [], [], [], []
         for grp in groups:
-            sup = np.flatnonzero((A[:, grp] > 0).any(axis=1))
-            Ag = A[sup][:, grp].astype(np.float64)
+            Ag = A[:, grp]
+            sup = np.unique(Ag.indices)
+            Ag = Ag[sup].toarray().astype(np.float64)
             Cg = C[grp].astype(np.float64)
             # start from the trace of the strongest member
             strongest = int(np.argmax(np.linalg.norm(Ag, axis=0) * Cg.max(axis=1)))
@@ -157,14 +167,14 @@ def merge_components(
             nrm = np.linalg.norm(a)
             if nrm == 0:
                 continue
-            col = np.zeros(A.shape[0], np.float32)
-            col[sup] = a / nrm
-            new_A.append(col)
+            new_idx.append(sup)
+            new_val.append(a / nrm)
             new_C.append(c * nrm)
             new_origins.append(np.concatenate([origins[g] for g in grp]))
         keep = np.setdiff1d(np.arange(A.shape[1]), drop)
-        A = np.hstack([A[:, keep]] + ([np.stack(new_A, 1)] if new_A else []))
+        A = sp.hstack([A[:, keep], from_columns(new_idx, new_val, A.shape[0])], format="csc")
+        A = as_footprints(A)
         C = np.vstack([C[keep]] + ([np.stack(new_C)] if new_C else []))
         origins = [origins[k] for k in keep] + new_origins
-    out = A.astype(np.float32), C.astype(np.float32), K0 - A.shape[1]
+    out = A, C.astype(np.float32), K0 - A.shape[1]
     return (*out, origins) if return_origins else out

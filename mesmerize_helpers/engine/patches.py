@@ -14,6 +14,9 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+
+from .footprints import from_columns
 
 __all__ = ["patch_starts", "patch_slices", "n_patches", "fit_movie_patch", "fit_patches"]
 
@@ -150,18 +153,25 @@ def fit_all_patches(
 
 def place_in_field(
     pix: list[np.ndarray], results: list[tuple[np.ndarray, np.ndarray]], d: int, T: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Put every patch's footprints back in the whole field: A (d, K) and C (K, T) float32."""
-    cols, traces = [], []
+) -> tuple[sp.csc_matrix, np.ndarray]:
+    """Put every patch's footprints back in the whole field.
+
+    Returns
+    -------
+    A, C
+        (d, K) ``scipy.sparse.csc_matrix`` float32 footprints and (K, T) float32 traces.
+    """
+    idx, val, traces = [], [], []
     for p, (A_p, C_p) in zip(pix, results):
+        A_p = np.asarray(A_p.toarray() if hasattr(A_p, "toarray") else A_p)
         for k in range(A_p.shape[1]):
-            col = np.zeros(d, np.float32)
-            col[p] = A_p[:, k]
-            cols.append(col)
+            nz = np.flatnonzero(A_p[:, k])
+            order = np.argsort(p[nz])
+            idx.append(p[nz][order])
+            val.append(A_p[nz, k][order])
             traces.append(C_p[k])
-    if not cols:
-        return np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32)
-    return np.stack(cols, 1), np.stack(traces).astype(np.float32)
+    C = np.stack(traces).astype(np.float32) if traces else np.zeros((0, T), np.float32)
+    return from_columns(idx, val, d), C
 
 
 def fit_patches(

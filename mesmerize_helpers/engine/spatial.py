@@ -8,8 +8,14 @@ The background footprints ``b`` are updated on the whole field.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import scipy.sparse as sp
 from scipy import ndimage
+
+from .footprints import as_footprints, box_image, column, from_columns
+from .linalg import pair_dots
 
 __all__ = ["update_spatial", "clean_footprint", "disk", "dilated_supports"]
 
@@ -22,7 +28,7 @@ def disk(radius: int) -> np.ndarray:
 
 
 def dilated_supports(
-    A: np.ndarray, dims: tuple[int, int], radius: int, max_radius: float | None = None
+    A: Any, dims: tuple[int, int], radius: int, max_radius: float | None = None
 ) -> list[np.ndarray]:
     """Pixel indices (Fortran order) of each footprint's support dilated by ``radius`` px,
     limited to ``max_radius`` px around the footprint's centre of mass.
@@ -30,7 +36,7 @@ def dilated_supports(
     Parameters
     ----------
     A
-        (pixels, K) footprints, Fortran pixel order on ``dims``.
+        (pixels, K) footprints (sparse or dense), Fortran pixel order on ``dims``.
     dims
         (y, x) frame size.
     radius
@@ -41,33 +47,34 @@ def dilated_supports(
     Returns
     -------
     list of np.ndarray
-        K arrays of pixel indices.
+        K sorted int64 arrays of pixel indices.
     """
+    A = A if sp.isspmatrix_csc(A) else as_footprints(A)
+    h = dims[0]
     se = disk(radius)
     out = []
     for k in range(A.shape[1]):
-        a = A[:, k].reshape(dims, order="F")
-        img = a > 0
-        if not img.any():
+        idx, val = column(A, k)
+        pos = val > 0
+        idx, val = idx[pos].astype(np.int64), val[pos].astype(np.float64)
+        if not idx.size:
             out.append(np.zeros(0, np.int64))
             continue
-        rows, cols = np.flatnonzero(img.any(1)), np.flatnonzero(img.any(0))
-        r0, r1 = max(rows[0] - radius, 0), min(rows[-1] + radius + 1, dims[0])
-        c0, c1 = max(cols[0] - radius, 0), min(cols[-1] + radius + 1, dims[1])
-        sub = ndimage.binary_dilation(img[r0:r1, c0:c1], se)
-        yy, xx = np.nonzero(sub)
+        img, r0, c0 = box_image(idx, np.ones(idx.size, bool), dims, radius)
+        yy, xx = np.nonzero(ndimage.binary_dilation(img, se))
         yy, xx = yy + r0, xx + c0
         if max_radius is not None:
-            w = a[img]
-            cy, cx = np.nonzero(img)
-            cy, cx = (cy * w).sum() / w.sum(), (cx * w).sum() / w.sum()
+            ys, xs = idx % h, idx // h
+            cy, cx = (ys * val).sum() / val.sum(), (xs * val).sum() / val.sum()
             near = (yy - cy) ** 2 + (xx - cx) ** 2 <= max_radius**2
             yy, xx = yy[near], xx[near]
-        out.append(yy + xx * dims[0])
+        out.append(np.sort(yy + xx * h))
     return out
 
 
-def clean_footprint(a: np.ndarray, dims: tuple[int, int], rel_thr: float = 0.02) -> np.ndarray:
+def clean_footprint(
+    idx: np.ndarray, val: np.ndarray, dims: tuple[int, int], rel_thr: float = 0.02
+) -> tuple[np.ndarray, np.ndarray]:
     """Median-filter, zero small pixels and keep the connected piece holding the peak.
 
     The 3x3 median filter (CaImAn's ``medw``) removes isolated pixels: a footprint fitted
@@ -76,8 +83,8 @@ def clean_footprint(a: np.ndarray, dims: tuple[int, int], rel_thr: float = 0.02)
 
     Parameters
     ----------
-    a
-        (pixels,) footprint in Fortran pixel order (modified copy returned).
+    idx, val
+        Pixel indices (Fortran order on ``dims``) and values of one footprint.
     dims
         (y, x) frame size.
     rel_thr
@@ -85,32 +92,76 @@ def clean_footprint(a: np.ndarray, dims: tuple[int, int], rel_thr: float = 0.02)
 
     Returns
     -------
-    np.ndarray
-        (pixels,) cleaned footprint.
+    idx, val
+        Sorted pixel indices and values of the cleaned footprint (empty if nothing is left).
     """
-    if not a.any():
-        return a
-    full = a.reshape(dims, order="F")
-    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
-    box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
-    img = full[box]
+    idx = np.asarray(idx, np.int64)
+    val = np.asarray(val)
+    nz = val > 0
+    idx, val = idx[nz], val[nz]
+    if not idx.size:
+        return idx, val
+    img, r0, c0 = box_image(idx, val, dims, 1)
     # only where the median is positive: it would shave the rim of the soma otherwise
     img = np.where(ndimage.median_filter(img, size=3, mode="constant") > 0, img, 0)
-    out = np.zeros(dims, a.dtype)
     if img.max() <= 0:
-        return out.ravel(order="F")
+        return np.zeros(0, np.int64), np.zeros(0, val.dtype)
     img = np.where(img >= rel_thr * img.max(), img, 0)
     labels, n = ndimage.label(img > 0, structure=np.ones((3, 3)))
     if n > 1:
         peak = labels.flat[int(np.argmax(img))]
         img = np.where(labels == peak, img, 0)
-    out[box] = img
-    return out.ravel(order="F")
+    xx, yy = np.nonzero(img.T)  # x-major: Fortran pixel order, already sorted
+    return (yy + r0) + (xx + c0) * dims[0], img[yy, xx]
+
+
+def _values_on(A: sp.csc_matrix, supports: list[np.ndarray]) -> np.ndarray:
+    """Values of each column of ``A`` on its support (0 where it has none), concatenated."""
+    out = []
+    for k, sup in enumerate(supports):
+        idx, val = column(A, k)
+        w = np.zeros(sup.size, np.float32)
+        if sup.size and idx.size:
+            pos = np.minimum(np.searchsorted(sup, idx), sup.size - 1)
+            hit = sup[pos] == idx
+            w[pos[hit]] = val[hit]
+        out.append(w)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _shared_pixel_gram(
+    pix: np.ndarray, comp: np.ndarray, C: np.ndarray
+) -> sp.csr_matrix:
+    """(L, L) matrix over the support entries (component, pixel): entry (e, e') is
+    ``C[comp[e]] @ C[comp[e']]`` where e and e' are the same pixel, 0 elsewhere.
+
+    Row e of its product with the concatenated support values is what all footprints
+    (the footprint of e included) times their traces' overlap with trace ``comp[e]`` put at
+    pixel ``pix[e]``: the ``A @ (C C^T)`` of HALS, restricted to the supports.
+    """
+    L = len(pix)
+    order = np.argsort(pix, kind="stable")
+    ps = pix[order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    sizes = np.diff(np.r_[starts, L])
+    g_start = np.repeat(starts, sizes)  # per sorted position: start and size of its pixel
+    g_size = np.repeat(sizes, sizes)
+    rows_s = np.repeat(np.arange(L), g_size)
+    first = np.repeat(np.cumsum(g_size) - g_size, g_size)
+    cols_s = np.repeat(g_start, g_size) + (np.arange(len(rows_s)) - first)
+    rows, cols = order[rows_s], order[cols_s]
+    # trace products of the component pairs involved, looked up by pair key
+    K = C.shape[0]
+    ci, cj = comp[rows], comp[cols]
+    key = np.minimum(ci, cj) * K + np.maximum(ci, cj)
+    ukey, inv = np.unique(key, return_inverse=True)
+    prod = pair_dots(C, ukey // K, ukey % K)
+    return sp.csr_matrix((prod[inv], (rows, cols)), shape=(L, L))
 
 
 def update_spatial(
     Y: np.ndarray,
-    A: np.ndarray,
+    A: Any,
     C: np.ndarray,
     b: np.ndarray,
     f: np.ndarray,
@@ -119,18 +170,20 @@ def update_spatial(
     radius: int,
     n_iter: int = 3,
     update_background: bool = True,
-    smooth: float = 0.0,
     max_radius: float | None = None,
-    allowed: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    allowed: Any = None,
+) -> tuple[sp.csc_matrix, np.ndarray]:
     """HALS update of the footprints ``A`` and background footprints ``b``.
+
+    Only the pixels of each footprint's dilated support take part, so time and memory grow
+    with the total support size (about K times the area of a soma), not with pixels x K.
 
     Parameters
     ----------
     Y
         (pixels, T) data, Fortran pixel order.
     A
-        (pixels, K) current footprints (dense).
+        (pixels, K) current footprints (scipy.sparse or dense).
     C
         (K, T) traces (baseline-free calcium).
     b
@@ -145,57 +198,63 @@ def update_spatial(
         HALS sweeps.
     update_background
         Also update ``b``.
-    smooth
-        Width (px, Gaussian sigma) of the blur applied to the data projections of the
-        footprints (0: none).
     max_radius
         Footprints stay within this distance (px) of their centre of mass (None: no limit):
         a soma has a bounded size, and a footprint spreading further is taking over
         background.
     allowed
-        (pixels, K) boolean: where each footprint may be non-zero (None: anywhere within
-        its support), e.g. around a user's mask, so that a seeded component cannot move
-        onto a neighbouring cell.
+        (pixels, K) boolean, sparse or dense: where each footprint may be non-zero (None:
+        anywhere within its support), e.g. around a user's mask, so that a seeded component
+        cannot move onto a neighbouring cell.
 
     Returns
     -------
     A, b
-        Updated (pixels, K) and (pixels, nb), non-negative. Footprints are cleaned (small
+        Updated footprints, (pixels, K) ``scipy.sparse.csc_matrix`` float32, and (pixels,
+        nb) float32 background footprints, non-negative. Footprints are cleaned (small
         pixels and detached pieces removed); they are not normalized here.
     """
-    K, nb = A.shape[1], b.shape[1]
-    H = np.vstack([C, f]).astype(np.float32)
-    W = np.hstack([A, b]).astype(np.float32)
-    U = Y @ H.T  # (pixels, K + nb): data projected on each trace
-    if smooth > 0:
-        # each footprint is estimated from the data in its own pixels only; on short or dim
-        # recordings that estimate is dominated by pixel noise. A slight blur (well below
-        # the size of a soma) of the projections trades a little sharpness for much less
-        # noise, and keeps footprints compact
-        for k in range(K):
-            img = U[:, k].reshape(dims, order="F")
-            U[:, k] = ndimage.gaussian_filter(img, smooth, mode="nearest").ravel(order="F")
-    V = H @ H.T
+    A = as_footprints(A)
+    d, K, nb = A.shape[0], A.shape[1], b.shape[1]
+    C = np.ascontiguousarray(C, np.float32)
+    f = np.ascontiguousarray(f, np.float32)
+    b = np.array(b, np.float32)
     supports = dilated_supports(A, dims, radius, max_radius)
     if allowed is not None:
-        supports = [idx[allowed[idx, k]] for k, idx in enumerate(supports)]
-    for k in range(K):  # start from footprints restricted to their support
-        keep = np.zeros(W.shape[0], bool)
-        keep[supports[k]] = True
-        W[~keep, k] = 0
+        allowed = sp.csc_matrix(allowed, dtype=bool)
+        supports = [s[np.isin(s, allowed.indices[allowed.indptr[k]:allowed.indptr[k + 1]])]
+                    for k, s in enumerate(supports)]
+    sizes = np.fromiter((s.size for s in supports), np.int64, K)
+    ptr = np.concatenate([[0], np.cumsum(sizes)])
+    pix = np.concatenate(supports) if K else np.zeros(0, np.int64)
+    comp = np.repeat(np.arange(K), sizes)
+    w = _values_on(A, supports)  # footprints restricted to their supports
+    # the data projected on each trace, on the footprint's support only
+    U = np.empty(len(pix), np.float32)
+    for k in range(K):
+        U[ptr[k]:ptr[k + 1]] = Y[supports[k]] @ C[k]
+    M = _shared_pixel_gram(pix, comp, C)
+    diag = np.einsum("kt,kt->k", C, C, dtype=np.float64)
+    Vcb = (C @ f.T).astype(np.float64)  # (K, nb) trace products with the background
+    Vbb = (f @ f.T).astype(np.float64)
+    Ub = Y @ f.T if (update_background and nb) else None  # (pixels, nb)
     for _ in range(n_iter):
         for k in range(K):
-            idx = supports[k]
-            if V[k, k] <= 0 or idx.size == 0:
-                W[:, k] = 0
+            s, e = ptr[k], ptr[k + 1]
+            if diag[k] <= 0 or s == e:
+                w[s:e] = 0
                 continue
-            w = W[idx, k] + (U[idx, k] - W[idx] @ V[:, k]) / V[k, k]
-            W[idx, k] = np.maximum(w, 0)
-        if update_background:
-            for j in range(K, K + nb):
-                if V[j, j] > 0:
-                    W[:, j] = np.maximum(W[:, j] + (U[:, j] - W @ V[:, j]) / V[j, j], 0)
-    A_new = W[:, :K]
-    for k in range(K):
-        A_new[:, k] = clean_footprint(A_new[:, k], dims)
-    return np.ascontiguousarray(A_new), np.ascontiguousarray(W[:, K:])
+            a, z = M.indptr[s], M.indptr[e]
+            terms = M.data[a:z] * w[M.indices[a:z]]
+            acc = np.add.reduceat(terms, M.indptr[s:e] - a) + b[pix[s:e]] @ Vcb[k]
+            w[s:e] = np.maximum(w[s:e] + (U[s:e] - acc) / diag[k], 0)
+        if Ub is not None:
+            A_cur = sp.csc_matrix((w, pix, ptr), shape=(d, K))
+            for j in range(nb):
+                if Vbb[j, j] > 0:
+                    fit = A_cur @ Vcb[:, j] + b @ Vbb[:, j]
+                    b[:, j] = np.maximum(b[:, j] + (Ub[:, j] - fit) / Vbb[j, j], 0)
+    cols = [clean_footprint(pix[ptr[k]:ptr[k + 1]], w[ptr[k]:ptr[k + 1]], dims)
+            for k in range(K)]
+    A_new = from_columns([c[0] for c in cols], [c[1] for c in cols], d)
+    return A_new, b

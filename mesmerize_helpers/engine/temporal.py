@@ -86,10 +86,19 @@ def update_temporal(
     K, T = C.shape
     nb = b.shape[1]
     As = sp.csc_matrix(A)
-    # projections of the data on all spatial components, and their Gram matrix
+    # projections of the data on all spatial components, and their Gram matrix, sparse:
+    # footprints that share no pixel do not interact, so each update costs what the
+    # neighbours of a component (and the background) cost, not K
     WtY = np.vstack([np.asarray(As.T @ Y), project(Y, b)]).astype(np.float64)
-    Wt = sp.hstack([As, sp.csc_matrix(b)]).tocsc()
-    G = np.asarray((Wt.T @ Wt).todense(), np.float64)
+    Wt = sp.hstack([As, sp.csc_matrix(b)]).tocsc().astype(np.float64)
+    G = (Wt.T @ Wt).tocsr()
+    G.sort_indices()
+    Gd = G.diagonal()
+
+    def g_dot(k: int) -> np.ndarray:  # G[k] @ H
+        s, e = G.indptr[k], G.indptr[k + 1]
+        return G.data[s:e] @ H[G.indices[s:e]]
+
     H = np.vstack([C, f]).astype(np.float64)
     S = np.zeros((K, T))
     YrA = np.zeros((K, T))
@@ -98,13 +107,13 @@ def update_temporal(
     have_g = g is not None
     for it in range(n_iter):
         for j in range(K, K + nb):  # background traces: non-negative least squares
-            if G[j, j] > 0:
-                H[j] = np.maximum(H[j] + (WtY[j] - G[j] @ H) / G[j, j], 0)
+            if Gd[j] > 0:
+                H[j] = np.maximum(H[j] + (WtY[j] - g_dot(j)) / Gd[j], 0)
         for k in range(K):
-            if G[k, k] <= 0:
+            if Gd[k] <= 0:
                 H[k] = 0
                 continue
-            y = H[k] + (WtY[k] - G[k] @ H) / G[k, k]
+            y = H[k] + (WtY[k] - g_dot(k)) / Gd[k]
             sn[k] = noise_fft(y, noise_range, noise_method)
             if p > 0 and not have_g and it == 0:
                 g_out[k] = estimate_ar(

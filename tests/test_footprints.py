@@ -1,0 +1,133 @@
+"""Sparse footprint matrices: the helpers, the HALS spatial update on supports only, and the
+memory of the whole-field steps (which must not grow with pixels x components)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mesmerize_helpers.engine import footprints as fpm
+from mesmerize_helpers.engine.merging import merge_components
+from mesmerize_helpers.engine.spatial import clean_footprint, dilated_supports, update_spatial
+from mesmerize_helpers.engine.temporal import update_temporal
+
+
+def disks(dims: tuple[int, int], centres: np.ndarray, radius: float) -> np.ndarray:
+    """(pixels, K) dense Gaussian-ish disks in Fortran pixel order."""
+    yy, xx = np.mgrid[: dims[0], : dims[1]]
+    cols = []
+    for cy, cx in centres:
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        img = np.where(d2 <= radius**2, np.exp(-d2 / radius**2), 0.0)
+        cols.append(img.ravel(order="F"))
+    return np.stack(cols, 1).astype(np.float32)
+
+
+def test_column_helpers_match_dense():
+    rng = np.random.default_rng(0)
+    dense = rng.random((50, 6)) * (rng.random((50, 6)) < 0.2)
+    dense[:, 3] = 0  # an empty column
+    A = fpm.as_footprints(dense)
+    assert sp.isspmatrix_csc(A) and A.dtype == np.float32 and A.has_sorted_indices
+    np.testing.assert_allclose(fpm.column_norms(A), np.linalg.norm(dense, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(fpm.column_peaks(A), dense.max(axis=0), rtol=1e-6)
+    peak = np.maximum(dense.max(axis=0), 1e-30)
+    np.testing.assert_array_equal(fpm.areas(A, 0.3), (dense > 0.3 * peak).sum(axis=0))
+    s = rng.random(6)
+    np.testing.assert_allclose(fpm.scale_columns(A, s).toarray(), dense * s, rtol=1e-6)
+    i, j = fpm.overlapping_pairs(A)
+    share = ((dense > 0).T.astype(int) @ (dense > 0).astype(int)) > 0
+    expected = {(a, b) for a in range(6) for b in range(a + 1, 6) if share[a, b]}
+    assert set(zip(i.tolist(), j.tolist())) == expected
+    idx = [np.flatnonzero(dense[:, k]) for k in range(6)]
+    back = fpm.from_columns(idx, [dense[ix, k] for k, ix in enumerate(idx)], 50)
+    np.testing.assert_allclose(back.toarray(), dense, rtol=1e-6)
+    # a footprint drawn in its box: pixel (y=2, x=3) of a 5 x 6 frame is index 2 + 3 * 5
+    img, r0, c0 = fpm.box_image(np.array([2 + 3 * 5]), np.array([7.0]), (5, 6), 1)
+    assert (r0, c0) == (1, 2) and img.shape == (3, 3) and img[1, 1] == 7.0
+
+
+def dense_hals(Y, A, C, b, f, supports, n_iter=3):
+    """Textbook HALS on dense matrices, each footprint restricted to its support."""
+    K = A.shape[1]
+    H = np.vstack([C, f]).astype(np.float64)
+    W = np.hstack([A, b]).astype(np.float64)
+    U, V = Y.astype(np.float64) @ H.T, H @ H.T
+    mask = np.zeros(A.shape, bool)
+    for k, s in enumerate(supports):
+        mask[s, k] = True
+    W[:, :K] *= mask
+    for _ in range(n_iter):
+        for k in range(K):
+            s = supports[k]
+            W[s, k] = np.maximum(W[s, k] + (U[s, k] - W[s] @ V[:, k]) / V[k, k], 0)
+        for j in range(K, W.shape[1]):
+            W[:, j] = np.maximum(W[:, j] + (U[:, j] - W @ V[:, j]) / V[j, j], 0)
+    return W[:, :K], W[:, K:]
+
+
+def test_update_spatial_is_hals_on_the_supports():
+    rng = np.random.default_rng(1)
+    dims, T = (40, 48), 200
+    centres = np.array([[10, 10], [14, 15], [30, 12], [20, 36], [24, 38]])  # two overlaps
+    A_true = disks(dims, centres, 4)
+    C = rng.exponential(1.0, (len(centres), T)).astype(np.float32)
+    b_true = (1 + rng.random((dims[0] * dims[1], 1))).astype(np.float32)
+    f = np.ones((1, T), np.float32)
+    Y = (A_true @ C + b_true @ f + 0.05 * rng.standard_normal((A_true.shape[0], T)))
+    Y = Y.astype(np.float32)
+    A0 = A_true * (A_true > 0.5)  # shrunken starting footprints: the update must grow them
+    b0 = np.full_like(b_true, 1.5)
+    A1, b1 = update_spatial(Y, A0, C, b0, f, dims, radius=2)
+    ref_A, ref_b = dense_hals(Y, A0, C, b0, f, dilated_supports(A0, dims, 2))
+    assert sp.isspmatrix_csc(A1)
+    for k in range(len(centres)):
+        idx, val = clean_footprint(np.arange(len(ref_A)), ref_A[:, k], dims)
+        ref = np.zeros(len(ref_A))
+        ref[idx] = val
+        np.testing.assert_allclose(A1[:, [k]].toarray()[:, 0], ref, atol=1e-4 * ref.max())
+    np.testing.assert_allclose(b1, ref_b, rtol=1e-4)
+    # and it recovers the true footprints where they were cut off
+    assert np.corrcoef(A1.toarray().ravel(), A_true.ravel())[0, 1] > 0.99
+    # a footprint stays where it is allowed
+    allowed = np.zeros(A0.shape, bool)
+    allowed[:, 0] = A0[:, 0] > 0
+    allowed[:, 1:] = True
+    A2, _ = update_spatial(Y, A0, C, b0, f, dims, radius=2, allowed=allowed)
+    assert A2[:, [0]].toarray()[~allowed[:, 0], 0].sum() == 0
+
+
+@pytest.fixture(scope="module")
+def crowded_field():
+    """A 256 x 256 field with 625 small cells: dense (pixels, K) float32 is 164 MB."""
+    rng = np.random.default_rng(2)
+    dims, T = (256, 256), 30
+    g = np.arange(6, 256, 10)
+    centres = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    A = sp.csc_matrix(disks(dims, centres, 4))
+    C = rng.exponential(1.0, (A.shape[1], T)).astype(np.float32)
+    Y = np.asarray(A @ C, np.float32) + rng.random((A.shape[0], T), np.float32)
+    b, f = np.ones((A.shape[0], 1), np.float32), np.ones((1, T), np.float32)
+    return Y, A, C, b, f, dims
+
+
+def test_whole_field_steps_do_not_hold_pixels_times_components(crowded_field):
+    Y, A, C, b, f, dims = crowded_field
+    dense_mb = A.shape[0] * A.shape[1] * 4 / 2**20
+    steps = {
+        "spatial": lambda: update_spatial(Y, A, C, b, f, dims, radius=2),
+        "temporal": lambda: update_temporal(Y, A, C, b, f, p=0, g_prior=np.zeros(0)),
+        "merge": lambda: merge_components(A, C, 0.8),
+    }
+    for name, step in steps.items():
+        tracemalloc.start()
+        out = step()
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        assert peak < dense_mb / 8, f"{name}: {peak:.0f} MB (dense A: {dense_mb:.0f} MB)"
+    A1 = steps["spatial"]()[0]
+    assert A1.shape == A.shape and A1.nnz < 2 * A.nnz
+    assert out[2] == 0  # merge: separate cells with independent traces stay separate
