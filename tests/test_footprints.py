@@ -131,3 +131,25 @@ def test_whole_field_steps_do_not_hold_pixels_times_components(crowded_field):
     A1 = steps["spatial"]()[0]
     assert A1.shape == A.shape and A1.nnz < 2 * A.nnz
     assert out[2] == 0  # merge: separate cells with independent traces stay separate
+
+
+@pytest.mark.parametrize("small, full", [((32, 40), (64, 80)), ((21, 30), (64, 90))])
+def test_upsample_footprints_is_opencvs_bilinear_zoom(small, full):
+    import cv2
+
+    from mesmerize_helpers.engine.initialization import upsample_footprints
+
+    rng = np.random.default_rng(3)
+    # patches of random values, two of them touching the frame's edges (clamped there)
+    corners = [(0, 0), (small[0] - 5, small[1] - 5), (8, 12), (12, 3)]
+    A = np.zeros((small[0] * small[1], len(corners)), np.float32)
+    for k, (y, x) in enumerate(corners):
+        img = np.zeros(small, np.float32)
+        img[y:y + 5, x:x + 5] = rng.random((5, 5))
+        A[:, k] = img.ravel(order="F")
+    up = upsample_footprints(A, small, full)
+    for k in range(len(corners)):
+        ref = cv2.resize(A[:, k].reshape(small, order="F"), (full[1], full[0]),
+                         interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_allclose(up[:, [k]].toarray()[:, 0], ref.ravel(order="F"),
+                                   atol=1e-6)

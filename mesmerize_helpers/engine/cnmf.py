@@ -269,7 +269,7 @@ def _normalize(model: _Model) -> _Model:
 
 def initialize_greedy(
     Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any], K: int, nb: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[sp.csc_matrix, np.ndarray]:
     """Greedy initialization of K components on (pixels, T) data, with downsampling.
 
     Before the search, the ``nb`` main time courses of the spatially smoothed movie
@@ -279,7 +279,7 @@ def initialize_greedy(
     Returns
     -------
     A, C
-        (pixels, K') footprints (movie units) and (K', T) traces.
+        (pixels, K') sparse footprints (movie units) and (K', T) traces.
     """
     T = Y.shape[1]
     ssub, tsub = max(int(P["ssub"]), 1), max(int(P["tsub"]), 1)
@@ -307,8 +307,8 @@ def initialize_greedy(
     Yn = regress_out_background(Yn, nb, 3.0 * float(np.mean(gSig)))
     A_s, C_s, _ = greedy_roi(Yn, K, gSig, gSiz, n_iter=int(P["nIter"]))
     if P["normalize_init"]:
-        A_s = A_s * sn.ravel(order="F")[:, None]
-    A = upsample_footprints(A_s, (hs, ws), dims) if ssub > 1 else A_s.astype(np.float32)
+        A_s = as_footprints(sp.diags(sn.ravel(order="F")) @ A_s)
+    A = upsample_footprints(A_s, (hs, ws), dims) if ssub > 1 else A_s
     C = np.repeat(C_s, tsub, axis=1)[:, :T]
     if C.shape[1] < T:  # frames dropped by temporal downsampling: hold the last value
         C = np.hstack([C, np.repeat(C[:, -1:], T - C.shape[1], axis=1)])

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import scipy.sparse as sp
 from scipy import ndimage
 
 from .deconv import deconvolve_trace
+from .footprints import from_columns
 from .images import local_correlations, pnr_filter_kernel
 from .noise import estimate_ar, noise_fft, pixel_noise
 
@@ -47,7 +49,8 @@ class CorrPnrInit:
     Attributes
     ----------
     A
-        (pixels, K) float32 footprints, Fortran pixel order (counts per unit of ``C``).
+        (pixels, K) ``scipy.sparse.csc_matrix`` float32 footprints, Fortran pixel order
+        (counts per unit of ``C``).
     C
         (K, T) float32 denoised traces (baseline removed).
     C_raw
@@ -59,7 +62,7 @@ class CorrPnrInit:
         neuron was removed).
     """
 
-    A: np.ndarray
+    A: sp.csc_matrix
     C: np.ndarray
     C_raw: np.ndarray
     centers: np.ndarray
@@ -307,7 +310,7 @@ def init_neurons_corr_pnr(
     tie = ((np.arange(w)[None] * 10 + np.arange(h)[:, None]) * 1e-5).astype(np.float32)
     dil = np.ones((max(int(round(gSiz / 4)), 1),) * 2, np.uint8)
 
-    A_list: list[np.ndarray] = []
+    A_list: list[tuple[np.ndarray, np.ndarray]] = []  # pixel indices and values
     C_list: list[np.ndarray] = []
     R_list: list[np.ndarray] = []
     centers: list[tuple[int, int]] = []
@@ -345,7 +348,8 @@ def init_neurons_corr_pnr(
                 continue
             img = np.zeros((h, w), np.float32)
             img[r0:r1, c0:c1] = ai
-            A_list.append(img.ravel(order="F"))
+            xs, ys = np.nonzero(img.T)  # Fortran order
+            A_list.append((ys + xs * h, img[ys, xs]))
             C_list.append(ci)
             R_list.append(ci_raw)
             centers.append((int(r), int(c)))
@@ -370,10 +374,9 @@ def init_neurons_corr_pnr(
             v[searched] = 0
             if len(A_list) >= max_number:
                 break
-    K = len(A_list)
-    if K == 0:
+    A = from_columns([a[0] for a in A_list], [a[1] for a in A_list], h * w)
+    if not A_list:
         empty = np.zeros((0, T), np.float32)
-        return CorrPnrInit(np.zeros((h * w, 0), np.float32), empty, empty.copy(),
-                           np.zeros((0, 2), int), cn0, pnr0)
-    return CorrPnrInit(np.stack(A_list, 1), np.stack(C_list).astype(np.float32),
+        return CorrPnrInit(A, empty, empty.copy(), np.zeros((0, 2), int), cn0, pnr0)
+    return CorrPnrInit(A, np.stack(C_list).astype(np.float32),
                        np.stack(R_list).astype(np.float32), np.array(centers), cn0, pnr0)

@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .footprints import as_footprints, column_norms, scale_columns
+from .footprints import (
+    as_footprints,
+    box_image,
+    column,
+    column_norms,
+    from_columns,
+    scale_columns,
+)
 
 __all__ = ["greedy_roi", "downsample", "upsample_footprints", "masks_to_A", "nmf_rank1"]
 
@@ -36,17 +43,52 @@ def downsample(movie: np.ndarray, ssub: int, tsub: int) -> np.ndarray:
     return m
 
 
-def upsample_footprints(A: np.ndarray, small: tuple[int, int], full: tuple[int, int]) -> np.ndarray:
-    """Resize (pixels_small, K) F-order footprints to (pixels_full, K) by bilinear zoom."""
-    import cv2
+def _linear_weights(n_small: int, n_full: int, lo: int, hi: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear zoom along one axis, as OpenCV's ``INTER_LINEAR`` (pixel centres aligned,
+    clamped at the border), for the full-grid positions whose source lies in ``[lo, hi]``.
 
-    K = A.shape[1]
-    out = np.zeros((full[0] * full[1], K), np.float32)
-    for k in range(K):
-        img = A[:, k].reshape(small, order="F").astype(np.float32)
-        big = cv2.resize(img, (full[1], full[0]), interpolation=cv2.INTER_LINEAR)
-        out[:, k] = np.maximum(big, 0).ravel(order="F")
-    return out
+    Returns the full-grid positions, the two source pixels of each and the second's weight.
+    """
+    z = n_full / n_small
+    # at the frame's edges the source is clamped: the outermost full pixels take its value
+    first = 0 if lo == 0 else max(int(np.floor((lo + 0.5) * z - 0.5)), 0)
+    last = n_full - 1 if hi == n_small - 1 else min(int(np.ceil((hi + 0.5) * z - 0.5)),
+                                                     n_full - 1)
+    pos = np.arange(first, last + 1)
+    src = np.clip((pos + 0.5) / z - 0.5, 0, n_small - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_small - 1)
+    return pos, np.clip(i0, lo, hi), np.clip(i1, lo, hi), src - i0
+
+
+def upsample_footprints(A: Any, small: tuple[int, int], full: tuple[int, int]) -> sp.csc_matrix:
+    """Resize (pixels_small, K) F-order footprints (sparse or dense) to (pixels_full, K) by
+    bilinear zoom (OpenCV's ``INTER_LINEAR`` convention), each within the box around it.
+
+    Returns
+    -------
+    scipy.sparse.csc_matrix
+        (pixels_full, K) float32, non-negative.
+    """
+    A = as_footprints(A)
+    idx, val = [], []
+    for k in range(A.shape[1]):
+        i, v = column(A, k)
+        if not i.size:
+            idx.append(np.zeros(0, np.int64))
+            val.append(np.zeros(0, np.float32))
+            continue
+        # a one-pixel margin of zeros: the zoom spreads each pixel towards its neighbours
+        img, r0, c0 = box_image(i, v.astype(np.float64), small, 1)
+        ry, y0, y1, wy = _linear_weights(small[0], full[0], r0, r0 + img.shape[0] - 1)
+        rx, x0, x1, wx = _linear_weights(small[1], full[1], c0, c0 + img.shape[1] - 1)
+        rows = (1 - wy)[:, None] * img[y0 - r0] + wy[:, None] * img[y1 - r0]
+        big = (1 - wx) * rows[:, x0 - c0] + wx * rows[:, x1 - c0]
+        xx, yy = np.nonzero(np.maximum(big, 0).T)  # Fortran order
+        idx.append(ry[yy] + rx[xx] * full[0])
+        val.append(big[yy, xx])
+    return from_columns(idx, val, full[0] * full[1])
 
 
 def nmf_rank1(Yw: np.ndarray, c: np.ndarray, n_iter: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +193,7 @@ def greedy_roi(
     gSiz: tuple[int, int],
     n_iter: int = 5,
     min_score: float = 6.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
     """Greedy detection of K sources in a noise-normalized, baseline-free movie.
 
     Parameters
@@ -175,7 +217,8 @@ def greedy_roi(
     Returns
     -------
     A
-        (h*w, K') footprints in Fortran pixel order, in the units of ``Yn``.
+        (h*w, K') ``scipy.sparse.csc_matrix`` footprints in Fortran pixel order, in the
+        units of ``Yn``.
     C
         (K', T) traces.
     centers
@@ -213,7 +256,8 @@ def greedy_roi(
         Yn[:, r0:r1, c0:c1] -= np.outer(trace, a).reshape(T, r1 - r0, c1 - c0)
         img = np.zeros((h, w), np.float32)
         img[r0:r1, c0:c1] = a.reshape(r1 - r0, c1 - c0)
-        A_list.append(img.ravel(order="F"))
+        xs, ys = np.nonzero(img.T)  # Fortran order
+        A_list.append((ys + xs * h, img[ys, xs]))
         C_list.append(trace)
         centers.append((r, c))
         # the filter is linear, so the filtered movie changes by trace x filtered footprint
@@ -228,9 +272,10 @@ def greedy_roi(
         # source: never pick again within gSig of a centre already taken
         taken |= ((yy - r) / gSig[0]) ** 2 + ((xx - c) / gSig[1]) ** 2 <= 1
         z[taken] = -np.inf
+    A = from_columns([a[0] for a in A_list], [a[1] for a in A_list], h * w)
     if not A_list:
-        return np.zeros((h * w, 0), np.float32), np.zeros((0, T), np.float32), np.zeros((0, 2))
-    return np.stack(A_list, 1), np.stack(C_list), np.array(centers)
+        return A, np.zeros((0, T), np.float32), np.zeros((0, 2))
+    return A, np.stack(C_list), np.array(centers)
 
 
 def masks_to_A(Ain: Any, dims: tuple[int, int]) -> sp.csc_matrix:

@@ -85,7 +85,7 @@ def fit_movie_patch(
     Returns
     -------
     A, C
-        (patch pixels, K') footprints in Fortran order on the patch and (K', T) traces.
+        (patch pixels, K') dense footprints in Fortran order on the patch and (K', T) traces.
     """
     from .cnmf import cnmf_params, movie_to_Y
 
@@ -102,7 +102,9 @@ def fit_movie_patch(
             return np.asarray(movie[t][:, sl[0], sl[1]])
 
     Yp, dims_p = movie_to_Y(_Crop())
-    return _fit_patch(Yp, dims_p, P)
+    A, C = _fit_patch(Yp, dims_p, P)
+    # dense: a patch is small, and a plain array is what a job saves with np.savez
+    return np.asarray(A.toarray() if sp.issparse(A) else A, np.float32), C
 
 
 def _worker_init() -> None:
