@@ -135,9 +135,9 @@ def _shared_pixel_gram(
     """(L, L) matrix over the support entries (component, pixel): entry (e, e') is
     ``C[comp[e]] @ C[comp[e']]`` where e and e' are the same pixel, 0 elsewhere.
 
-    Row e of its product with the concatenated support values is what all footprints
-    (the footprint of e included) times their traces' overlap with trace ``comp[e]`` put at
-    pixel ``pix[e]``: the ``A @ (C C^T)`` of HALS, restricted to the supports.
+    Its product with the concatenated support values ``w`` gives, for each entry e,
+    ``sum_j A[pix[e], j] * (C[j] @ C[comp[e]])``: the ``(A C C^T)[pix, k]`` of HALS on the
+    pixels of each support, from the footprints that share those pixels only.
     """
     L = len(pix)
     order = np.argsort(pix, kind="stable")
