@@ -121,16 +121,14 @@ class CNMFExtension:
                             component_indices, swap_dim, thr)
 
     def _contours(self, component_indices: ComponentIndices, swap_dim: bool, thr: float):
-        from ..engine.contours import footprint_contour
+        from ..engine.contours import footprint_contours
 
-        spatial = self.get_spatial(component_indices)
-        contours, centers = [], []
-        for k in range(spatial.shape[2]):
-            contour, com = footprint_contour(spatial[:, :, k], thr)
-            if swap_dim:
-                contour, com = contour[:, ::-1], com[::-1]
-            contours.append(contour)
-            centers.append(com)
+        estimates = self.get_output()
+        contours, centers = footprint_contours(
+            estimates.A[:, self._indices(component_indices)], estimates.dims, thr)
+        if swap_dim:
+            contours = [c[:, ::-1] for c in contours]
+            centers = [c[::-1] for c in centers]
         return contours, centers
 
     # --- traces ---------------------------------------------------------------------

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from skimage.measure import find_contours
+
+from .footprints import as_footprints, box_image, column
 
 
 def energy_threshold(footprint: np.ndarray, thr: float = 0.9) -> float:
@@ -61,3 +65,40 @@ def footprint_contour(footprint: np.ndarray, thr: float = 0.9) -> tuple[np.ndarr
         return np.zeros((0, 2)), center_of_mass(footprint)
     longest = max(contours, key=len) - 1
     return np.clip(longest, 0, np.array(footprint.shape) - 1), center_of_mass(footprint)
+
+
+def footprint_contours(
+    A: Any, dims: tuple[int, int], thr: float = 0.9
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """:func:`footprint_contour` of each column of a (pixels, K) footprint matrix.
+
+    Each footprint is drawn only in the box around it, so memory does not grow with
+    pixels x K.
+
+    Parameters
+    ----------
+    A
+        (pixels, K) footprints (scipy.sparse or dense), Fortran pixel order on ``dims``.
+    dims
+        (y, x) frame size.
+    thr
+        Fraction of energy enclosed.
+
+    Returns
+    -------
+    contours, centers
+        K (n_points, 2) polygons and K (2,) centres of mass, (y, x) in frame pixels.
+    """
+    A = as_footprints(A, np.float64)
+    contours, centers = [], []
+    for k in range(A.shape[1]):
+        idx, val = column(A, k)
+        if not idx.size:
+            contours.append(np.zeros((0, 2)))
+            centers.append(np.array([np.nan, np.nan]))
+            continue
+        img, r0, c0 = box_image(idx, val, dims, 1)
+        contour, com = footprint_contour(img, thr)
+        contours.append(contour + (r0, c0))
+        centers.append(com + (r0, c0))
+    return contours, centers
