@@ -4,8 +4,8 @@ Implements the method of Pnevmatikakis & Giovannucci (2017), "NoRMCorre: An onli
 for piecewise rigid motion correction of calcium imaging data", with CaImAn's parameter names
 and defaults, as pure array code:
 
-1. A template is built from frames sampled evenly over the movie (means of blocks of frames,
-   median over blocks), refined by registering the sample to it a few times.
+1. A template is built from single frames sampled evenly over the movie (median over bins of
+   sampled frames of their means), refined by registering the sample to it a few times.
 2. Each chunk of frames is registered to the template. Rigid: the peak of the FFT
    cross-correlation with the template, searched within ``max_shifts`` and refined to sub-pixel
    accuracy with an upsampled DFT around the peak (Guizar-Sicairos et al. 2008), all batched
@@ -87,11 +87,12 @@ _UNSUPPORTED = ("indices", "num_splits_to_process_rig", "num_splits_to_process_e
 _UPSAMPLE_FFT = 4
 # Number of pixels (frames x y x x) processed at once when chunk_size is not given.
 _CHUNK_PIXELS = 2**22
-# Template estimation: frames sampled from the movie, in contiguous blocks of this many frames.
+# Template estimation: the first template is the median over bins of this many sampled
+# frames of their means.
 _TEMPLATE_BLOCK = 10
-# A tenth of the movie, at least 50 and at most 200 frames (and about 32 Mpixel).
+# Frames sampled: a tenth of the movie, at least 100 and at most 200 (and about 32 Mpixel).
 _TEMPLATE_FRACTION = 10
-_TEMPLATE_MIN_FRAMES = 50
+_TEMPLATE_MIN_FRAMES = 100
 _TEMPLATE_MAX_FRAMES = 200
 _TEMPLATE_PIXELS = 2**25
 # Frames at the start of the movie whose minimum sets add_to_movie (CaImAn reads 400).
@@ -952,16 +953,22 @@ def _fill_nan(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _read_sample(movie: Any, n_frames: int, dims: tuple[int, int]) -> np.ndarray:
-    """Blocks of contiguous frames spread evenly over the movie, for the first template."""
+def _read_sample(movie: Any, n_frames: int, dims: tuple[int, int], chunk: int) -> np.ndarray:
+    """Single frames spread evenly over the movie, for the first template (a short movie is
+    read whole, ``chunk`` frames at a time).
+
+    Single frames rather than blocks of consecutive ones: neighbouring frames share their
+    position and their cells' activity, so they add little to the template but noise, and
+    on noise-limited movies the template's noise sets the shifts' accuracy (see
+    ``benchmarks/README.md``).
+    """
     budget = max(2 * _TEMPLATE_BLOCK, _TEMPLATE_PIXELS // (dims[0] * dims[1]))
     wanted = max(_TEMPLATE_MIN_FRAMES, n_frames // _TEMPLATE_FRACTION)
     n_sample = min(n_frames, _TEMPLATE_MAX_FRAMES, budget, wanted)
     if n_sample >= n_frames:
-        return _read(movie, 0, n_frames)
-    n_blocks = max(1, n_sample // _TEMPLATE_BLOCK)
-    starts = np.unique(np.round(np.linspace(0, n_frames - _TEMPLATE_BLOCK, n_blocks)).astype(int))
-    return np.concatenate([_read(movie, s, s + _TEMPLATE_BLOCK) for s in starts])
+        return np.concatenate([_read(movie, a, b) for a, b in _chunks(n_frames, chunk)])
+    picks = np.unique(np.round(np.linspace(0, n_frames - 1, n_sample)).astype(int))
+    return np.concatenate([_read(movie, i, i + 1) for i in picks])
 
 
 def _initial_template(sample: np.ndarray, cfg: _Config, kernel: np.ndarray | None,
@@ -1173,7 +1180,8 @@ def motion_correct(movie: Any, params: Mapping[str, Any] | None = None,
             add = 0.0 - min_mov  # not -0.0
         else:
             add = 0.0
-        template = _initial_template(_read_sample(movie, n_frames, dims), cfg, kernel, workers)
+        template = _initial_template(_read_sample(movie, n_frames, dims, chunk), cfg, kernel,
+                                     workers)
 
         # Refinement passes over the whole movie, then the final pass writing the output.
         passes = [False] * (cfg.niter_rig - 1) + [True] * ((cfg.niter_els - 1) * piecewise)
