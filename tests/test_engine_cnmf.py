@@ -106,6 +106,27 @@ def test_seeded_from_masks(sim):
     check_accuracy(sim, est, f1_min=0.95)
 
 
+def test_seed_index_names_the_mask_of_each_component(sim, tmp_path):
+    masks = sim.masks(0.3)  # (n, y, x)
+    order = np.random.default_rng(0).permutation(len(masks))
+    seeds = np.concatenate([masks[order], np.zeros_like(masks[:1])])  # shuffled + an empty one
+    params = {**BASE_PARAMS, "K": 4}
+    est = fit_cnmf(sim.movie, params, Ain=seeds, progress=False)
+    assert est.seed_index.shape == (est.n_components,)
+    assert np.all(est.seed_index >= 0) and len(masks) not in est.seed_index
+    # each component lies on the mask it names, and that mask is its true cell's
+    fp = est.footprints()
+    for k, s in enumerate(est.seed_index):
+        assert fp[k][seeds[s]].sum() > 0.6 * fp[k].sum(), k
+    true_cell = order[est.seed_index]
+    f1, r, c = match_components(sim.footprints, fp)
+    assert f1 >= 0.9 and np.array_equal(true_cell[c], r)
+    # it follows a selection and survives the HDF5 file
+    assert np.array_equal(est.select([2, 0]).seed_index, est.seed_index[[2, 0]])
+    back = load_estimates(save_estimates(tmp_path / "seeded.hdf5", est, params))
+    np.testing.assert_array_equal(back.seed_index, est.seed_index)
+
+
 def test_evaluation_rejects_noise_components():
     # seed the true cells plus blobs where there is nothing but noise (no neuropil
     # fluctuations in this movie): those must not be accepted

@@ -27,7 +27,14 @@ import scipy.sparse as sp
 from .background import init_background
 from .dff import detrend_df_f  # noqa: F401 (part of this module's API, as in CaImAn)
 from .footprints import areas, as_footprints, column_norms, from_columns, scale_columns
-from .initialization import downsample, greedy_roi, masks_to_A, upsample_footprints
+from .initialization import (
+    downsample,
+    greedy_roi,
+    masks_matrix,
+    masks_to_A,
+    seed_of_components,
+    upsample_footprints,
+)
 from .merging import merge_components
 from .noise import ar_from_decay_time, noise_fft, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
@@ -112,6 +119,10 @@ class Estimates:
         CNN classifier is not part of the built-in engine).
     F_dff
         (K, T) dF/F, None until computed.
+    seed_index
+        Seeded fits (``Ain``) only: (K,) index of the user mask (column of ``Ain``) each
+        component lies on (the one holding most of its footprint), -1 if none; masks that no
+        component lies on were dropped (no activity) or merged into another.
     """
 
     A: sp.csc_matrix
@@ -133,6 +144,7 @@ class Estimates:
     r_values: np.ndarray | None = None
     cnn_preds: np.ndarray | None = None
     F_dff: np.ndarray | None = None
+    seed_index: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,7 +168,7 @@ class Estimates:
         """A copy keeping only components ``idx`` (evaluation results are dropped)."""
         idx = np.asarray(idx, int)
         keep = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("C", "S", "YrA", "g", "bl", "c1", "neurons_sn", "F_dff"):
+        for name in ("C", "S", "YrA", "g", "bl", "c1", "neurons_sn", "F_dff", "seed_index"):
             if keep[name] is not None:
                 keep[name] = keep[name][idx]
         keep["A"] = self.A[:, idx]
@@ -586,7 +598,8 @@ def fit_cnmf(
         Optional seed footprints: (y, x, n) boolean or float masks (CaImAn's convention),
         (n, y, x) masks, or a (pixels, n) Fortran-order matrix. Greedy initialization and
         patches are skipped; each footprint is refined within ``gSig`` px of its mask (see
-        :func:`seed_regions`), and one left with no activity there is dropped.
+        :func:`seed_regions`), and one left with no activity there is dropped;
+        ``Estimates.seed_index`` says which mask each component lies on.
     refit
         Run a second round of whole-field updates seeded with the first fit (CaImAn's
         ``cnm.refit``).
@@ -627,6 +640,8 @@ def fit_cnmf(
     finally:
         bar.close()
     est = to_estimates(m, sn, dims, int(P["p"]))
+    if Ain is not None:
+        est.seed_index = seed_of_components(est.A, masks_matrix(Ain, dims))
     est.extra["params"] = {k: v for k, v in P.items()}
     return est
 

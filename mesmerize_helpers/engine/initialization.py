@@ -28,7 +28,10 @@ from .footprints import (
     scale_columns,
 )
 
-__all__ = ["greedy_roi", "downsample", "upsample_footprints", "masks_to_A", "nmf_rank1"]
+__all__ = [
+    "greedy_roi", "downsample", "upsample_footprints", "masks_matrix", "masks_to_A",
+    "seed_of_components", "nmf_rank1",
+]
 
 
 def downsample(movie: np.ndarray, ssub: int, tsub: int) -> np.ndarray:
@@ -278,8 +281,9 @@ def greedy_roi(
     return A, np.stack(C_list), np.array(centers)
 
 
-def masks_to_A(Ain: Any, dims: tuple[int, int]) -> sp.csc_matrix:
-    """Convert user masks to (pixels, n) footprints in Fortran pixel order.
+def masks_matrix(Ain: Any, dims: tuple[int, int]) -> sp.csc_matrix:
+    """User masks as a (pixels, n) non-negative matrix in Fortran pixel order, one column
+    per mask, in the user's order (empty masks included).
 
     Parameters
     ----------
@@ -289,11 +293,6 @@ def masks_to_A(Ain: Any, dims: tuple[int, int]) -> sp.csc_matrix:
         the height.
     dims
         (y, x) frame size.
-
-    Returns
-    -------
-    scipy.sparse.csc_matrix
-        (pixels, n) float32, each column with unit L2 norm; empty masks are dropped.
     """
     d = dims[0] * dims[1]
     if sp.issparse(Ain):
@@ -314,7 +313,46 @@ def masks_to_A(Ain: Any, dims: tuple[int, int]) -> sp.csc_matrix:
             raise ValueError(f"Ain of shape {Ain.shape} does not match frames of shape {dims}.")
         A = as_footprints(flat)
     A.data = np.maximum(A.data, 0)
-    A = as_footprints(A)
+    return as_footprints(A)
+
+
+def masks_to_A(Ain: Any, dims: tuple[int, int]) -> sp.csc_matrix:
+    """User masks as footprints: :func:`masks_matrix` with unit-norm columns, empty masks
+    dropped.
+
+    Returns
+    -------
+    scipy.sparse.csc_matrix
+        (pixels, n') float32.
+    """
+    A = masks_matrix(Ain, dims)
     norms = column_norms(A)
     keep = np.flatnonzero(norms > 0)
     return scale_columns(A[:, keep], 1 / norms[keep])
+
+
+def seed_of_components(A: Any, masks: Any) -> np.ndarray:
+    """Which user mask each component lies on.
+
+    Parameters
+    ----------
+    A
+        (pixels, K) non-negative footprints.
+    masks
+        (pixels, n) non-negative masks (:func:`masks_matrix`).
+
+    Returns
+    -------
+    np.ndarray
+        (K,) int64: the index of the mask holding the largest share of the component's
+        footprint (sum of ``A`` over the mask's pixels, masks binarized), -1 if it lies on
+        none.
+    """
+    A = as_footprints(A)
+    inside = as_footprints(masks)
+    inside.data = np.ones_like(inside.data)
+    share = (inside.T @ A).toarray()  # (n, K)
+    if share.shape[0] == 0:
+        return np.full(A.shape[1], -1, np.int64)
+    best = np.argmax(share, axis=0)
+    return np.where(share.max(axis=0) > 0, best, -1).astype(np.int64)

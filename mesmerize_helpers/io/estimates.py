@@ -29,7 +29,8 @@ import scipy.sparse as sp
 __all__ = ["save_estimates", "load_estimates"]
 
 _ARRAYS = ("b", "C", "f", "S", "YrA", "R", "sn", "g", "bl", "c1", "neurons_sn",
-           "idx_components", "idx_components_bad", "SNR_comp", "r_values", "cnn_preds", "F_dff")
+           "idx_components", "idx_components_bad", "SNR_comp", "r_values", "cnn_preds", "F_dff",
+           "seed_index")
 
 
 _RING_SETTINGS = ("ssub_B", "nb", "ring_radius")
@@ -173,6 +174,7 @@ def load_estimates(path: str | Path) -> Any:
         idx_components_bad=vals.get("idx_components_bad"),
         SNR_comp=vals.get("SNR_comp"), r_values=vals.get("r_values"),
         cnn_preds=vals.get("cnn_preds"), F_dff=vals.get("F_dff"),
+        seed_index=vals.get("seed_index"),
     )
     est.extra["params"] = params
     est.extra.update(ring)
