@@ -258,8 +258,10 @@ def Y_to_movie(Y: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
     return Y.reshape(dims[1], dims[0], -1).transpose(2, 1, 0)
 
 
-def _normalize(model: _Model) -> _Model:
-    """Scale footprints to unit L2 norm (traces scaled the other way); drop empty ones."""
+def normalize_components(model: Any) -> Any:
+    """Scale footprints to unit L2 norm (traces scaled the other way); drop empty or silent
+    components. ``model`` is CNMF's or CNMF-E's working state (``A``, ``C``, the per-trace
+    results and ``keep``)."""
     model.A = as_footprints(model.A)
     nrm = column_norms(model.A)
     alive = np.flatnonzero((nrm > 0) & (model.C.max(axis=1, initial=0) > 0))
@@ -269,7 +271,7 @@ def _normalize(model: _Model) -> _Model:
     m.C = (m.C * nrm[:, None]).astype(np.float32)
     for name in ("S", "YrA"):
         if getattr(m, name) is not None:
-            setattr(m, name, getattr(m, name) * nrm[:, None])
+            setattr(m, name, (getattr(m, name) * nrm[:, None]).astype(np.float32))
     for name in ("bl", "c1", "neurons_sn"):
         if getattr(m, name) is not None:
             setattr(m, name, getattr(m, name) * nrm)
@@ -387,7 +389,7 @@ def temporal_step(
     )
     m = replace(m, C=res.C, f=res.f, S=res.S, YrA=res.YrA, bl=res.bl, c1=res.c1, g=res.g,
                 neurons_sn=res.neurons_sn)
-    return _normalize(drop_background_like(m) if drop_background else m)
+    return normalize_components(drop_background_like(m) if drop_background else m)
 
 
 #: A component whose trace correlates above this with a background trace is background.
@@ -475,7 +477,7 @@ def spatial_step(
     m = replace(m, A=A, b=b)
     if prune:
         m = m.keep(np.flatnonzero(footprint_areas(A) <= max_area(P)))
-    return _normalize(m)
+    return normalize_components(m)
 
 
 def merge_step(m: _Model, P: Mapping[str, Any]) -> tuple[_Model, int]:
@@ -490,7 +492,7 @@ def merge_step(m: _Model, P: Mapping[str, Any]) -> tuple[_Model, int]:
     if m.region is not None:
         sup = [np.unique(m.region[:, o].indices) for o in origins]
         region = from_columns(sup, [np.ones(s.size, bool) for s in sup], A.shape[0], bool)
-    return _normalize(_Model(A, C, m.b, m.f, region=region)), n
+    return normalize_components(_Model(A, C, m.b, m.f, region=region)), n
 
 
 def refine(

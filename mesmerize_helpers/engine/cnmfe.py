@@ -45,9 +45,16 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .cnmf import CNMF_DEFAULTS, Estimates, Y_to_movie, movie_to_Y, to_estimates
+from .cnmf import (
+    CNMF_DEFAULTS,
+    Estimates,
+    Y_to_movie,
+    movie_to_Y,
+    normalize_components,
+    to_estimates,
+)
 from .corr_pnr import init_neurons_corr_pnr
-from .footprints import areas, as_footprints, column_norms, scale_columns
+from .footprints import areas, as_footprints
 from .initialization import downsample, upsample_footprints
 from .merging import merge_components
 from .noise import ar_from_decay_time, pixel_noise
@@ -184,24 +191,6 @@ def _empty_bg(d: int, T: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32)
 
 
-def _normalize(m: _Fit) -> _Fit:
-    """Unit-norm footprints (traces scaled the other way); drop empty or silent ones."""
-    m.A = as_footprints(m.A)
-    nrm = column_norms(m.A)
-    alive = np.flatnonzero((nrm > 0) & (m.C.max(axis=1, initial=0) > 0))
-    m = m.keep(alive)
-    nrm = nrm[alive]
-    m.A = scale_columns(m.A, 1 / nrm)
-    m.C = (m.C * nrm[:, None]).astype(np.float32)
-    for name in ("S", "YrA"):
-        if getattr(m, name) is not None:
-            setattr(m, name, (getattr(m, name) * nrm[:, None]).astype(np.float32))
-    for name in ("bl", "c1", "neurons_sn"):
-        if getattr(m, name) is not None:
-            setattr(m, name, getattr(m, name) * nrm)
-    return m
-
-
 def _radius(P: Mapping[str, Any]) -> float:
     return ring_radius(P["ring_size_factor"], P["gSiz"])
 
@@ -278,7 +267,7 @@ def spatial_step(Yb: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str,
     A, _ = update_spatial(Yb, m.A, m.C, b, f, dims, radius=radius, update_background=False)
     m.A = A
     ok = areas(A, _AREA_THR) <= _MAX_AREA_FACTOR * P["gSiz"][0] * P["gSiz"][1]
-    return _normalize(m.keep(np.flatnonzero(ok)))
+    return normalize_components(m.keep(np.flatnonzero(ok)))
 
 
 def temporal_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> _Fit:
@@ -295,7 +284,7 @@ def temporal_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> _Fit:
         fudge_factor=float(P["fudge_factor"]), optimize_g=int(bool(P["optimize_g"])),
     )
     m = _Fit(m.A, res.C, res.S, res.YrA, res.bl, res.c1, res.g, res.neurons_sn, m.W, m.b0)
-    return _normalize(m)
+    return normalize_components(m)
 
 
 def merge_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> tuple[_Fit, int]:
@@ -334,7 +323,7 @@ def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any]) -> _Fi
     """
     K = None if P["K"] is None else int(P["K"])
     A, C = initialize(Y, dims, P, K)
-    m = _normalize(_Fit(A, C))
+    m = normalize_components(_Fit(A, C))
     n_iter = max(int(P["init_iter"]), 1)
     for it in range(n_iter):
         m, Yb = background_step(Y, dims, m, P)
@@ -349,7 +338,7 @@ def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any]) -> _Fi
         A2, C2 = initialize(resid, dims, P, remaining, overwrite=True)
         del resid
         if A2.shape[1]:
-            new = _normalize(_Fit(A2, C2))
+            new = normalize_components(_Fit(A2, C2))
             m = _Fit(sp.hstack([m.A, new.A], format="csc"), np.vstack([m.C, new.C]), W=m.W,
                      b0=m.b0)
             m = temporal_step(Yb, m, P)
@@ -391,7 +380,7 @@ def fit_patches(
     # the traces of the patches are clean (each patch had its own background), so duplicates
     # are recognised by overlap and correlation as well as by near-identical footprints
     A, C, _ = merge_components(A, C, float(P["merge_thr"]))
-    return _normalize(_Fit(A, C))
+    return normalize_components(_Fit(A, C))
 
 
 # ----------------------------------------------------------------------------------- results

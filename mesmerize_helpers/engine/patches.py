@@ -210,7 +210,7 @@ def fit_patches(
         before any whole-field update.
     """
     from .background import init_background
-    from .cnmf import _Model, _normalize
+    from .cnmf import _Model, normalize_components
     from .merging import merge_components
 
     d, T = Y.shape
@@ -235,4 +235,4 @@ def fit_patches(
         # step of the whole-field refinement compares them once they are clean.
         A, C, _ = merge_components(A, C, merge_thr=np.inf)
     b, f = init_background(Y, A, C, int(P["nb"]))
-    return _normalize(_Model(A, C, b, f))
+    return normalize_components(_Model(A, C, b, f))
