@@ -140,8 +140,8 @@ def merge_components(
     Returns
     -------
     A, C, n_removed
-        The new footprints (``scipy.sparse.csc_matrix`` float32) and traces (merged components appended at the end) and the
-        number of components removed.
+        The new footprints (``scipy.sparse.csc_matrix`` float32) and traces (merged
+        components appended at the end) and the number of components removed.
     origins
         Only with ``return_origins``: list of (n_members,) arrays of input indices, one per
         output component, so that per-component state can follow a merge.
