@@ -180,27 +180,48 @@ class Estimates:
 
 
 @dataclass
-class _Model:
-    """Working state of a fit: sparse footprints and everything the temporal step returns."""
+class Components:
+    """Working state of a fit, shared by CNMF and CNMF-E: sparse footprints, traces and the
+    per-trace results of the temporal step (None until computed)."""
 
     A: sp.csc_matrix  # (pixels, K) float32 (see .footprints)
     C: np.ndarray  # (K, T)
-    b: np.ndarray  # (pixels, nb)
-    f: np.ndarray  # (nb, T)
     S: np.ndarray | None = None
     YrA: np.ndarray | None = None
     bl: np.ndarray | None = None
     c1: np.ndarray | None = None
     g: np.ndarray | None = None
     neurons_sn: np.ndarray | None = None
+
+    @property
+    def K(self) -> int:
+        return int(self.A.shape[1])
+
+    def keep(self, idx: np.ndarray) -> Any:
+        """A copy with components ``idx`` only (other fields are shared)."""
+        rows = {name: getattr(self, name)[idx] for name in ("C", *_PER_TRACE)
+                if getattr(self, name) is not None}
+        return replace(self, A=self.A[:, idx], **rows)
+
+
+#: Per-component results of the temporal step (one row or value per component).
+_PER_TRACE = ("S", "YrA", "bl", "c1", "g", "neurons_sn")
+
+
+@dataclass
+class _Model(Components):
+    """CNMF's working state: components plus the low-rank background."""
+
+    b: np.ndarray | None = None  # (pixels, nb)
+    f: np.ndarray | None = None  # (nb, T)
     # (pixels, K) sparse bool: where each footprint may lie (None: no limit); seeded fits
     region: sp.csc_matrix | None = None
 
     def keep(self, idx: np.ndarray) -> _Model:
-        sub = lambda x: None if x is None else x[idx]  # noqa: E731
-        return _Model(self.A[:, idx], self.C[idx], self.b, self.f, sub(self.S), sub(self.YrA),
-                      sub(self.bl), sub(self.c1), sub(self.g), sub(self.neurons_sn),
-                      None if self.region is None else self.region[:, idx])
+        m = super().keep(idx)
+        if self.region is not None:
+            m.region = self.region[:, idx]
+        return m
 
 
 # ----------------------------------------------------------------------------------- params
@@ -258,10 +279,9 @@ def Y_to_movie(Y: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
     return Y.reshape(dims[1], dims[0], -1).transpose(2, 1, 0)
 
 
-def normalize_components(model: Any) -> Any:
+def normalize_components(model: Components) -> Components:
     """Scale footprints to unit L2 norm (traces scaled the other way); drop empty or silent
-    components. ``model`` is CNMF's or CNMF-E's working state (``A``, ``C``, the per-trace
-    results and ``keep``)."""
+    components (CNMF's or CNMF-E's working state)."""
     model.A = as_footprints(model.A)
     nrm = column_norms(model.A)
     alive = np.flatnonzero((nrm > 0) & (model.C.max(axis=1, initial=0) > 0))
@@ -492,7 +512,7 @@ def merge_step(m: _Model, P: Mapping[str, Any]) -> tuple[_Model, int]:
     if m.region is not None:
         sup = [np.unique(m.region[:, o].indices) for o in origins]
         region = from_columns(sup, [np.ones(s.size, bool) for s in sup], A.shape[0], bool)
-    return normalize_components(_Model(A, C, m.b, m.f, region=region)), n
+    return normalize_components(_Model(A, C, b=m.b, f=m.f, region=region)), n
 
 
 def refine(
@@ -568,7 +588,7 @@ def fit_field(
     A = as_footprints(A)
     b, f = init_background(Y, A, C, nb)
     region = None if Ain is None else seed_regions(A, dims, growth_radius(P))
-    m = _Model(A, C, b, f, region=region)
+    m = _Model(A, C, b=b, f=f, region=region)
     if Ain is not None:  # traces first: the masks are the reliable part
         m = temporal_step(Y, m, P, reuse_g=False)
     for _ in range(rounds):
@@ -624,7 +644,8 @@ def fit_cnmf(
     Y, dims = movie_to_Y(movie)
     sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     nb = int(P["nb"])
-    use_patches = Ain is None and P["rf"] is not None
+    masks = None if Ain is None else masks_matrix(Ain, dims)  # read the user's masks once
+    use_patches = masks is None and P["rf"] is not None
     bar = tqdm(total=1 + int(refit) + int(use_patches), desc="cnmf", disable=not progress)
     try:
         if use_patches:
@@ -635,15 +656,15 @@ def fit_cnmf(
             bar.update(1)
             m = refine(Y, dims, m, P, bar, drop_background=True)
         else:
-            m = fit_field(Y, dims, P, K=int(P["K"]), nb=nb, Ain=Ain)
+            m = fit_field(Y, dims, P, K=int(P["K"]), nb=nb, Ain=masks)
             bar.update(1)
         if refit:
-            m = refine(Y, dims, m, P, bar, drop_background=Ain is None)
+            m = refine(Y, dims, m, P, bar, drop_background=masks is None)
     finally:
         bar.close()
     est = to_estimates(m, sn, dims, int(P["p"]))
-    if Ain is not None:
-        est.seed_index = seed_of_components(est.A, masks_matrix(Ain, dims))
+    if masks is not None:
+        est.seed_index = seed_of_components(est.A, masks)
     est.extra["params"] = {k: v for k, v in P.items()}
     return est
 

@@ -47,6 +47,7 @@ import scipy.sparse as sp
 
 from .cnmf import (
     CNMF_DEFAULTS,
+    Components,
     Estimates,
     Y_to_movie,
     movie_to_Y,
@@ -161,30 +162,11 @@ def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 @dataclass
-class _Fit:
-    """Working state: sparse footprints, traces and the per-trace results."""
+class _Fit(Components):
+    """CNMF-E's working state: components plus the ring model (``W``, ``b0``)."""
 
-    A: sp.csc_matrix  # (pixels, K) float32 (see .footprints)
-    C: np.ndarray  # (K, T)
-    S: np.ndarray | None = None
-    YrA: np.ndarray | None = None
-    bl: np.ndarray | None = None
-    c1: np.ndarray | None = None
-    g: np.ndarray | None = None
-    neurons_sn: np.ndarray | None = None
     W: sp.csc_matrix | None = None
     b0: np.ndarray | None = None
-
-    @property
-    def K(self) -> int:
-        return int(self.A.shape[1])
-
-    def keep(self, idx: np.ndarray) -> _Fit:
-        def sub(x: np.ndarray | None) -> np.ndarray | None:
-            return None if x is None else x[idx]
-
-        return _Fit(self.A[:, idx], self.C[idx], sub(self.S), sub(self.YrA), sub(self.bl),
-                    sub(self.c1), sub(self.g), sub(self.neurons_sn), self.W, self.b0)
 
 
 def _empty_bg(d: int, T: int) -> tuple[np.ndarray, np.ndarray]:

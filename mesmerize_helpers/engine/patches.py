@@ -235,4 +235,4 @@ def fit_patches(
         # step of the whole-field refinement compares them once they are clean.
         A, C, _ = merge_components(A, C, merge_thr=np.inf)
     b, f = init_background(Y, A, C, int(P["nb"]))
-    return normalize_components(_Model(A, C, b, f))
+    return normalize_components(_Model(A, C, b=b, f=f))
