@@ -4,11 +4,15 @@ Activity-based initialization finds cells that fire during the recording. With a
 calcium indicator (GCaMP), the soma of every expressing neuron is also visible in the mean
 image, as a dark nucleus ringed by bright cytoplasm. :func:`find_somata` finds those
 nuclei: the image is normalized for local contrast (so dim and bright regions of the field
-count alike), filtered with a centre-surround kernel at the scale of a nucleus, and its local
-minima (dark centres) are kept where the response stands out from the field's typical
-response by ``min_z`` robust standard deviations. :func:`disk_masks` turns the centres into
-masks, in CaImAn's ``(y, x, n)`` convention: ROIs to draw on, or seeds for CNMF (``Ain``),
-which keeps those that show activity.
+count alike), the mean of a ring of cytoplasm (0.8 to 1.5 ``gSig`` from the centre) less
+the mean of the nucleus inside it (within 0.6 ``gSig``) is taken at every pixel, and its
+local maxima are kept where they stand out from the field's typical response by ``min_z``
+robust standard deviations. The nucleus is compared with the soma's own cytoplasm, not with
+the neuropil further out, so faint nuclei count as much as deep ones and neighbouring
+somata (2 to 3 ``gSig`` away in dense cortex) do not blur each other's response. Any dark
+round blob of a nucleus' size scores, a blood vessel in cross-section too.
+:func:`disk_masks` turns the centres into masks, in CaImAn's ``(y, x, n)`` convention: ROIs
+to draw on, or seeds for CNMF (``Ain``), which keeps those that show activity.
 
 Pure array code: images in, pixel coordinates and masks out.
 """
@@ -29,6 +33,13 @@ CONTRAST_SCALE = 2.5
 #: Pixels whose local SD is below this fraction of the median are dead (a black border, a
 #: clipped region): nothing is detected there.
 DEAD_CONTRAST = 0.1
+#: A soma with a cytosolic indicator, in units of ``gSig`` (its half-size): a dark nucleus
+#: about half the soma across, inside a ring of bright cytoplasm.
+NUCLEUS_RADIUS = 0.6
+CYTOPLASM_RADII = (0.8, 1.5)
+#: A filled (bright) soma against the neuropil around it, in units of ``gSig``.
+FILLED_RADIUS = 1.0
+SURROUND_RADII = (1.5, 2.5)
 
 
 def _gsig(gSig: float | tuple[float, float]) -> np.ndarray:
@@ -55,6 +66,28 @@ def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> np.nda
     return np.where(w > 1e-6, v / np.maximum(w, 1e-6), 0.0)
 
 
+def _annulus_mean(img: np.ndarray, sig: np.ndarray, r0: float, r1: float) -> np.ndarray:
+    """Mean of ``img`` over the elliptic annulus ``r0 <= rho < r1`` around each pixel,
+    ``rho`` being the distance in units of ``sig`` (y, x)."""
+    n = np.ceil(r1 * sig).astype(int)
+    yy, xx = np.mgrid[-n[0]:n[0] + 1, -n[1]:n[1] + 1]
+    rho = np.hypot(yy / sig[0], xx / sig[1])
+    kernel = ((rho >= r0) & (rho < r1)).astype(np.float64)
+    if not kernel.any():  # a sub-pixel radius: the centre pixel
+        kernel[n[0], n[1]] = 1.0
+    return ndimage.correlate(img, kernel / kernel.sum(), mode="nearest")
+
+
+def _robust_z(resp: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(resp - median) / (1.4826 MAD) over the ``valid`` pixels; -inf elsewhere."""
+    vals = resp[valid]
+    if vals.size == 0:
+        return np.full(resp.shape, -np.inf)
+    med = float(np.median(vals))
+    mad = 1.4826 * float(np.median(np.abs(vals - med)))
+    return np.where(valid, (resp - med) / max(mad, 1e-12), -np.inf)
+
+
 def soma_score(
     image: np.ndarray,
     gSig: float | tuple[float, float],
@@ -77,7 +110,9 @@ def soma_score(
     np.ndarray
         (y, x) float64 z-scores: (response - median) / (1.4826 MAD) over the live pixels;
         dead pixels (flat: a black border, a clipped region) and those within 2 gSig of
-        them get -inf.
+        them get -inf. ``"dark"``: mean of the ring 0.8-1.5 gSig from the pixel less the
+        mean within 0.6 gSig; ``"bright"``: mean within 1 gSig less that of the ring
+        1.5-2.5 gSig; ``"both"``: the larger of the two z-scores.
     """
     if polarity not in ("dark", "bright", "both"):
         raise ValueError(f"polarity must be 'dark', 'bright' or 'both', not {polarity!r}.")
@@ -92,20 +127,16 @@ def soma_score(
     high = np.where(live, img - _masked_blur(img, live, wide), 0.0)
     rms = np.sqrt(_masked_blur(high**2, live, wide))
     norm = np.where(live, high / np.where(rms > 0, rms, 1.0), 0.0)
-    # a nucleus is about half a soma across: centre at gSig / 2 against a surround at gSig
-    dog = (ndimage.gaussian_filter(norm, sig / 2, mode="nearest")
-           - ndimage.gaussian_filter(norm, sig, mode="nearest"))
-    resp = {"dark": -dog, "bright": dog, "both": np.abs(dog)}[polarity]
-    # the filters reach about 2 gSig into a dead region's edge: its step is no soma
-    near_dead = ndimage.binary_dilation(~live, iterations=int(np.ceil(2 * sig.max())))
-    vals = resp[~near_dead]
-    if vals.size == 0:
-        return np.full(img.shape, -np.inf)
-    med = float(np.median(vals))
-    mad = 1.4826 * float(np.median(np.abs(vals - med)))
-    z = (resp - med) / max(mad, 1e-12)
-    z[near_dead] = -np.inf
-    return z
+    # the step at a dead region's edge is no soma: no centres within 2 gSig of it
+    valid = ~ndimage.binary_dilation(~live, iterations=int(np.ceil(2 * sig.max())))
+    z = {}
+    if polarity in ("dark", "both"):
+        ring = _annulus_mean(norm, sig, *CYTOPLASM_RADII)
+        z["dark"] = _robust_z(ring - _annulus_mean(norm, sig, 0.0, NUCLEUS_RADIUS), valid)
+    if polarity in ("bright", "both"):
+        soma = _annulus_mean(norm, sig, 0.0, FILLED_RADIUS)
+        z["bright"] = _robust_z(soma - _annulus_mean(norm, sig, *SURROUND_RADII), valid)
+    return np.maximum(z["dark"], z["bright"]) if polarity == "both" else z[polarity]
 
 
 def find_somata(
