@@ -29,6 +29,9 @@ from .errors import BatchFormatError
 from .manifest import read_manifest
 
 ALGOS = ("mcorr", "cnmf", "cnmfe")
+#: ``params["Ain"]`` value that seeds CNMF with the somata visible in the input's mean image
+#: (any other value is the path of a ``.npy`` of seed masks).
+SOMATA_SEEDS = "somata"
 #: Columns stored in the TSV, in file order.
 TSV_COLUMNS = (
     "uuid", "item_name", "algo", "input_movie_path", "params", "comments", "added_time", "parent",

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .batch import SOMATA_SEEDS
 from .io.movies import open_movie
 from .manifest import read_manifest, write_manifest
 from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
@@ -101,6 +102,45 @@ def cnmf_step(
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
     outputs.update(write_summary_images(movie, folder, pnr_gsig(params["main"]), progress))
     return outputs
+
+
+#: Keys of ``params["somata"]``: options of :func:`~.engine.anatomy.find_somata` and
+#: :func:`~.engine.anatomy.disk_masks`.
+SOMATA_OPTIONS = ("min_z", "polarity", "radius_factor")
+
+
+def somata_seeds(movie: Any, params: dict, folder: Path, progress: bool = True
+                 ) -> tuple[np.ndarray, dict[str, str]]:
+    """Seed masks around the somata of ``movie``'s mean image (``params["Ain"] = "somata"``).
+
+    The somata are the nuclei of :func:`~.engine.anatomy.find_somata` at CNMF's ``gSig``;
+    ``params["somata"]`` may set its ``min_z`` and ``polarity`` and the disks'
+    ``radius_factor``. The masks are saved as ``seeds.npy`` in ``folder``.
+
+    Returns
+    -------
+    masks, outputs
+        (y, x, n) boolean masks, and the ``seed-masks-path`` output.
+    """
+    from .engine.anatomy import disk_masks, find_somata
+    from .engine.cnmf import CNMF_DEFAULTS
+    from .engine.images import projections
+
+    options = dict(params.get("somata") or {})
+    unknown = sorted(set(options) - set(SOMATA_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in params['somata']; valid keys are "
+                         f"{', '.join(SOMATA_OPTIONS)}.")
+    radius = options.pop("radius_factor", 1.25)
+    gsig = params["main"].get("gSig", CNMF_DEFAULTS["gSig"])
+    mean = projections(movie, progress=progress)["mean"]
+    centres = find_somata(mean, gsig, **options)
+    if not len(centres):
+        raise ValueError("params['Ain'] = 'somata' found no soma in the mean image; lower "
+                         "params['somata']['min_z'] (default 2.5), check gSig (half-size of a "
+                         "soma, px), or use polarity 'bright' for somata without a dark nucleus.")
+    masks = disk_masks(centres, mean.shape, gsig, radius_factor=radius)
+    return masks, {"seed-masks-path": save_array(folder, "seeds.npy", masks)}
 
 
 def cnmf_input_memmap(movie: Any, folder: Path) -> tuple[np.memmap, dict[str, str]]:
@@ -216,7 +256,9 @@ def run_item(
         ``"builtin"``, or ``"caiman"`` (real CaImAn, :mod:`.caiman_engine`; the item fails
         with an ImportError naming how to install it when CaImAn is missing).
     ain_path
-        A ``.npy`` of seed masks (y, x, n) for seeded CNMF (``params["Ain"]``, resolved).
+        A ``.npy`` of seed masks (y, x, n) for seeded CNMF (``params["Ain"]``, resolved);
+        with ``params["Ain"] = "somata"`` the seeds are found in the input's mean image
+        instead (:func:`somata_seeds`).
     patch_files
         Patch fits of a scattered CNMF item, made by :func:`run_patch` jobs.
 
@@ -240,9 +282,12 @@ def run_item(
         manifest["input_movie_path"] = str(movie_path)
         var_name = params["main"].get("var_name_hdf5", "mov")
         movie = open_movie(movie_path, var_name_hdf5=var_name)
-        Ain = None if ain_path is None else np.load(ain_path)
+        Ain, seed_outputs = None if ain_path is None else np.load(ain_path), {}
+        if params.get("Ain") == SOMATA_SEEDS:
+            Ain, seed_outputs = somata_seeds(movie, params, folder, progress)
         outputs = steps[algo](movie, params, folder, progress=progress, Ain=Ain,
                               patch_files=patch_files)
+        outputs.update(seed_outputs)
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {
             key: {"path": name, **describe(folder / name)}

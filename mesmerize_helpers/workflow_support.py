@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .batch import TSV_COLUMNS, item_dir, read_table, resolve_path
+from .batch import SOMATA_SEEDS, TSV_COLUMNS, item_dir, read_table, resolve_path
 from .manifest import MANIFEST
 
 __all__ = [
@@ -96,8 +96,9 @@ def item_input(
 
 def _scatters(item: dict[str, Any]) -> bool:
     main = item["params"]["main"]
+    # a seeded fit has no patches
     return (item["algo"] == "cnmf" and bool(item["params"].get("scatter_patches"))
-            and main.get("rf") is not None)
+            and main.get("rf") is not None and item["params"].get("Ain") is None)
 
 
 def scatter_pattern(items: list[dict[str, Any]], folders: dict[str, Path], results: Path) -> str:
@@ -135,9 +136,10 @@ def _root_uuid(uuid: str, by_uuid: dict[str, dict[str, Any]]) -> str:
 
 
 def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[str]:
-    """The seed-mask file of a seeded CNMF item (``params["Ain"]``), or an empty list."""
+    """The seed-mask file of a seeded CNMF item (``params["Ain"]``), or an empty list (also
+    for ``"somata"``: the job finds its seeds in the input movie)."""
     ain = item["params"].get("Ain")
-    if ain is None:
+    if ain is None or ain == SOMATA_SEEDS:
         return []
     raw = Path(raw_data) if raw_data else None
     try:
