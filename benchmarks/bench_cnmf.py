@@ -20,7 +20,8 @@ the movie itself and everything kept from the stages before.
   ``fit_cnmf``: time and peak memory above the movie against the size of the field. Memory
   must grow with the movie, not with pixels x components.
 - ``neurofinder-seeded``: seeded CNMF on the same movie, from the somata that
-  :func:`mesmerize_helpers.engine.anatomy.find_somata` finds in the mean image, and, as a
+  :func:`mesmerize_helpers.engine.anatomy.find_somata` finds in the mean image (what a cnmf
+  item with ``params["Ain"] = "somata"`` does; its defaults and three neighbours), and, as a
   control of what activity can tell, from the 99 labels plus as many random disks away from
   them (how many of each the evaluation accepts).
 
@@ -66,6 +67,9 @@ SYNTHETIC_PARAMS = {
 }
 # what a user would pick after looking at the movie: somata about 9 px across (gSig 4),
 # GCaMP6s at about 7 Hz (decay ~1 s), a 256 px field in 50 px patches
+#: find_somata settings of the seeded case: the defaults (``params["Ain"] = "somata"``)
+#: first, then a lower and a higher threshold and both polarities
+SOMATA_SETTINGS = [("dark", 2.5), ("dark", 2.0), ("dark", 3.0), ("both", 2.5)]
 NEUROFINDER_PARAMS = {
     "fr": 7, "decay_time": 1.0, "p": 1, "nb": 1, "rf": 25, "stride": 10, "K": 10,
     "gSig": [4, 4], "ssub": 1, "tsub": 1, "merge_thr": 0.8, "min_SNR": 2.0, "rval_thr": 0.8,
@@ -260,27 +264,32 @@ def run_seeded() -> dict:
         est = evaluate_components(est, movie, params)
         return est, time.perf_counter() - t0
 
-    # anatomy: dark nuclei of the mean image, the indicator being cytosolic
-    t0 = time.perf_counter()
-    centres = find_somata(movie.mean(axis=0), gsig)
-    t_find = time.perf_counter() - t0
-    m = match_by_centroid(centroids(masks), centres.astype(float), 5.0)
-    disks = disk_masks(centres, movie.shape[1:], gsig).transpose(2, 0, 1)
-    est, t_fit = fit(disks)
-    good = est.idx_components
-    # how far components end from their seed (a seed should stay the cell it marks)
-    on = est.seed_index >= 0  # seeded components all lie on their mask
-    fp = est.footprints(np.flatnonzero(on))
-    drift = np.hypot(*(centroids(footprint_masks(fp).reshape(fp.shape))
-                       - centres[est.seed_index[on]]).T)
-    out["anatomy"] = {
-        "n_found": int(len(centres)), "find_s": t_find, "fit_eval_s": t_fit,
-        "found": [m.precision, m.recall, m.f1],
-        "n_components": est.n_components, "n_accepted": int(len(good)),
-        "drift_median_px": float(np.median(drift)),
-        "all": list(score_centroids(masks, est.footprints())),
-        "accepted": list(score_centroids(masks, est.footprints(good))),
-    }
+    # anatomy: dark nuclei of the mean image, the indicator being cytosolic; the defaults
+    # (params["Ain"] = "somata") first, then their neighbours, to show how much hangs on them
+    mean = movie.mean(axis=0)
+    out["anatomy"] = []
+    for polarity, min_z in SOMATA_SETTINGS:
+        t0 = time.perf_counter()
+        centres = find_somata(mean, gsig, min_z=min_z, polarity=polarity)
+        t_find = time.perf_counter() - t0
+        m = match_by_centroid(centroids(masks), centres.astype(float), 5.0)
+        disks = disk_masks(centres, movie.shape[1:], gsig).transpose(2, 0, 1)
+        est, t_fit = fit(disks)
+        good = est.idx_components
+        # how far components end from their seed (a seed should stay the cell it marks)
+        on = est.seed_index >= 0  # seeded components all lie on their mask
+        fp = est.footprints(np.flatnonzero(on))
+        drift = np.hypot(*(centroids(footprint_masks(fp).reshape(fp.shape))
+                           - centres[est.seed_index[on]]).T)
+        out["anatomy"].append({
+            "polarity": polarity, "min_z": min_z,
+            "n_found": int(len(centres)), "find_s": t_find, "fit_eval_s": t_fit,
+            "found": [m.precision, m.recall, m.f1],
+            "n_components": est.n_components, "n_accepted": int(len(good)),
+            "drift_median_px": float(np.median(drift)),
+            "all": list(score_centroids(masks, est.footprints())),
+            "accepted": list(score_centroids(masks, est.footprints(good))),
+        })
     # control: do labelled cells stand out by their activity from random places?
     rnd = random_disks(masks.any(axis=0), len(masks), radius=np.sqrt(np.median(
         masks.sum(axis=(1, 2))) / np.pi))
@@ -349,12 +358,16 @@ def main() -> None:
               f"{r['precision']:.2f} | {r['recall']:.2f} | {r['f1']:.2f} | "
               f"{r.get('trace_corr_median', float('nan')):.3f} |")
     for r in seeded:
-        a, c = r["anatomy"], r["control"]
-        print(f"\nneurofinder, seeded from the mean image: {a['n_found']} somata found in "
-              f"{a['find_s']:.2f} s (P/R/F1 {_prf(a['found'])}); seeded fit + eval "
-              f"{a['fit_eval_s']:.1f} s: {a['n_components']} components (P/R/F1 "
-              f"{_prf(a['all'])}, median {a['drift_median_px']:.1f} px from their seed), "
-              f"{a['n_accepted']} accepted (P/R/F1 {_prf(a['accepted'])})")
+        c = r["control"]
+        print("\nneurofinder, seeded from the somata of the mean image:\n\n"
+              "| polarity, min_z | somata (find s) | P / R / F1 of the somata | seeded fit + "
+              "eval s | components / accepted | median px to seed | P / R / F1 all | "
+              "P / R / F1 accepted |\n|---|---|---|---|---|---|---|---|")
+        for a in r["anatomy"]:
+            print(f"| {a['polarity']}, {a['min_z']} | {a['n_found']} ({a['find_s']:.2f}) | "
+                  f"{_prf(a['found'])} | {a['fit_eval_s']:.1f} | {a['n_components']} / "
+                  f"{a['n_accepted']} | {a['drift_median_px']:.1f} | {_prf(a['all'])} | "
+                  f"{_prf(a['accepted'])} |")
         print(f"control, seeded from the 99 labels + {c['n_random']} random disks: accepted "
               f"{c['accepted_labelled']:.0%} of labelled vs {c['accepted_random']:.0%} of "
               f"random; median SNR {c['snr_median_labelled']:.1f} vs "
