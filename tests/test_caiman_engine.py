@@ -47,7 +47,7 @@ CNMFE = {"main": {"gSig": [3, 3], "gSiz": [13, 13], "fr": 10, "decay_time": 0.6,
 def caiman_batch(tmp_path_factory):
     """Run by snakemake with engine=caiman: mcorr -> cnmf on a simulated 2p movie with
     motion (rows 0, 1); pw-rigid mcorr (2); cnmf seeded with the true masks (3); CNMF-E on a
-    simulated 1p movie (4)."""
+    simulated 1p movie (4); cnmf seeded with the somata of the mean image (5)."""
     folder = tmp_path_factory.mktemp("caiman_engine")
     sim = simulate_2p(n_frames=300, shape=(64, 64), n_neurons=10, motion=3, seed=1)
     movie = save_tiff(folder / "sim.tif", sim.movie)
@@ -62,6 +62,8 @@ def caiman_batch(tmp_path_factory):
     df.caiman.add_item("mcorr", "pw", movie, MCORR_PW)
     df.caiman.add_item("cnmf", "seeded", df.iloc[0], {**CNMF, "Ain": str(seeds)})
     df.caiman.add_item("cnmfe", "1p", movie1p, CNMFE)
+    df.caiman.add_item("cnmf", "somata", df.iloc[0],
+                       {**CNMF, "Ain": "somata", "somata": {"polarity": "bright"}})
     cmd = snakemake_command(batch_path, [], cores=1)
     at = cmd.index("--config") + 1
     cmd[at:at] = ["engine=caiman"]  # one --config with all values (a second would replace it)
@@ -170,6 +172,22 @@ def test_seeded_cnmf_keeps_the_seeds(caiman_batch):
     overlap = np.einsum("yxk,jyx->kj", spatial, seeds) / spatial.sum(axis=(0, 1))[:, None]
     assert (overlap.max(axis=1) > 0.5).all(), overlap.max(axis=1)
     assert len(set(overlap.argmax(axis=1))) == n
+
+
+def test_somata_seeds_reach_caiman(caiman_batch):
+    df, sim, _ = caiman_batch
+    row = df.iloc[5]
+    seeds = np.load(row.caiman.get_output_dir() / row["outputs"]["seed-masks-path"])
+    # simulate_2p's somata are filled: the bright polarity finds most of them
+    true = sim.footprints > 0.3
+    on = np.einsum("yxk,jyx->kj", seeds, true)
+    assert (on.max(axis=1) > 0).all()  # every seed lies on a cell, each on its own
+    assert len(set(on.argmax(axis=1))) == seeds.shape[2] >= 5
+    # CaImAn fits one component per seed on it (seeds may merge)
+    spatial = row.cnmf.get_spatial()
+    assert 5 <= spatial.shape[2] <= seeds.shape[2]
+    overlap = np.einsum("yxk,yxj->kj", spatial, seeds) / spatial.sum(axis=(0, 1))[:, None]
+    assert (overlap.max(axis=1) > 0.5).all(), overlap.max(axis=1)
 
 
 def test_cnmfe_ring_model(caiman_batch):
