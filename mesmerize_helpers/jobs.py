@@ -109,13 +109,14 @@ def cnmf_step(
 SOMATA_OPTIONS = ("min_z", "polarity", "radius_factor")
 
 
-def somata_seeds(movie: Any, params: dict, folder: Path, progress: bool = True
-                 ) -> tuple[np.ndarray, dict[str, str]]:
+def somata_seeds(movie: Any, params: dict, folder: Path, progress: bool = True,
+                 mean: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """Seed masks around the somata of ``movie``'s mean image (``params["Ain"] = "somata"``).
 
     The somata are the nuclei of :func:`~.engine.anatomy.find_somata` at CNMF's ``gSig``;
     ``params["somata"]`` may set its ``min_z`` and ``polarity`` and the disks'
-    ``radius_factor``. The masks are saved as ``seeds.npy`` in ``folder``.
+    ``radius_factor``. The masks are saved as ``seeds.npy`` in ``folder``. ``mean``: the
+    movie's mean image when already known (a parent mcorr item saved it); else computed.
 
     Returns
     -------
@@ -131,15 +132,16 @@ def somata_seeds(movie: Any, params: dict, folder: Path, progress: bool = True
     if unknown:
         raise ValueError(f"Unknown key(s) {unknown} in params['somata']; valid keys are "
                          f"{', '.join(SOMATA_OPTIONS)}.")
-    radius = options.pop("radius_factor", 1.25)
+    disk_options = {k: options.pop(k) for k in ("radius_factor",) if k in options}
     gsig = params["main"].get("gSig", CNMF_DEFAULTS["gSig"])
-    mean = projections(movie, progress=progress)["mean"]
+    if mean is None:
+        mean = projections(movie, progress=progress)["mean"]
     centres = find_somata(mean, gsig, **options)
     if not len(centres):
         raise ValueError("params['Ain'] = 'somata' found no soma in the mean image; lower "
                          "params['somata']['min_z'] (default 2.5), check gSig (half-size of a "
                          "soma, px), or use polarity 'bright' for somata without a dark nucleus.")
-    masks = disk_masks(centres, mean.shape, gsig, radius_factor=radius)
+    masks = disk_masks(centres, mean.shape, gsig, **disk_options)
     return masks, {"seed-masks-path": save_array(folder, "seeds.npy", masks)}
 
 
@@ -227,6 +229,14 @@ def input_movie_for(input_movie: str | os.PathLike, parent_dir: str | os.PathLik
     return Path(parent_dir) / manifest["outputs"]["mcorr-output-path"]
 
 
+def saved_mean(parent_dir: str | os.PathLike | None) -> np.ndarray | None:
+    """The mean projection a parent item saved of its registered movie, or None."""
+    if parent_dir is None:
+        return None
+    name = (read_manifest(parent_dir) or {}).get("outputs", {}).get("mean-projection-path")
+    return None if name is None else np.load(Path(parent_dir) / name)
+
+
 def run_item(
     folder: str | os.PathLike,
     *,
@@ -282,9 +292,12 @@ def run_item(
         manifest["input_movie_path"] = str(movie_path)
         var_name = params["main"].get("var_name_hdf5", "mov")
         movie = open_movie(movie_path, var_name_hdf5=var_name)
-        Ain, seed_outputs = None if ain_path is None else np.load(ain_path), {}
+        Ain, seed_outputs = None, {}
         if params.get("Ain") == SOMATA_SEEDS:
-            Ain, seed_outputs = somata_seeds(movie, params, folder, progress)
+            Ain, seed_outputs = somata_seeds(movie, params, folder, progress,
+                                             mean=saved_mean(parent_dir))
+        elif ain_path is not None:
+            Ain = np.load(ain_path)
         outputs = steps[algo](movie, params, folder, progress=progress, Ain=Ain,
                               patch_files=patch_files)
         outputs.update(seed_outputs)

@@ -59,6 +59,31 @@ def test_somata_seeds_bad_option_names_it(tmp_path):
     assert "min_zz" in manifest["traceback"] and "min_z" in manifest["traceback"]
 
 
+def test_somata_seeds_reuse_the_parents_mean_image(tmp_path, monkeypatch):
+    # an mcorr parent saved the mean of the movie the cnmf item reads: no second pass over it
+    from mesmerize_helpers.engine import images
+    from mesmerize_helpers.manifest import write_manifest
+
+    sim = simulate_2p(n_frames=100, shape=(48, 48), n_neurons=6, seed=2)
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    np.save(parent / "mcorr.npy", sim.movie.astype(np.float32))
+    np.save(parent / "mean_projection.npy", sim.movie.mean(axis=0).astype(np.float32))
+    write_manifest(parent, {"success": True, "outputs": {
+        "mcorr-output-path": "mcorr.npy", "mean-projection-path": "mean_projection.npy"}})
+    seen = []
+    real = images.projections
+    monkeypatch.setattr(images, "projections", lambda movie, *a, **k: seen.append(
+        movie.shape) or real(movie, *a, **k))
+    params = {**SEEDED, "scatter_patches": False, "refit": False}
+    manifest = run_item(tmp_path / "item", uuid="x", algo="cnmf", params=params,
+                        input_movie="unused", parent_dir=parent, progress=False)
+    assert manifest["success"], manifest["traceback"]
+    assert len(seen) == 1  # the cnmf step's summary images only, not the seeds
+    seeds = np.load(tmp_path / "item" / manifest["outputs"]["seed-masks-path"])
+    assert seeds.shape[:2] == (48, 48) and seeds.shape[2] >= 3
+
+
 def test_somata_seeds_need_no_input_file():
     item = {"uuid": "x", "algo": "cnmf", "params": SEEDED, "parent": None}
     assert ws.item_ain(item, Path("batch.tsv"), None) == []
