@@ -50,3 +50,15 @@ def batch(tmp_path: Path):
 
 MCORR = {"main": {"max_shifts": [4, 4], "pw_rigid": False, "border_nan": "copy"}}
 CNMF = {"main": {"K": 5, "gSig": [3, 3], "p": 1, "nb": 1, "rf": None}, "refit": True}
+
+
+def assert_ring_model_fit(row) -> None:
+    """A cnmfe item on ``simulate_1p(shape=(64, 64), n_neurons=8)`` fitted with ``ssub_B=2``:
+    the ring model is saved and loaded, and about the 8 neurons are accepted."""
+    estimates = row.cnmf.get_output()
+    assert "W" in estimates.extra and estimates.b.shape[1] == 0  # ring model, saved and loaded
+    assert estimates.extra["b0"].shape == (64 * 64,)
+    assert estimates.extra["W"].shape == (32 * 32, 32 * 32)  # on the ssub_B=2 grid
+    assert estimates.extra["ssub_B"] == 2
+    n_good = len(row.cnmf.get_good_components())
+    assert 6 <= n_good <= 10, n_good  # 8 simulated neurons

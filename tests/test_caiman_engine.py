@@ -20,6 +20,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import assert_ring_model_fit
 from scipy.ndimage import center_of_mass
 
 caiman = pytest.importorskip(
@@ -193,13 +194,7 @@ def test_somata_seeds_reach_caiman(caiman_batch):
 def test_cnmfe_ring_model(caiman_batch):
     df, _, sim1p = caiman_batch
     row = df.iloc[4]
-    estimates = row.cnmf.get_output()
-    assert "W" in estimates.extra and estimates.b.shape[1] == 0  # ring model, saved and loaded
-    assert estimates.extra["b0"].shape == (64 * 64,)
-    assert estimates.extra["W"].shape == (32 * 32, 32 * 32)  # on the ssub_B=2 grid
-    assert estimates.extra["ssub_B"] == 2
-    n_good = len(row.cnmf.get_good_components())
-    assert 6 <= n_good <= 10, n_good  # 8 simulated neurons
+    assert_ring_model_fit(row)
     # the accessor's ring background (b0 + W (Y - A C - b0)) is the simulated background
     truth = sim1p.background
     frames = [0, 150, 299]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_ring_model_fit
 
 import mesmerize_helpers as mh
 from mesmerize_helpers.synthetic import save_tiff, simulate_1p
@@ -26,13 +27,7 @@ def cnmfe_row(tmp_path_factory):
 
 def test_cnmfe_item_finds_cells_with_ring_background(cnmfe_row):
     row, sim = cnmfe_row
-    estimates = row.cnmf.get_output()
-    assert "W" in estimates.extra and estimates.b.shape[1] == 0  # ring model, saved and loaded
-    assert estimates.extra["b0"].shape == (64 * 64,)
-    assert estimates.extra["W"].shape == (32 * 32, 32 * 32)  # on the ssub_B=2 grid
-    assert estimates.extra["ssub_B"] == 2
-    n_good = len(row.cnmf.get_good_components())
-    assert 6 <= n_good <= 10, n_good  # 8 simulated neurons
+    assert_ring_model_fit(row)
     pnr = row.caiman.get_pnr_image()
     assert pnr.shape == (64, 64) and pnr.max() > 5
     assert row.caiman.get_corr_image().shape == (64, 64)  # filtered by default for cnmfe
