@@ -22,21 +22,9 @@ from .batch import SOMATA_SEEDS
 from .io.movies import open_movie
 from .manifest import read_manifest, write_manifest
 from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
+from .step_support import cnmf_input_memmap, n_processes  # noqa: F401 (re-exported)
 
 Step = Callable[..., dict[str, str]]
-
-
-def n_processes() -> int:
-    """Cores for one job: ``MESMERIZE_N_PROCESSES``; inside a SLURM job, the cores it was
-    given; else all cores this process may use but one (at least 1)."""
-    for name in ("MESMERIZE_N_PROCESSES", "SLURM_CPUS_PER_TASK"):
-        if os.environ.get(name):
-            return max(1, int(os.environ[name]))
-    try:
-        available = len(os.sched_getaffinity(0))  # honours cpusets and taskset
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 2
-    return max(1, available - 1)
 
 
 # --- steps --------------------------------------------------------------------------------
@@ -143,30 +131,6 @@ def somata_seeds(movie: Any, params: dict, folder: Path, progress: bool = True,
                          "soma, px), or use polarity 'bright' for somata without a dark nucleus.")
     masks = disk_masks(centres, mean.shape, gsig, **disk_options)
     return masks, {"seed-masks-path": save_array(folder, "seeds.npy", masks)}
-
-
-def cnmf_input_memmap(movie: Any, folder: Path) -> tuple[np.memmap, dict[str, str]]:
-    """The movie a cnmf item fits as a C-order float32 ``.npy`` memmap, and its
-    ``cnmf-memmap-path`` output: the input itself if it already is one, else a copy."""
-    if _is_c_order_npy(movie):
-        return movie, {"cnmf-memmap-path": os.path.relpath(movie.filename, folder)}
-    # CNMF reads pixels and frames many times: give it one C-order float32 copy on disk
-    out = open_movie_output(folder, "cnmf_memmap.npy", tuple(movie.shape))
-    for start in range(0, movie.shape[0], 200):
-        out[start:start + 200] = np.asarray(movie[start:start + 200], dtype=np.float32)
-    out.flush()
-    del out
-    return np.load(folder / "cnmf_memmap.npy", mmap_mode="r"), {
-        "cnmf-memmap-path": "cnmf_memmap.npy"}
-
-
-def _is_c_order_npy(movie: Any) -> bool:
-    return (
-        isinstance(movie, np.memmap)
-        and movie.dtype == np.float32
-        and movie.flags.c_contiguous
-        and str(getattr(movie, "filename", "")).endswith(".npy")
-    )
 
 
 def run_patch(

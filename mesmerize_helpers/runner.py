@@ -37,7 +37,7 @@ def project_dir() -> Path:
 
 def default_cores() -> int:
     """``MESMERIZE_N_PROCESSES``, else all cores but one."""
-    from .jobs import n_processes
+    from .step_support import n_processes
 
     return n_processes()
 
