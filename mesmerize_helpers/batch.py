@@ -12,9 +12,9 @@ line and diffs stay readable. Every write takes a file lock and atomically repla
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import tempfile
 import uuid as uuid_lib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,8 +25,10 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from .errors import BatchFormatError
-from .manifest import read_manifest
+from .errors import BatchFormatError, ItemNotCurrentError
+from .manifest import current_umask, write_text_atomic
+from .runstate import OUTDATED, STALE, ItemState, item_states
+from .settings import remember_raw_data, remembered_raw_data
 
 ALGOS = ("mcorr", "cnmf", "cnmfe")
 #: ``params["Ain"]`` value that seeds CNMF with the somata visible in the input's mean image
@@ -75,6 +77,12 @@ def get_parent_raw_data_path() -> Path | None:
     return _PARENT_RAW_DATA_PATH
 
 
+def raw_data_dir_for(batch_dir: str | os.PathLike) -> Path | None:
+    """The raw-data directory for the batches in ``batch_dir``: the one set in this process,
+    else the one remembered beside the batch (:mod:`.settings`), else None."""
+    return _PARENT_RAW_DATA_PATH or remembered_raw_data(batch_dir)
+
+
 def store_path(path: str | os.PathLike, batch_dir: Path) -> str:
     """Return ``path`` as it is written in the TSV.
 
@@ -103,7 +111,7 @@ def resolve_path(path: str | os.PathLike, batch_dir: Path, raw_data_dir: Path | 
     path = Path(path)
     if path.is_absolute():
         return path
-    raw_data_dir = raw_data_dir if raw_data_dir is not None else get_parent_raw_data_path()
+    raw_data_dir = raw_data_dir if raw_data_dir is not None else raw_data_dir_for(batch_dir)
     candidates = [Path(batch_dir) / path]
     if raw_data_dir is not None:
         candidates.append(Path(raw_data_dir) / path)
@@ -111,7 +119,8 @@ def resolve_path(path: str | os.PathLike, batch_dir: Path, raw_data_dir: Path | 
         if candidate.exists():
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
-    hint = "" if raw_data_dir is not None else " (no raw data dir set: set_parent_raw_data_path)"
+    hint = "" if raw_data_dir is not None else (
+        " (no raw data dir set: set_parent_raw_data_path(), or mesmerize-helpers run --raw-data)")
     raise FileNotFoundError(f"Cannot find {path}: tried {tried}{hint}.")
 
 
@@ -163,8 +172,18 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{value!r} of type {type(value).__name__} is not JSON-serialisable")
 
 
+def _unquote_spreadsheet(cell: str) -> str:
+    """A cell as a spreadsheet quotes it (wrapped in double quotes, inner quotes doubled)
+    -> its text."""
+    if len(cell) >= 2 and cell[0] == cell[-1] == '"':
+        return cell[1:-1].replace('""', '"')
+    return cell
+
+
 def _parse_row(fields: list[str], header: list[str], where: str) -> dict[str, Any]:
     row = dict(zip(header, fields))
+    # a JSON object never starts with a quote: only a spreadsheet's quoting does that
+    row["params"] = _unquote_spreadsheet(row["params"])
     for name in ("item_name", "comments", "input_movie_path"):
         row[name] = _unescape(row[name])
     try:
@@ -187,6 +206,10 @@ def _parse_row(fields: list[str], header: list[str], where: str) -> dict[str, An
 def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read and validate the rows of a batch TSV.
 
+    A UTF-8 byte-order mark, Windows line ends and a ``params`` cell quoted the way
+    spreadsheets quote it (in double quotes, inner quotes doubled) are accepted, so a batch
+    saved by Excel loads.
+
     Returns
     -------
     list of dict
@@ -198,7 +221,8 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
         Naming the file and line of the first problem; nothing is half-loaded.
     """
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = [line.removesuffix("\r")
+             for line in path.read_text(encoding="utf-8-sig").split("\n")]
     if lines and lines[-1] == "":
         lines.pop()
     if not lines:
@@ -228,7 +252,26 @@ def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise BatchFormatError(
                 f"{path}: item {row['uuid']} has parent {row['parent']}, which is not in the batch."
             )
+    _check_no_cycle(rows, path)
     return rows
+
+
+def _check_no_cycle(rows: list[dict[str, Any]], path: Path) -> None:
+    parents = {row["uuid"]: row["parent"] for row in rows}
+    done: set[str] = set()
+    for start in parents:
+        chain: list[str] = []
+        uuid: str | None = start
+        while uuid is not None and uuid not in done:
+            if uuid in chain:
+                loop = chain[chain.index(uuid):] + [uuid]
+                raise BatchFormatError(
+                    f"{path}: the parent column makes a cycle: {' -> '.join(loop)}; an item "
+                    "cannot descend from itself. Fix the parent of one of these items."
+                )
+            chain.append(uuid)
+            uuid = parents[uuid]
+        done.update(chain)
 
 
 def _format_row(row: dict[str, Any]) -> str:
@@ -247,26 +290,48 @@ def _format_row(row: dict[str, Any]) -> str:
 def write_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     """Atomically replace the TSV at ``path`` with ``rows`` (temp file, fsync, rename).
 
-    The caller holds the batch lock (see :func:`locked_rows`).
+    The caller holds the batch lock (see :func:`locked_rows`), so temp files left by a
+    writer that was killed are removed here. A new batch file follows the umask, a replaced
+    one keeps its mode.
+
+    Raises
+    ------
+    PermissionError
+        When the batch file or its folder is read-only; the message says how to proceed.
     """
     path = Path(path)
+    _check_writable(path)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
     text = "\t".join(TSV_COLUMNS) + "\n" + "".join(_format_row(r) + "\n" for r in rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    write_text_atomic(path, text, newline="")
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse to replace a read-only batch (also for root, who could: the mode says the
+    owner froze it) or to write into a folder we cannot write to."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and (not mode & 0o222 or not os.access(path, os.W_OK)):
+        raise PermissionError(
+            f"Batch {path} is read-only (mode {oct(mode & 0o777)}); nothing was written. Make "
+            f"it writable (chmod u+w {path}) or work on a copy."
+        )
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"Cannot write batch {path}: its folder {path.parent} is not writable by this "
+            "user; nothing was written."
+        )
 
 
 def lock_for(path: str | os.PathLike) -> FileLock:
-    """The file lock guarding a batch TSV (a ``.lock`` file beside it)."""
+    """The file lock guarding a batch TSV (a ``.lock`` file beside it, created so that the
+    users who may write the batch may also take its lock)."""
     path = Path(path)
-    return FileLock(str(path.with_name(path.name + ".lock")), timeout=120)
+    return FileLock(str(path.with_name(path.name + ".lock")), timeout=120,
+                    mode=0o666 & ~current_umask())
 
 
 @contextmanager
@@ -279,6 +344,8 @@ def locked_rows(path: str | os.PathLike) -> Iterator[list[dict[str, Any]]]:
         rows = read_table(path)
         yield rows
         write_table(path, rows)
+    if _PARENT_RAW_DATA_PATH is not None:  # so snakemake and the CLI resolve paths alike
+        remember_raw_data(Path(path).parent, _PARENT_RAW_DATA_PATH)
 
 
 # --- lineage and results ------------------------------------------------------------------
@@ -313,12 +380,14 @@ def results_dir_of(batch_path: str | os.PathLike) -> Path:
 
 # --- the DataFrame --------------------------------------------------------------------------
 
-def _run_columns(manifest: dict[str, Any] | None) -> dict[str, Any]:
+def _run_columns(manifest: dict[str, Any] | None, state: ItemState | None = None) -> dict[str, Any]:
     if manifest is None:
         return {"outputs": None, "ran_time": None, "algo_duration": None}
     outputs = dict(manifest.get("outputs") or {})
     outputs["success"] = bool(manifest.get("success"))
     outputs["traceback"] = manifest.get("traceback")
+    if state is not None and state.state in (OUTDATED, STALE):  # results no longer the row's
+        outputs["success"], outputs["traceback"] = False, state.reason
     return {
         "outputs": outputs,
         "ran_time": manifest.get("ran_time"),
@@ -328,16 +397,55 @@ def _run_columns(manifest: dict[str, Any] | None) -> dict[str, Any]:
 
 def rows_to_dataframe(rows: list[dict[str, Any]], batch_path: Path) -> pd.DataFrame:
     """Build the mesmerize-core style DataFrame, reading each item's manifest."""
-    parents = {r["uuid"]: r["parent"] for r in rows}
-    results = results_dir_of(batch_path)
-    records = []
-    for row in rows:
-        manifest = read_manifest(item_dir(results, row["uuid"], parents))
-        records.append({**row, **_run_columns(manifest)})
+    states = batch_states(batch_path, rows)
+    records = [{**row, **_run_columns(states[row["uuid"]].manifest, states[row["uuid"]])}
+               for row in rows]
     df = pd.DataFrame.from_records(records, columns=list(DATAFRAME_COLUMNS))
     df = df.astype(object).where(df.notna(), None) if len(df) else df.astype(object)
     df.attrs["batch_path"] = str(Path(batch_path).resolve())
     return df
+
+
+# --- whether results are current (see runstate) ----------------------------------------------
+
+def batch_states(batch_path: str | os.PathLike, rows: list[dict[str, Any]] | None = None
+                 ) -> dict[str, ItemState]:
+    """The :class:`~.runstate.ItemState` of every item of the batch (or of ``rows``, which
+    must hold the ancestors of each of their items)."""
+    batch_path = Path(batch_path).resolve()
+    rows = read_table(batch_path) if rows is None else rows
+    parents = {row["uuid"]: row["parent"] for row in rows}
+    results = results_dir_of(batch_path)
+    folders = {uuid: item_dir(results, uuid, parents) for uuid in parents}
+    batch_dir, raw = batch_path.parent, raw_data_dir_for(batch_path.parent)
+    return item_states(rows, folders, lambda stored: resolve_path(stored, batch_dir, raw))
+
+
+def item_state(batch_path: str | os.PathLike, uuid: str) -> ItemState | None:
+    """One item's state (reading only its own and its ancestors' manifests), or None when
+    the batch file has no such item (a row that only lives in memory)."""
+    batch_path = Path(batch_path).resolve()
+    stat = batch_path.stat()
+    rows = {r["uuid"]: r for r in _rows_cached(str(batch_path),
+                                                (stat.st_ino, stat.st_mtime_ns, stat.st_size))}
+    if uuid not in rows:
+        return None
+    chain = lineage(uuid, {u: r["parent"] for u, r in rows.items()})
+    return batch_states(batch_path, [rows[u] for u in chain])[uuid]
+
+
+def check_current(batch_path: str | os.PathLike, uuid: str) -> None:
+    """Raise :class:`~.errors.ItemNotCurrentError` when a successfully run item is outdated
+    or stale (what every getter checks)."""
+    state = item_state(batch_path, uuid)
+    if state is not None and state.state in (OUTDATED, STALE):
+        raise ItemNotCurrentError(f"Item {uuid} is {state.reason}")
+
+
+@functools.lru_cache(maxsize=8)
+def _rows_cached(batch_path: str, version: tuple[int, int, int]) -> tuple[dict[str, Any], ...]:
+    # getters check that results are current on every call: parse the TSV once per version
+    return tuple(read_table(batch_path))
 
 
 def create_batch(path: str | os.PathLike, remove_existing: bool = False) -> pd.DataFrame:

@@ -21,3 +21,13 @@ class BatchItemNotRunError(Exception):
 
 class BatchItemUnsuccessfulError(Exception):
     """The item ran and failed; the message carries the job's traceback."""
+
+
+class ItemNotCurrentError(BatchItemUnsuccessfulError, BatchItemNotRunError):
+    """The item's results no longer match the batch: its params or input changed since it
+    ran ("outdated"), or its parent was re-run or is not done ("stale"). Re-run the item.
+
+    Both a ``BatchItemUnsuccessfulError`` (its ``outputs["success"]`` reads False) and a
+    ``BatchItemNotRunError`` (the run the batch asks for has not happened), so either
+    ``except`` clause of a mesmerize-core notebook catches it.
+    """

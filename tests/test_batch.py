@@ -149,7 +149,7 @@ import sys
 import mesmerize_helpers as mh
 df = mh.load_batch(sys.argv[1])
 for i in range(100):
-    df.caiman.add_item("mcorr", f"{sys.argv[3]}-{i}", sys.argv[2], {"main": {"niter_rig": i}})
+    df.caiman.add_item("mcorr", f"{sys.argv[3]}-{i}", sys.argv[2], {"main": {"niter_rig": i + 1}})
 """
 
 

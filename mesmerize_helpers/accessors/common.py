@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import batch as batch_lib
+from .. import validation
 from ..errors import (
     BatchItemNotRunError,
     BatchItemUnsuccessfulError,
@@ -90,6 +91,7 @@ def checked_manifest(s: pd.Series, algos: tuple[str, ...] | None = None) -> tupl
         raise BatchItemUnsuccessfulError(
             f"Item {s['uuid']} ({s['algo']}, {s['item_name']!r}) failed:\n{manifest.get('traceback')}"
         )
+    batch_lib.check_current(batch_path_of(s), s["uuid"])  # outdated or stale: ItemNotCurrentError
     return manifest, folder
 
 
@@ -214,7 +216,11 @@ class CaimanDataFrameExtension:
         str
             The new item's uuid.
         """
+        validation.check_item(algo, params, item_name)
         stored, parent = self._input_and_parent(input_movie_path)
+        if parent is None:  # a raw movie: its header, and params that depend on its size
+            movie = batch_lib.resolve_path(stored, self._batch_path.parent)
+            validation.check_item(algo, params, item_name, movie)
         row = batch_lib.new_row(algo, item_name, stored, params, parent, comments)
 
         def append(rows: list[dict]) -> None:
@@ -254,7 +260,10 @@ class CaimanDataFrameExtension:
         names = list(grid)
         combos = [dict(zip(names, values)) for values in itertools.product(*grid.values())]
         all_params = [set_dotted(base_params, combo) for combo in combos]
-        stored, _ = self._input_and_parent(input_movie_path)
+        stored, parent = self._input_and_parent(input_movie_path)
+        movie = None if parent is not None else batch_lib.resolve_path(stored, self._batch_path.parent)
+        for params in all_params:  # all refused before any is added
+            validation.check_item(algo, params, item_name, movie)
         if not allow_duplicates:
             existing = {
                 (r["algo"], r["input_movie_path"], batch_lib.params_to_json(r["params"]))
@@ -299,6 +308,10 @@ class CaimanDataFrameExtension:
         DependencyError
             When other items use this item's output and ``safe_removal`` is True.
         """
+        if isinstance(index_or_uuid, (int, np.integer)) and index_or_uuid not in self._df.index:
+            raise KeyError(f"No item at index {index_or_uuid}: the batch has {len(self._df)} "
+                           f"item(s) (index {', '.join(map(str, self._df.index[:10]))}"
+                           f"{', ...' if len(self._df) > 10 else ''}).")
         uuid = _uuid_of(self._df, index_or_uuid)
         children = self.get_children(uuid)
         if children and safe_removal:
@@ -339,6 +352,14 @@ class CaimanDataFrameExtension:
     def update_params(self, index_or_uuid: int | str, params: dict) -> None:
         """Replace an item's params; Snakemake will re-run it and its children."""
         batch_lib.params_to_json(params)
+        row = self.uloc(_uuid_of(self._df, index_or_uuid))
+        movie = None
+        if row["parent"] is None:  # check against the movie when it is still there
+            try:
+                movie = batch_lib.resolve_path(row["input_movie_path"], self._batch_path.parent)
+            except FileNotFoundError:
+                pass
+        validation.check_item(row["algo"], params, row["item_name"], movie)
         self._edit_row(index_or_uuid, {"params": params})
 
     def _edit_row(self, index_or_uuid: int | str, updates: dict[str, Any]) -> None:
