@@ -14,11 +14,21 @@ from .errors import (  # noqa: E402
     BatchItemNotRunError,
     BatchItemUnsuccessfulError,
     DependencyError,
+    ItemNotCurrentError,
     WrongAlgorithmExtensionError,
+)
+from .runner import (  # noqa: E402
+    COMPUTE_BACKEND_ASYNC,
+    COMPUTE_BACKEND_LOCAL,
+    COMPUTE_BACKEND_SLURM,
+    COMPUTE_BACKEND_SUBPROCESS,
+    COMPUTE_BACKENDS,
 )
 
 __all__ = [
-    "BatchItemNotRunError", "BatchItemUnsuccessfulError", "DependencyError",
+    "BatchItemNotRunError", "BatchItemUnsuccessfulError", "COMPUTE_BACKENDS",
+    "COMPUTE_BACKEND_ASYNC", "COMPUTE_BACKEND_LOCAL", "COMPUTE_BACKEND_SLURM",
+    "COMPUTE_BACKEND_SUBPROCESS", "DependencyError", "ItemNotCurrentError",
     "WrongAlgorithmExtensionError", "create_batch", "get_parent_raw_data_path", "load_batch",
     "set_parent_raw_data_path",
 ]

@@ -62,38 +62,74 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .batch import load_batch
+    from .batch import batch_states, item_dir, load_batch, results_dir_of
+    from .commit import is_running
 
     df = load_batch(args.batch)
+    path = df.paths.get_batch_path()
+    states = batch_states(path)
+    parents = dict(zip(df["uuid"], df["parent"]))
+    header = ("uuid", "algo", "name", "state", "time", "why")
     rows = []
     for _, s in df.iterrows():
-        outputs = s["outputs"]
-        state = "not run" if outputs is None else ("done" if outputs["success"] else "FAILED")
+        state = states[s["uuid"]]
+        label = state.state
+        if is_running(item_dir(results_dir_of(path), s["uuid"], parents)):
+            label += " (running)"
         duration = "" if s["algo_duration"] is None else f"{s['algo_duration']:.1f} s"
-        rows.append((s["uuid"], s["algo"], s["item_name"], state, duration))
-    widths = [max(len(str(r[i])) for r in rows + [("uuid", "algo", "name", "state", "time")])
-              for i in range(5)]
-    for row in [("uuid", "algo", "name", "state", "time"), *rows]:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+        why = "" if state.done or not state.reason else state.reason.strip().splitlines()[0][:100]
+        rows.append((s["uuid"], s["algo"], s["item_name"], label, duration, why))
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
     from .batch import load_batch, results_dir_of
-    from .runner import snakemake_command
-    from .workflow_support import item_folders, manifest_path
+    from .runner import (
+        RUN_STARTED_ENV,
+        raw_data_for_run,
+        run_environment,
+        settle,
+        snakemake_command,
+    )
+    from .workflow_support import done_path, item_folders
 
     batch = Path(args.batch).resolve()
+    if args.raw_data and not Path(args.raw_data).is_dir():
+        raise SystemExit(f"--raw-data {args.raw_data} is not a directory.")
     df = load_batch(batch)
     folders = item_folders(df[["uuid", "parent"]].to_dict("records"), results_dir_of(batch))
     uuids = args.uuids or list(df["uuid"])
     unknown = [u for u in uuids if u not in folders]
     if unknown:
         raise SystemExit(f"No item(s) {', '.join(unknown)} in {batch}.")
-    targets = [manifest_path(folders[u]) for u in uuids]
+    targets = [done_path(folders[u]) for u in uuids]
     extra = ["--dry-run"] if args.dry_run else []
-    cmd = snakemake_command(batch, targets, profile=args.profile, cores=args.cores, extra=extra)
-    return subprocess.call(cmd, cwd=batch.parent)
+    raw = raw_data_for_run(batch, args.raw_data)
+    cmd = snakemake_command(batch, targets, profile=args.profile, cores=args.cores,
+                            extra=extra, raw_data=raw)
+    env = run_environment()
+    code = subprocess.call(cmd, cwd=batch.parent, env=env)
+    if args.dry_run:
+        return code
+    states = settle(batch, uuids, code, float(env[RUN_STARTED_ENV]))
+    return _summary([states[u] for u in uuids], uuids, time.time() - float(env[RUN_STARTED_ENV]))
+
+
+def _summary(states: list[Any], uuids: list[str], seconds: float) -> int:
+    """Print what the run left undone; the exit status is how many items did not finish
+    (at most 100; 0: all done)."""
+    undone = [(u, s) for u, s in zip(uuids, states) if not s.done]
+    print(f"mesmerize-helpers run: {len(states) - len(undone)} of {len(states)} item(s) done, "
+          f"{len(undone)} not done ({seconds:.0f} s).", file=sys.stderr)
+    for uuid, state in undone:
+        first = (state.reason or "").strip().splitlines()[:1]
+        print(f"  {state.state:8s} {uuid}: {first[0] if first else ''}", file=sys.stderr)
+    return min(len(undone), 100)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -125,13 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--allow-duplicates", action="store_true")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("status", help="one line per item: done, FAILED or not run")
+    p = sub.add_parser("status", help="one line per item: done, FAILED, not run, outdated "
+                                      "(params/input changed) or stale (parent re-run)")
     p.add_argument("batch")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("run", help="run items (default: all) with snakemake")
+    p = sub.add_parser("run", help="run items (default: all) with snakemake; the exit status "
+                                   "is the number of items not done after the run (max. 100)")
     p.add_argument("batch")
     p.add_argument("uuids", nargs="*")
+    p.add_argument("--raw-data", default=None,
+                   help="top directory of movies stored relative to it (remembered beside the batch)")
     p.add_argument("--cores", type=int, default=None)
     p.add_argument("--profile", default=None, help="Snakemake profile name (e.g. slurm) or path")
     p.add_argument("--dry-run", action="store_true")
@@ -154,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except BatchItemUnsuccessfulError as err:
         print(f"mesmerize-helpers {args.command}: {err}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError, KeyError) as err:
+    except (OSError, ValueError, TypeError, KeyError) as err:
         print(f"mesmerize-helpers {args.command}: {err}", file=sys.stderr)
         return 2
 

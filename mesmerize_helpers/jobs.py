@@ -7,22 +7,40 @@ writes its files into ``folder`` and returns mesmerize-core's ``outputs`` keys.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
+from . import __version__, validation
 from .batch import SOMATA_SEEDS
+from .commit import (
+    RUN_LOCK,
+    clean_dead_runs,
+    commit,
+    item_lock,
+    log_waiting,
+    new_run_id,
+    publish_failure,
+    reading_parent,
+    staging_folder,
+    write_done,
+)
+from .failures import explain_failure
 from .io.movies import open_movie
-from .manifest import read_manifest, write_manifest
+from .manifest import read_manifest
 from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
+from .runstate import file_stat, run_params
 from .step_support import cnmf_input_memmap, n_processes  # noqa: F401 (re-exported)
+from .validation import flat_main
 
 Step = Callable[..., dict[str, str]]
 
@@ -139,9 +157,16 @@ def run_patch(
     """Fit patch ``index`` of a scattered CNMF item and save its footprints and traces."""
     from .engine.patches import fit_movie_patch
 
-    movie = open_movie(input_movie_for(input_movie, parent_dir))
+    if parent_dir is None:
+        movie, parent_run = open_movie(input_movie), ""
+    else:
+        job_input = open_input(input_movie, Path(parent_dir), params, "cnmf")
+        movie, parent_run = job_input.movie, job_input.parent_run or ""
     A, C = fit_movie_patch(movie, params["main"], index)
-    np.savez(out, A=A, C=C)
+    # written beside and renamed: a killed job never leaves half a patch file
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, A=A, C=C, parent_run=parent_run)
+    os.replace(tmp, out)
 
 
 def load_patches(patch_files: list[str] | None) -> list[tuple[np.ndarray, np.ndarray]] | None:
@@ -183,22 +208,70 @@ def engine_steps(engine: str) -> tuple[dict[str, Step], str]:
 
 # --- the common path -------------------------------------------------------------------
 
+@dataclass
+class JobInput:
+    """What a job reads: the movie (opened), its path, the parent's run it comes from, the
+    mean image the parent saved, and the raw files' identity for the manifest."""
+
+    movie: Any
+    path: Path
+    parent_run: str | None = None
+    mean: np.ndarray | None = None
+    files: dict[str, Any] = field(default_factory=dict)
+
+
+def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: dict,
+               algo: str, stored_input: str | None = None) -> JobInput:
+    """Open an item's input and check it: a raw movie's header and pixels (no NaN), or the
+    registered movie of the parent's current run, opened while that run cannot change."""
+    var_name = flat_main(params["main"]).get("var_name_hdf5", "mov")
+    if parent_dir is None:
+        path = Path(input_movie)
+        shape = validation.check_movie(path, var_name)
+        validation.check_params_for_movie(algo, params, shape)
+        movie = open_movie(path, var_name_hdf5=var_name)
+        validation.check_finite(movie, path)
+        stored = stored_input if stored_input is not None else str(path)
+        return JobInput(movie, path, files={"movie": {"path": stored, **file_stat(path)}})
+    with reading_parent(parent_dir) as parent:  # a memmap keeps its file even if replaced later
+        path = parent_dir / parent["outputs"]["mcorr-output-path"]
+        movie = open_movie(path)
+        mean_name = parent["outputs"].get("mean-projection-path")
+        mean = None if mean_name is None else np.load(parent_dir / mean_name)
+    validation.check_params_for_movie(algo, params, tuple(movie.shape))
+    return JobInput(movie, path, parent.get("run_id"), mean)
+
+
 def input_movie_for(input_movie: str | os.PathLike, parent_dir: str | os.PathLike | None) -> Path:
     """The file an item reads: its raw movie, or its parent's registered movie."""
     if parent_dir is None:
         return Path(input_movie)
-    manifest = read_manifest(parent_dir)
-    if manifest is None or not manifest.get("success"):
-        raise RuntimeError(f"Parent item in {parent_dir} has no successful manifest.")
-    return Path(parent_dir) / manifest["outputs"]["mcorr-output-path"]
+    with reading_parent(Path(parent_dir)) as parent:
+        return Path(parent_dir) / parent["outputs"]["mcorr-output-path"]
 
 
-def saved_mean(parent_dir: str | os.PathLike | None) -> np.ndarray | None:
-    """The mean projection a parent item saved of its registered movie, or None."""
-    if parent_dir is None:
+def _check_patches(patch_files: list[str] | None, parent_run: str | None) -> None:
+    for path in patch_files or []:
+        with np.load(path) as data:
+            used = str(data["parent_run"]) if "parent_run" in data.files else ""
+        if used != (parent_run or ""):
+            raise RuntimeError(
+                f"Patch fit {path} was made from run {used or '?'} of the parent item, whose "
+                f"results are now run {parent_run}; re-run the item (its patches re-fit).")
+
+
+def _reusable(folder: Path, identity: dict[str, Any], parent_dir: Path | None,
+              since: float) -> dict[str, Any] | None:
+    """A successful run of exactly this item, params, input and parent run that another
+    job committed after ``since`` (this snakemake run's start), or None."""
+    manifest = read_manifest(folder)
+    if not manifest or not manifest.get("success") or manifest.get("committed_at", 0) < since:
         return None
-    name = (read_manifest(parent_dir) or {}).get("outputs", {}).get("mean-projection-path")
-    return None if name is None else np.load(Path(parent_dir) / name)
+    ran = manifest.get("identity") or {}
+    parent_run = None if parent_dir is None else (read_manifest(parent_dir) or {}).get("run_id")
+    same = all(json.dumps(ran.get(k), sort_keys=True) == json.dumps(v, sort_keys=True)
+               for k, v in identity.items())
+    return manifest if same and ran.get("parent_run") == parent_run else None
 
 
 def run_item(
@@ -213,8 +286,15 @@ def run_item(
     progress: bool = True,
     ain_path: str | os.PathLike | None = None,
     patch_files: list[str] | None = None,
+    stored_input: str | None = None,
+    item_name: str | None = None,
+    reuse_since: float | None = None,
 ) -> dict[str, Any]:
     """Run one item into ``folder`` and write its manifest; never raises for a failed step.
+
+    The run holds the item's run lock (a concurrent run of the same item waits), stages its
+    files in a fresh folder and commits them atomically (:mod:`.commit`): the previous run's
+    files are never rewritten in place.
 
     Parameters
     ----------
@@ -235,6 +315,12 @@ def run_item(
         instead (:func:`somata_seeds`).
     patch_files
         Patch fits of a scattered CNMF item, made by :func:`run_patch` jobs.
+    stored_input, item_name
+        The row's input path as the batch stores it (recorded as the run's identity) and
+        the item's name (for messages).
+    reuse_since
+        Reuse, instead of recomputing, a run of the same identity that another job committed
+        after this time (epoch s): two snakemake runs that both scheduled the item.
 
     Returns
     -------
@@ -243,35 +329,72 @@ def run_item(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, Any] = {
-        "uuid": uuid, "algo": algo, "params": params, "engine": engine,
-        "engine_version": f"mesmerize-helpers {__version__}",
-        "parent": None if parent_dir is None else Path(parent_dir).name,
-        "ran_time": datetime.now().isoformat(timespec="seconds"),
+    parent_dir = None if parent_dir is None else Path(parent_dir)
+    identity: dict[str, Any] = {
+        "algo": algo, "params": run_params(params),
+        "input": stored_input if stored_input is not None else str(input_movie),
+        "parent": None if parent_dir is None else parent_dir.name,
     }
-    start = time.perf_counter()
+    label = f"{algo} item {uuid}" + (f" ({item_name!r})" if item_name else "")
+    with item_lock(folder, RUN_LOCK, on_wait=log_waiting(f"another run of {label}")):
+        if reuse_since is not None:
+            reused = _reusable(folder, identity, parent_dir, reuse_since)
+            if reused is not None:
+                write_done(folder, reused["run_id"])
+                return reused
+        clean_dead_runs(folder)
+        return _run(folder, identity, label, uuid=uuid, params=params, engine=engine,
+                    input_movie=input_movie, parent_dir=parent_dir, progress=progress,
+                    ain_path=ain_path, patch_files=patch_files, stored_input=stored_input)
+
+
+def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, params: dict,
+         engine: str, input_movie: str | os.PathLike, parent_dir: Path | None, progress: bool,
+         ain_path: str | os.PathLike | None, patch_files: list[str] | None,
+         stored_input: str | None) -> dict[str, Any]:
+    algo = identity["algo"]
+    run_id = new_run_id()
+    manifest: dict[str, Any] = {
+        "uuid": uuid, "algo": algo, "params": params, "engine": engine, "run_id": run_id,
+        "engine_version": f"mesmerize-helpers {__version__}", "parent": identity["parent"],
+        "ran_time": datetime.now().isoformat(timespec="seconds"), "identity": identity,
+    }
+    staging = staging_folder(folder, run_id)
+    start, job_input = time.perf_counter(), None
     try:
         steps, manifest["engine_version"] = engine_steps(engine)
-        movie_path = input_movie_for(input_movie, parent_dir)
-        manifest["input_movie_path"] = str(movie_path)
-        var_name = params["main"].get("var_name_hdf5", "mov")
-        movie = open_movie(movie_path, var_name_hdf5=var_name)
+        validation.check_params(algo, params)  # the TSV may have been edited by hand
+        job_input = open_input(input_movie, parent_dir, params, algo, stored_input)
+        manifest["input_movie_path"] = str(job_input.path)
+        identity.update(parent_run=job_input.parent_run, files=job_input.files)
         Ain, seed_outputs = None, {}
         if params.get("Ain") == SOMATA_SEEDS:
-            Ain, seed_outputs = somata_seeds(movie, params, folder, progress,
-                                             mean=saved_mean(parent_dir))
+            Ain, seed_outputs = somata_seeds(job_input.movie, params, staging, progress,
+                                             mean=job_input.mean)
         elif ain_path is not None:
             Ain = np.load(ain_path)
-        outputs = steps[algo](movie, params, folder, progress=progress, Ain=Ain,
+            stored = params.get("Ain_path") or params.get("Ain") or str(ain_path)
+            identity["files"]["seeds"] = {"path": stored, **file_stat(ain_path)}
+        _check_patches(patch_files, job_input.parent_run)
+        outputs = steps[algo](job_input.movie, params, staging, progress=progress, Ain=Ain,
                               patch_files=patch_files)
         outputs.update(seed_outputs)
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {
-            key: {"path": name, **describe(folder / name)}
-            for key, name in outputs.items() if isinstance(name, str) and name.endswith(".npy")
+            key: {"path": name, **describe(staging / name)}
+            for key, name in outputs.items()
+            if isinstance(name, str) and name.endswith(".npy") and (staging / name).is_file()
         }
-    except Exception:
-        manifest.update(success=False, traceback=traceback.format_exc(), outputs={})
-    manifest["algo_duration"] = round(time.perf_counter() - start, 3)
-    write_manifest(folder, manifest)
+        manifest["algo_duration"] = round(time.perf_counter() - start, 3)
+        manifest["committed_at"] = time.time()
+        commit(staging, folder, manifest)
+    except Exception as err:
+        shutil.rmtree(staging, ignore_errors=True)  # first: on a full disk this frees room
+        where = None if job_input is None else job_input.path
+        manifest.update(success=False, outputs={}, traceback=(
+            explain_failure(err, label, where, folder) + "\n\n" + traceback.format_exc()))
+        manifest["algo_duration"] = round(time.perf_counter() - start, 3)
+        publish_failure(folder, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return manifest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,36 @@ def save_array(folder: Path, name: str, array: np.ndarray) -> str:
 
 
 def open_movie_output(folder: Path, name: str, shape: tuple[int, ...]) -> np.memmap:
-    """A C-order float32 ``.npy`` memmap to stream a movie into, frame chunk by chunk."""
-    return np.lib.format.open_memmap(folder / name, mode="w+", dtype=np.float32, shape=shape)
+    """A C-order float32 ``.npy`` memmap to stream a movie into, frame chunk by chunk.
+
+    The file's blocks are allocated up front: writing through a memmap into a sparse file
+    on a full disk kills the process with SIGBUS, while a failed allocation here is an
+    ``OSError`` (ENOSPC) that the job reports as "no space left".
+    """
+    path = folder / name
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    try:
+        _preallocate(path)
+    except OSError:
+        del out
+        path.unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _preallocate(path: Path) -> None:
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: no way to reserve the blocks
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as err:
+        if err.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # a filesystem that cannot
+            return
+        raise OSError(err.errno, f"{os.strerror(err.errno)}: cannot allocate "
+                      f"{os.fstat(fd).st_size / 1e6:.0f} MB for", str(path)) from None
+    finally:
+        os.close(fd)
 
 
 def pnr_gsig(main: dict[str, Any]) -> Any:

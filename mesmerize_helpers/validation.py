@@ -250,6 +250,8 @@ def _tiff_problem(path: Path) -> str | None:
 
     size = path.stat().st_size
     with _tifffile_warnings() as messages, tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            return "it holds no image (damaged, or not a TIFF movie)"
         series = tif.series[0]
         if series.dataoffset is not None:
             end = series.dataoffset + series.nbytes

@@ -12,14 +12,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import runstate
 from .batch import SOMATA_SEEDS, TSV_COLUMNS, item_dir, read_table, resolve_path
-from .manifest import MANIFEST
+from .commit import RERUN_DIR, read_done
+from .manifest import DONE, MANIFEST, write_text_atomic
+from .runstate import ItemState, run_params
+from .settings import remembered_raw_data
 
 __all__ = [
-    "TSV_COLUMNS", "all_folders_pattern", "folder_pattern", "item_ain", "item_by_folder",
-    "item_folders", "item_input", "item_patch_files", "load_items", "scatter_pattern",
-    "fit_patch_from_snakemake", "manifest_path", "plot_from_snakemake",
-    "report_labels", "resources", "results_root", "run_from_snakemake",
+    "TSV_COLUMNS", "all_folders_pattern", "done_path", "folder_pattern", "item_ain",
+    "item_by_folder", "item_folders", "item_input", "item_patch_files", "item_rerun",
+    "item_states", "load_items", "scatter_pattern", "fit_patch_from_snakemake",
+    "manifest_path", "plot_from_snakemake", "raw_data_dir", "report_labels", "resources",
+    "results_root", "run_from_snakemake", "run_params",
 ]
 
 #: Bytes per pixel-frame of a float32 movie, and how many movie copies a step holds at once.
@@ -82,16 +87,76 @@ def item_by_folder(
 
 def item_input(
     item: dict[str, Any], folders: dict[str, Path], batch: Path, raw_data: str | None
-) -> str:
-    """The job's input: the parent's manifest, or the raw movie resolved from the batch."""
+) -> str | list[str]:
+    """The job's input: the parent's :data:`~.manifest.DONE` marker (so the parent runs
+    first), or the raw movie resolved from the batch; ``[]`` when the raw movie is missing,
+    so that one missing movie fails its own item (the job names the path) instead of the
+    whole run (Snakemake's MissingInputException while building the DAG)."""
     if item["parent"] is not None:
-        return manifest_path(folders[item["parent"]])
-    raw = Path(raw_data) if raw_data else None
+        return done_path(folders[item["parent"]])
+    try:
+        return str(resolve_path(item["input_movie_path"], batch.parent, _raw(raw_data)))
+    except FileNotFoundError:
+        return []
+
+
+def expected_movie(item: dict[str, Any], batch: Path, raw_data: str | None) -> str:
+    """The raw movie path of an item as the job should report it when it is missing."""
+    raw = _raw(raw_data)
     try:
         return str(resolve_path(item["input_movie_path"], batch.parent, raw))
-    except FileNotFoundError:
-        # let Snakemake report the missing input by the path a user would expect
-        return str(Path(batch.parent, item["input_movie_path"]))
+    except FileNotFoundError:  # relative paths are looked up in the raw-data dir last
+        return str(Path(raw if raw is not None else batch.parent, item["input_movie_path"]))
+
+
+def _raw(raw_data: str | os.PathLike | None) -> Path | None:
+    return Path(raw_data) if raw_data else None
+
+
+def raw_data_dir(config_value: str | None, batch: Path) -> str:
+    """The raw-data directory of a run: the config's ``raw_data``, else the one remembered
+    beside the batch (:mod:`.settings`), else ``""``."""
+    remembered = remembered_raw_data(batch.parent)
+    return config_value or (str(remembered) if remembered else "")
+
+
+def done_path(folder: Path) -> str:
+    """The marker that a job of the item finished (the rule's output)."""
+    return str(folder / DONE)
+
+
+def item_states(items: list[dict[str, Any]], folders: dict[str, Path], batch: Path,
+                raw_data: str | None) -> dict[str, ItemState]:
+    """Every item's :class:`~.runstate.ItemState`, from the manifests and the batch rows."""
+    raw = _raw(raw_data)
+    return runstate.item_states(items, folders,
+                                lambda stored: resolve_path(stored, batch.parent, raw))
+
+
+def item_rerun(item: dict[str, Any], folders: dict[str, Path],
+               states: dict[str, ItemState]) -> list[str]:
+    """A re-run trigger for an item whose Snakemake output (the done-marker) exists but whose
+    results our files say are not current (outdated or stale); else nothing.
+
+    The trigger ``<item>/.rerun/<run id in the marker>`` is created here if missing, so it is
+    newer than the marker, and Snakemake re-runs the item whatever else the files' times or
+    its metadata say. (A missing trigger with a rule making it would not do: Snakemake does
+    not re-make a missing input of a job whose output is present.) Named after the run that
+    needs redoing, it is new for each such run. In a folder this user cannot write to, no
+    trigger is made (nor could the item run).
+    """
+    folder = folders[item["uuid"]]
+    marked = read_done(folder)
+    if marked is None or states[item["uuid"]].done:
+        return []
+    trigger = folder / RERUN_DIR / marked
+    try:
+        trigger.parent.mkdir(exist_ok=True)
+        if not trigger.exists():
+            write_text_atomic(trigger, f"{states[item['uuid']].reason}\n")
+    except OSError:
+        return []
+    return [str(trigger)]
 
 
 def _scatters(item: dict[str, Any]) -> bool:
@@ -137,21 +202,31 @@ def _root_uuid(uuid: str, by_uuid: dict[str, dict[str, Any]]) -> str:
 
 def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[str]:
     """The seed-mask file of a seeded CNMF item (``params["Ain"]``), or an empty list (also
-    for ``"somata"``: the job finds its seeds in the input movie)."""
+    for ``"somata"``: the job finds its seeds in the input movie, and for a missing file:
+    the job reports it, see :func:`expected_ain`)."""
     ain = item["params"].get("Ain")
     if ain is None or ain == SOMATA_SEEDS:
         return []
-    raw = Path(raw_data) if raw_data else None
     try:
-        return [str(resolve_path(ain, batch.parent, raw))]
+        return [str(resolve_path(ain, batch.parent, _raw(raw_data)))]
     except FileNotFoundError:
-        return [str(Path(batch.parent, ain))]  # reported by Snakemake as a missing input
+        return []
 
 
-def _movie_megabytes(path: str) -> float:
+def expected_ain(item_params: dict[str, Any], batch: Path, raw_data: str | None) -> str | None:
+    """Where a seeded item's seed-mask file should be (for the job's message), or None."""
+    ain = item_params.get("Ain")
+    if ain is None or ain == SOMATA_SEEDS:
+        return None
+    return expected_movie({"input_movie_path": ain}, batch, raw_data)
+
+
+def _movie_megabytes(path: str | list) -> float:
     """Size of the job's input movie as float32, in MB (from a manifest: the parent's movie)."""
+    if not path:  # a missing raw movie: its job fails at once
+        return 0.0
     path = Path(path)
-    if path.name == MANIFEST:
+    if path.name == DONE:
         registered = path.parent / "mcorr.npy"
         return registered.stat().st_size / 1e6 if registered.exists() else 0.0
     if not path.exists():
@@ -159,7 +234,8 @@ def _movie_megabytes(path: str) -> float:
     return path.stat().st_size / 1e6 * 2  # raw movies are mostly 16-bit; float32 doubles them
 
 
-def resources(item: dict[str, Any], input_path: str, name: str, config: dict, attempt: int = 1) -> int:
+def resources(item: dict[str, Any], input_path: str | list, name: str, config: dict,
+              attempt: int = 1) -> int:
     """A job resource (``mem_mb``, ``runtime`` minutes, ``cpus_per_task``) for one item.
 
     ``params["resources"]`` of the item wins; otherwise memory follows the movie size and the
@@ -187,31 +263,44 @@ def resources(item: dict[str, Any], input_path: str, name: str, config: dict, at
     raise KeyError(f"Unknown resource {name!r}.")
 
 
+#: Set by the Snakefile when snakemake starts (unless already set, e.g. by the runner) and
+#: inherited by its jobs, also on SLURM: a job reuses an identical run committed after it.
+RUN_STARTED_ENV = "MESMERIZE_RUN_STARTED"
+
+
 def run_from_snakemake(smk: Any) -> int:
     """Body of ``scripts/run_item.py``: run the item, log the traceback, return an exit code."""
     from .jobs import run_item
 
     folder = Path(smk.output[0]).parent
-    input_path = Path(smk.input.movie)
-    parent_dir = input_path.parent if input_path.name == MANIFEST else None
-    ain_path = smk.input.ain[0] if smk.input.ain else None
-    patch_files = list(smk.input.patches) or None
+    batch = Path(smk.config["batch"]).resolve()
+    raw_data = raw_data_dir(smk.config.get("raw_data"), batch)
+    params = json.loads(smk.params.params)
+    row = {"input_movie_path": smk.params.input}
+    movie = smk.input.movie
+    input_path = Path(movie) if movie else Path(expected_movie(row, batch, raw_data))
+    parent_dir = input_path.parent if input_path.name == DONE else None
+    ain_path = smk.input.ain[0] if smk.input.ain else expected_ain(params, batch, raw_data)
+    started = os.environ.get(RUN_STARTED_ENV)
     manifest = run_item(
         folder,
         uuid=smk.params.item,
         algo=smk.params.algo,
-        params=json.loads(smk.params.params),
+        params=params,
         input_movie=input_path,
         parent_dir=parent_dir,
         engine=smk.params.engine,
         progress=os.environ.get("MESMERIZE_PROGRESS", "1") != "0",
         ain_path=ain_path,
-        patch_files=patch_files,
+        patch_files=list(smk.input.patches) or None,
+        stored_input=smk.params.input,
+        item_name=_item_name(batch, smk.params.item),
+        reuse_since=float(started) if started else None,
     )
     with open(smk.log[0], "w", encoding="utf-8") as log:
         if manifest["success"]:
             log.write(f"{smk.params.algo} item {smk.params.item} finished "
-                      f"in {manifest['algo_duration']} s\n")
+                      f"in {manifest['algo_duration']} s (run {manifest['run_id']})\n")
             return 0
         log.write(manifest["traceback"])
     sys.stderr.write(
@@ -219,6 +308,14 @@ def run_from_snakemake(smk: Any) -> int:
         f"{manifest['traceback']}"
     )
     return 1
+
+
+def _item_name(batch: Path, uuid: str) -> str | None:
+    # for messages only: the name is a user column, not part of what the job runs
+    try:
+        return next((row["item_name"] for row in read_table(batch) if row["uuid"] == uuid), None)
+    except (OSError, ValueError):
+        return None
 
 
 def plot_from_snakemake(smk: Any) -> None:
@@ -236,6 +333,6 @@ def fit_patch_from_snakemake(smk: Any) -> None:
     from .jobs import run_patch
 
     input_path = Path(smk.input.movie)
-    parent_dir = input_path.parent if input_path.name == MANIFEST else None
+    parent_dir = input_path.parent if input_path.name == DONE else None
     run_patch(input_path, parent_dir, json.loads(smk.params.params),
               int(smk.wildcards.patch), Path(smk.output[0]))

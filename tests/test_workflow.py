@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CNMF, MCORR
+from conftest import CNMF, MCORR, write_movie
 
 import mesmerize_helpers as mh
 from mesmerize_helpers import workflow_support as ws
@@ -19,7 +19,7 @@ from mesmerize_helpers.errors import (
     BatchItemUnsuccessfulError,
     WrongAlgorithmExtensionError,
 )
-from mesmerize_helpers.manifest import FAILED_MANIFEST, MANIFEST
+from mesmerize_helpers.manifest import DONE, FAILED_MANIFEST, MANIFEST
 from mesmerize_helpers.runner import project_dir, snakemake_command
 
 
@@ -27,6 +27,14 @@ def corrupt_movie(folder: Path) -> Path:
     path = folder / "corrupt.tif"
     path.write_bytes(b"II*\x00 this is not a tiff")
     return path
+
+
+def add_then_corrupt(batch, folder: Path, algo: str = "mcorr", params=MCORR) -> str:
+    """An item whose movie was fine when added (add_item checks it) and broke since."""
+    good = write_movie(folder / "corrupt.tif")
+    uuid = batch.caiman.add_item(algo, "bad", good, params)
+    corrupt_movie(folder)
+    return uuid
 
 
 def test_not_run_and_wrong_accessor_errors(batch, movie):
@@ -40,25 +48,32 @@ def test_not_run_and_wrong_accessor_errors(batch, movie):
         batch.iloc[1].mcorr.get_output_path()
 
 
-def test_failed_item_writes_failed_manifest_and_raises(batch, tmp_path):
-    bad = corrupt_movie(tmp_path)
-    batch.caiman.add_item("mcorr", "bad", bad, MCORR)
-    with pytest.raises(BatchItemUnsuccessfulError, match="Cannot read .*corrupt.tif"):
-        batch.iloc[0].caiman.run()
+def test_failed_item_is_recorded_not_raised(batch, tmp_path):
+    """As mesmerize-core: run() and wait() do not raise for a failing item; the failure is in
+    its outputs and the getters raise BatchItemUnsuccessfulError."""
+    add_then_corrupt(batch, tmp_path)
+    bad = tmp_path / "corrupt.tif"
+    manifest = batch.iloc[0].caiman.run().wait()
+    assert manifest["success"] is False and "cannot" in manifest["traceback"]
     folder = batch.iloc[0].caiman.get_output_dir()
     assert (folder / FAILED_MANIFEST).is_file() and not (folder / MANIFEST).exists()
     row = batch.caiman.reload_from_disk().iloc[0]
     assert row["outputs"]["success"] is False
     assert "Traceback" in row["outputs"]["traceback"]
-    with pytest.raises(BatchItemUnsuccessfulError, match="MovieReadError"):
+    assert str(bad) in row["outputs"]["traceback"].splitlines()[0]  # names the file first
+    with pytest.raises(BatchItemUnsuccessfulError, match="corrupt.tif"):
         row.mcorr.get_output()
 
 
-def test_child_of_failed_item_reports_the_parents_traceback(batch, tmp_path):
-    batch.caiman.add_item("mcorr", "bad", corrupt_movie(tmp_path), MCORR)
+def test_child_of_failed_item_records_the_parents_failure(batch, tmp_path):
+    add_then_corrupt(batch, tmp_path)
     batch.caiman.add_item("cnmf", "bad", batch.iloc[0], CNMF)
-    with pytest.raises(BatchItemUnsuccessfulError, match="depends on.*failed"):
-        batch.iloc[1].caiman.run()
+    manifest = batch.iloc[1].caiman.run().wait()
+    assert manifest["success"] is False
+    assert re.search(f"depends on, {batch.iloc[0]['uuid']}, failed: .*corrupt.tif",
+                     manifest["traceback"])
+    with pytest.raises(BatchItemUnsuccessfulError, match="depends on"):
+        batch.caiman.reload_from_disk().iloc[1].cnmf.get_output()
 
 
 def test_run_through_snakemake_writes_manifest_and_outputs(batch, movie):
@@ -85,8 +100,8 @@ def _dry_run_items(batch_path: Path) -> set[str]:
     """uuids of the items a dry run would (re-)run: the folders of the manifests it makes."""
     cmd = snakemake_command(batch_path, [], cores=1, extra=["--dry-run"])
     out = subprocess.run(cmd, cwd=batch_path.parent, capture_output=True, text=True, check=True)
-    manifests = re.findall(r"output: (\S+/manifest\.json)", out.stdout + out.stderr)
-    return {Path(m).parent.name for m in manifests}
+    markers = re.findall(r"output: (\S+/\.done)", out.stdout + out.stderr)
+    return {Path(m).parent.name for m in markers}
 
 
 def test_changed_params_rerun_item_and_children_only(batch, movie, tmp_path):
@@ -117,7 +132,7 @@ def test_workflow_support_patterns_and_resources(batch, movie):
     mcorr, cnmf = items
     assert ws.folder_pattern(items, folders, path.parent, "mcorr") == mcorr["uuid"].replace("-", r"\-")
     assert ws.folder_pattern(items, folders, path.parent, "cnmfe") == "(?!x)x"
-    assert ws.item_input(cnmf, folders, path, None) == str(folders[mcorr["uuid"]] / MANIFEST)
+    assert ws.item_input(cnmf, folders, path, None) == str(folders[mcorr["uuid"]] / DONE)
     assert ws.item_input(mcorr, folders, path, None) == str(movie.resolve())
     config = {"resources": {"mem_mb_min": 1000, "runtime_min": 30}}
     assert ws.resources(cnmf, "x", "mem_mb", config) == 1234

@@ -426,35 +426,35 @@ class CaimanSeriesExtension:
     def __init__(self, s: pd.Series):
         self._series = s
 
-    def run(
-        self,
-        backend: str | None = None,
-        wait: bool = True,
-        profile: str | os.PathLike | None = None,
-        cores: int | None = None,
-    ):
+    def run(self, backend: str | None = None, wait: bool = True, **kwargs: Any):
         """Run this item (and the items it depends on) with Snakemake.
+
+        As in mesmerize-core, a failing item does not raise: the failure is recorded in the
+        item (``outputs["success"]`` False, ``outputs["traceback"]``), so a loop over the batch
+        goes on; the getters then raise ``BatchItemUnsuccessfulError``.
 
         Parameters
         ----------
         backend
-            None or ``"local"``: snakemake on this machine; ``"slurm"`` (or any profile name
-            under ``profiles/``): through that Snakemake profile.
+            ``"subprocess"`` (default), ``"local"`` (always waits), ``"local_async"`` (never
+            waits) run snakemake on this machine; ``"slurm"`` submits SLURM jobs through
+            ``profiles/slurm`` (``sbatch_opts="--mem=16G --time=2:00:00 ..."`` as in
+            mesmerize-core). Other names raise KeyError listing these.
         wait
-            Block until the run ends (raising if the item failed).
-        profile
-            A Snakemake profile name or directory (overrides ``backend``).
-        cores
-            Local cores; default ``MESMERIZE_N_PROCESSES``, else all cores but one.
+            Block until the run ends.
+        **kwargs
+            ``profile`` (a Snakemake profile name or directory), ``cores`` (local cores;
+            default ``MESMERIZE_N_PROCESSES``, else all but one), ``sbatch_opts``.
 
         Returns
         -------
         mesmerize_helpers.runner.Run
-            Has ``.wait()``, which raises ``BatchItemUnsuccessfulError`` if the item failed.
+            Its ``.wait()`` returns the item's manifest.
         """
         from ..runner import run_item
 
-        return run_item(self._series, backend=backend, wait=wait, profile=profile, cores=cores)
+        return run_item(batch_path_of(self._series), self._series["uuid"],
+                        item_folder(self._series), backend=backend, wait=wait, **kwargs)
 
     def get_input_movie_path(self) -> Path:
         """The movie this item reads: its raw movie, or its parent's registered movie."""

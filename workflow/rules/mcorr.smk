@@ -7,8 +7,9 @@ rule mcorr:
         movie=item_input,
         ain=item_ain,
         patches=item_patches,
+        rerun=item_rerun,
     output:
-        f"{RESULTS}/{{item}}/manifest.json",
+        f"{RESULTS}/{{item}}/.done",
     log:
         f"{RESULTS}/{{item}}/job.log",
     wildcard_constraints:
@@ -17,6 +18,7 @@ rule mcorr:
         item=lambda wildcards: item_of(wildcards)["uuid"],
         algo=lambda wildcards: item_of(wildcards)["algo"],
         params=item_params,
+        input=lambda wildcards: item_of(wildcards)["input_movie_path"],
         engine=config["engine"],
     resources:
         mem_mb=item_resources("mem_mb"),

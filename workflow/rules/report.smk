@@ -8,7 +8,7 @@ localrules:
 
 rule summary:
     input:
-        f"{RESULTS}/{{item}}/manifest.json",
+        f"{RESULTS}/{{item}}/.done",
     output:
         report(
             f"{RESULTS}/{{item}}/summary.png",

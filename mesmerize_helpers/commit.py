@@ -1,0 +1,197 @@
+"""How a run's files reach the item folder: staged apart, switched in atomically, under locks.
+
+A run writes into a fresh staging folder ``<item>/.run-<run_id>/`` and, when it succeeded,
+moves each file into the item folder with ``os.replace`` (a new inode: a notebook that has the
+old file open as a memmap keeps the old data) and writes ``manifest.json`` last, the commit
+point. A file is never rewritten in place, so a killed or failed run leaves the previous
+run's files and manifest as they were.
+
+Two ``flock`` locks per item, released by the kernel when their process dies (a dead run
+never blocks the next one, and no lock is ever removed under a live run):
+
+- ``.run.lock``, exclusive, held by a job for its whole run: a second job of the same item
+  (another notebook, another ``snakemake``) waits for the first and then reuses its result;
+- ``.commit.lock``, exclusive while a run switches its files in, shared while a child job
+  reads the manifest and opens the files it names, so it never sees half a commit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .manifest import DONE, MANIFEST, read_manifest, write_manifest, write_text_atomic
+from .step_support import STAGING_PREFIX
+
+RUN_LOCK = ".run.lock"
+COMMIT_LOCK = ".commit.lock"
+#: Files that make Snakemake re-run an item our files say is not current (workflow rule
+#: ``rerun``); old ones are removed by a later run of the item.
+RERUN_DIR = ".rerun"
+_RERUN_KEEP_S = 24 * 3600
+
+
+def new_run_id() -> str:
+    """A unique, sortable id for one run of an item (UTC time and 8 random hex digits)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def _open_lock_file(path: Path) -> tuple[int, bool]:
+    """An fd on a lock file (created if missing) and whether it is writable."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:  # a colleague's lock file: a read-only fd locks just as well
+        return os.open(path, os.O_RDONLY), False
+
+
+@contextmanager
+def item_lock(folder: str | os.PathLike, name: str, shared: bool = False,
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold lock ``name`` (:data:`RUN_LOCK` or :data:`COMMIT_LOCK`) of the item in
+    ``folder``, waiting for its holder if needed; ``on_wait(holder)`` is told who that is.
+
+    In a folder where the lock file cannot even be created (a read-only copy of someone
+    else's results), nobody can write either, and the block runs unlocked.
+    """
+    path = Path(folder) / name
+    try:
+        fd, writable = _open_lock_file(path)
+    except OSError:
+        yield
+        return
+    try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process")
+            fcntl.flock(fd, mode)
+        if writable and not shared:  # say who holds it, for whoever waits next
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def is_running(folder: str | os.PathLike) -> bool:
+    """Whether a job holds the item's run lock now."""
+    try:
+        fd = os.open(Path(folder) / RUN_LOCK, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def log_waiting(what: str) -> Callable[[str], None]:
+    """An ``on_wait`` that tells the job's log whom it waits for."""
+    return lambda holder: print(f"Waiting for {what}: held by {holder}.", file=sys.stderr, flush=True)
+
+
+# --- staging and committing ----------------------------------------------------------------
+
+def clean_dead_runs(folder: Path) -> None:
+    """Remove what killed runs of the item left: staging folders, temp files of atomic
+    writes, old re-run triggers. Call with the item's run lock held (no run is alive)."""
+    for entry in folder.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(entry, ignore_errors=True)
+    for entry in folder.glob(".*.tmp"):
+        entry.unlink(missing_ok=True)
+    now = time.time()
+    for entry in (folder / RERUN_DIR).glob("*"):
+        try:
+            if now - entry.stat().st_mtime > _RERUN_KEEP_S:
+                entry.unlink()
+        except OSError:
+            pass
+
+
+def staging_folder(folder: Path, run_id: str) -> Path:
+    """A new, empty staging folder for run ``run_id`` of the item in ``folder``."""
+    staging = folder / f"{STAGING_PREFIX}{run_id}"
+    staging.mkdir()
+    return staging
+
+
+def _own_files(outputs: dict[str, Any]) -> set[str]:
+    """Names of files in the item folder itself among a manifest's outputs."""
+    return {v for v in outputs.values()
+            if isinstance(v, str) and v and "/" not in v and "\\" not in v and v != ".."}
+
+
+def commit(staging: Path, folder: Path, manifest: dict[str, Any]) -> None:
+    """Switch a successful run's files from ``staging`` into ``folder``, then write its
+    manifest (the commit point) and the :data:`~.manifest.DONE` marker; files of the
+    previous run that this one did not make are removed."""
+    with item_lock(folder, COMMIT_LOCK):
+        previous = read_manifest(folder) or {}
+        # no manifest while files switch: a kill here leaves "not run", never old + new files
+        (folder / MANIFEST).unlink(missing_ok=True)
+        for entry in staging.iterdir():
+            target = folder / entry.name
+            if entry.is_dir() and target.is_dir():
+                shutil.rmtree(target)
+            elif target.is_file():  # a replaced file keeps its mode
+                os.chmod(entry, target.stat().st_mode & 0o7777)
+            os.replace(entry, target)
+        write_manifest(folder, manifest)
+        for name in _own_files(previous.get("outputs") or {}) - _own_files(manifest["outputs"]):
+            (folder / name).unlink(missing_ok=True)
+        write_done(folder, manifest["run_id"])
+
+
+def publish_failure(folder: Path, manifest: dict[str, Any]) -> None:
+    """Record a failed run: ``manifest.failed.json`` replaces the item's manifest (its
+    previous files stay, no manifest vouches for them any more)."""
+    with item_lock(folder, COMMIT_LOCK):
+        (folder / DONE).unlink(missing_ok=True)
+        write_manifest(folder, manifest)
+
+
+def write_done(folder: Path, run_id: str) -> None:
+    """The marker Snakemake waits for: the item has a finished run, ``run_id``."""
+    write_text_atomic(folder / DONE, run_id + "\n")
+
+
+def read_done(folder: Path) -> str | None:
+    """The run id in an item's :data:`~.manifest.DONE` marker, or None without one."""
+    try:
+        return (folder / DONE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+@contextmanager
+def reading_parent(parent_dir: Path) -> Iterator[dict[str, Any]]:
+    """The parent item's successful manifest, held still (shared commit lock) while the
+    block opens the files it names.
+
+    Raises
+    ------
+    RuntimeError
+        When the parent has no successful run.
+    """
+    with item_lock(parent_dir, COMMIT_LOCK, shared=True):
+        manifest = read_manifest(parent_dir)
+        if manifest is None or not manifest.get("success") or not (parent_dir / MANIFEST).is_file():
+            raise RuntimeError(
+                f"Its parent item {parent_dir.name} has no successful run (folder {parent_dir}); "
+                "run the parent first (or run this item: its parent runs first).")
+        yield manifest
