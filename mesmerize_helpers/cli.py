@@ -63,7 +63,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .batch import batch_states, item_dir, load_batch, results_dir_of
-    from .commit import is_running
+    from .locks import is_running
 
     df = load_batch(args.batch)
     path = df.paths.get_batch_path()

@@ -4,36 +4,25 @@ A run writes into a fresh staging folder ``<item>/.run-<run_id>/`` and, when it 
 moves each file into the item folder with ``os.replace`` (a new inode: a notebook that has the
 old file open as a memmap keeps the old data) and writes ``manifest.json`` last, the commit
 point. A file is never rewritten in place, so a killed or failed run leaves the previous
-run's files and manifest as they were.
-
-Two ``flock`` locks per item, released by the kernel when their process dies (a dead run
-never blocks the next one, and no lock is ever removed under a live run):
-
-- ``.run.lock``, exclusive, held by a job for its whole run: a second job of the same item
-  (another notebook, another ``snakemake``) waits for the first and then reuses its result;
-- ``.commit.lock``, exclusive while a run switches its files in, shared while a child job
-  reads the manifest and opens the files it names, so it never sees half a commit.
+run's files and manifest as they were. The switch happens under the item's commit lock
+(:mod:`.locks`), so a child job reading the item never sees half of it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
-import socket
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .locks import COMMIT_LOCK, item_lock
 from .manifest import DONE, MANIFEST, read_manifest, write_manifest, write_text_atomic
 from .step_support import STAGING_PREFIX
 
-RUN_LOCK = ".run.lock"
-COMMIT_LOCK = ".commit.lock"
 #: Files that make Snakemake re-run an item our files say is not current (workflow rule
 #: ``rerun``); old ones are removed by a later run of the item.
 RERUN_DIR = ".rerun"
@@ -43,66 +32,6 @@ _RERUN_KEEP_S = 24 * 3600
 def new_run_id() -> str:
     """A unique, sortable id for one run of an item (UTC time and 8 random hex digits)."""
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
-
-
-def _open_lock_file(path: Path) -> tuple[int, bool]:
-    """An fd on a lock file (created if missing) and whether it is writable."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
-    except PermissionError:  # a colleague's lock file: a read-only fd locks just as well
-        return os.open(path, os.O_RDONLY), False
-
-
-@contextmanager
-def item_lock(folder: str | os.PathLike, name: str, shared: bool = False,
-              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Hold lock ``name`` (:data:`RUN_LOCK` or :data:`COMMIT_LOCK`) of the item in
-    ``folder``, waiting for its holder if needed; ``on_wait(holder)`` is told who that is.
-
-    In a folder where the lock file cannot even be created (a read-only copy of someone
-    else's results), nobody can write either, and the block runs unlocked.
-    """
-    path = Path(folder) / name
-    try:
-        fd, writable = _open_lock_file(path)
-    except OSError:
-        yield
-        return
-    try:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait(os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process")
-            fcntl.flock(fd, mode)
-        if writable and not shared:  # say who holds it, for whoever waits next
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                          f"{time.strftime('%H:%M:%S')}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def is_running(folder: str | os.PathLike) -> bool:
-    """Whether a job holds the item's run lock now."""
-    try:
-        fd = os.open(Path(folder) / RUN_LOCK, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def log_waiting(what: str) -> Callable[[str], None]:
-    """An ``on_wait`` that tells the job's log whom it waits for."""
-    return lambda holder: print(f"Waiting for {what}: held by {holder}.", file=sys.stderr, flush=True)
 
 
 # --- staging and committing ----------------------------------------------------------------

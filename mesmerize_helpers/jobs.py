@@ -23,11 +23,8 @@ import numpy as np
 from . import __version__, validation
 from .batch import SOMATA_SEEDS
 from .commit import (
-    RUN_LOCK,
     clean_dead_runs,
     commit,
-    item_lock,
-    log_waiting,
     new_run_id,
     publish_failure,
     reading_parent,
@@ -36,6 +33,7 @@ from .commit import (
 )
 from .failures import explain_failure
 from .io.movies import open_movie
+from .locks import RUN_LOCK, item_lock, log_waiting
 from .manifest import read_manifest
 from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
 from .runstate import file_stat, run_params
@@ -390,7 +388,8 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
         commit(staging, folder, manifest)
     except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)  # first: on a full disk this frees room
-        where = None if job_input is None else job_input.path
+        where = job_input.path if job_input is not None else (
+            Path(input_movie) if parent_dir is None else None)
         manifest.update(success=False, outputs={}, traceback=(
             explain_failure(err, label, where, folder) + "\n\n" + traceback.format_exc()))
         manifest["algo_duration"] = round(time.perf_counter() - start, 3)

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .locks import COMMIT_LOCK, item_lock
+
 MANIFEST = "manifest.json"
 FAILED_MANIFEST = "manifest.failed.json"
 #: The file Snakemake sees as an item job's output; holds the run id of the run it marks.
@@ -115,14 +117,16 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def update_manifest(folder: str | os.PathLike, changes: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``changes`` into a successful item's manifest (e.g. after re-evaluation)."""
-    manifest = read_manifest(folder)
-    if manifest is None or not manifest.get("success"):
-        raise FileNotFoundError(f"No successful manifest in {folder}.")
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(manifest.get(key), dict):
-            manifest[key].update(value)
-        else:
-            manifest[key] = value
-    write_manifest(folder, manifest)
+    """Merge ``changes`` into a successful item's manifest (e.g. after re-evaluation), under
+    the item's commit lock (a run committing at the same time is not undone)."""
+    with item_lock(folder, COMMIT_LOCK):
+        manifest = read_manifest(folder)
+        if manifest is None or not manifest.get("success"):
+            raise FileNotFoundError(f"No successful manifest in {folder}.")
+        for key, value in changes.items():
+            if isinstance(value, dict) and isinstance(manifest.get(key), dict):
+                manifest[key].update(value)
+            else:
+                manifest[key] = value
+        write_manifest(folder, manifest)
     return manifest

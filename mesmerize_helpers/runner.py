@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import batch as batch_lib
-from .commit import RUN_LOCK, is_running, item_lock, publish_failure
+from .commit import publish_failure
+from .locks import RUN_LOCK, is_running, item_lock
 from .manifest import DONE, FAILED_MANIFEST, read_manifest
 from .runstate import DONE as STATE_DONE
 from .runstate import FAILED, ItemState

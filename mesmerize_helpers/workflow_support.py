@@ -94,10 +94,16 @@ def item_input(
     whole run (Snakemake's MissingInputException while building the DAG)."""
     if item["parent"] is not None:
         return done_path(folders[item["parent"]])
+    return _existing(item["input_movie_path"], batch, raw_data)
+
+
+def _existing(stored: str, batch: Path, raw_data: str | None) -> str | list[str]:
+    """A stored path resolved, as a one-file input; ``[]`` when there is no such file."""
     try:
-        return str(resolve_path(item["input_movie_path"], batch.parent, _raw(raw_data)))
+        path = resolve_path(stored, batch.parent, _raw(raw_data))
     except FileNotFoundError:
         return []
+    return str(path) if path.exists() else []
 
 
 def expected_movie(item: dict[str, Any], batch: Path, raw_data: str | None) -> str:
@@ -207,10 +213,8 @@ def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[st
     ain = item["params"].get("Ain")
     if ain is None or ain == SOMATA_SEEDS:
         return []
-    try:
-        return [str(resolve_path(ain, batch.parent, _raw(raw_data)))]
-    except FileNotFoundError:
-        return []
+    found = _existing(ain, batch, raw_data)
+    return [found] if found else []
 
 
 def expected_ain(item_params: dict[str, Any], batch: Path, raw_data: str | None) -> str | None:
@@ -325,7 +329,10 @@ def plot_from_snakemake(smk: Any) -> None:
 
     row = load_batch(Path(smk.config["batch"]).resolve()).caiman.uloc(smk.params.item)
     plot = plot_mcorr if row["algo"] == "mcorr" else plot_cnmf
-    plot(row, smk.output[0])
+    out = Path(smk.output[0])
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # never half a figure
+    plot(row, tmp)
+    os.replace(tmp, out)
 
 
 def fit_patch_from_snakemake(smk: Any) -> None:
