@@ -20,7 +20,7 @@ from .runstate import ItemState, run_params
 from .settings import remembered_raw_data
 
 __all__ = [
-    "TSV_COLUMNS", "all_folders_pattern", "done_path", "folder_pattern", "item_ain",
+    "TSV_COLUMNS", "adopt_finished", "all_folders_pattern", "done_path", "folder_pattern", "item_ain",
     "item_by_folder", "item_folders", "item_input", "item_patch_files", "item_rerun",
     "item_states", "load_items", "scatter_pattern", "fit_patch_from_snakemake",
     "manifest_path", "plot_from_snakemake", "raw_data_dir", "report_labels", "resources",
@@ -137,6 +137,21 @@ def item_states(items: list[dict[str, Any]], folders: dict[str, Path], batch: Pa
     raw = _raw(raw_data)
     return runstate.item_states(items, folders,
                                 lambda stored: resolve_path(stored, batch.parent, raw))
+
+
+def adopt_finished(items: list[dict[str, Any]], folders: dict[str, Path],
+                   states: dict[str, ItemState]) -> None:
+    """Give a done-marker to every item whose results are current but that has none: results
+    made before the marker existed (an older version), or a run killed between its manifest
+    and its marker. Parents first, so no marker is newer than its children's."""
+    depth = {item["uuid"]: len(folders[item["uuid"]].parts) for item in items}
+    for uuid in sorted(depth, key=depth.get):
+        folder = folders[uuid]
+        if states[uuid].done and read_done(folder) is None:
+            try:
+                write_text_atomic(folder / DONE, f"{states[uuid].manifest.get('run_id') or 'adopted'}\n")
+            except OSError:
+                pass  # a read-only copy: snakemake would re-run it, nobody can anyway
 
 
 def item_rerun(item: dict[str, Any], folders: dict[str, Path],

@@ -13,6 +13,7 @@ validate(pd.DataFrame(ITEMS, columns=ws.TSV_COLUMNS), "../schemas/batch.schema.y
 FOLDERS = ws.item_folders(ITEMS, RESULTS)
 # done / outdated / stale / FAILED / not run, from the manifests: items not done re-run
 STATES = ws.item_states(ITEMS, FOLDERS, BATCH, RAW_DATA)
+ws.adopt_finished(ITEMS, FOLDERS, STATES)
 
 
 def all_done():
