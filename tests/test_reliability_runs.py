@@ -291,3 +291,29 @@ def test_sbatch_opts_become_snakemake_slurm_resources():
                      "cpus_per_task=4", "slurm_extra='--exclusive'"]
     assert args[:2] == ["--slurm-qos", "high"]
     assert all(f"{rule}:mem_mb=16384" in args for rule in ("cnmf", "cnmfe", "cnmf_patch"))
+
+
+def test_results_made_before_run_identities_are_kept_not_recomputed(batch, tmp_path):
+    """An older version's results (a manifest without run id or identity, no done-marker)
+    count as done and stay done: a run does not recompute them."""
+    from mesmerize_helpers.jobs import run_item
+    from mesmerize_helpers.manifest import write_manifest
+
+    movie = write_movie(tmp_path / "m.tif")
+    p = batch.caiman.add_item("mcorr", "m", movie, MCORR)
+    c = batch.caiman.add_item("mcorr", "m2", batch.caiman.uloc(p), MCORR)
+    folders = {u: batch.caiman.uloc(u).caiman.get_output_dir() for u in (p, c)}
+    run_item(folders[p], uuid=p, algo="mcorr", params=MCORR, input_movie=movie, progress=False)
+    run_item(folders[c], uuid=c, algo="mcorr", params=MCORR, input_movie="",
+             parent_dir=folders[p], progress=False)
+    for folder in folders.values():
+        old = {k: v for k, v in read_manifest(folder).items()
+               if k not in ("run_id", "identity", "committed_at")}
+        write_manifest(folder, old)
+        (folder / DONE).unlink()
+    assert _states(batch) == {p: "done", c: "done"}
+    path = batch.paths.get_batch_path()
+    targets = [str(folder / DONE) for folder in folders.values()]
+    out = subprocess.run(snakemake_command(path, targets, cores=1, extra=["--dry-run"]),
+                         cwd=path.parent, capture_output=True, text=True, check=True)
+    assert "Nothing to be done" in out.stdout + out.stderr, out.stdout + out.stderr
