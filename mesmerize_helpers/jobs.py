@@ -218,10 +218,20 @@ class JobInput:
     files: dict[str, Any] = field(default_factory=dict)
 
 
+#: What to do when a parent's registered movie holds NaN (border_nan=True leaves them where
+#: frames were shifted): the built-in engine's steps cannot use NaN pixels.
+NAN_BORDER_HINT = ("The parent item's border_nan=True left them where frames were shifted; "
+                   "the built-in engine cannot use NaN pixels as input: re-run the parent "
+                   "with border_nan='copy' (or 'min', or False), or use engine: caiman.")
+
+
 def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: dict,
-               algo: str, stored_input: str | None = None) -> JobInput:
+               algo: str, stored_input: str | None = None, allow_nan_parent: bool = False
+               ) -> JobInput:
     """Open an item's input and check it: a raw movie's header and pixels (no NaN), or the
-    registered movie of the parent's current run, opened while that run cannot change."""
+    registered movie of the parent's current run, opened while that run cannot change (and
+    without NaN unless ``allow_nan_parent``: CaImAn interpolates them, the built-in engine
+    cannot)."""
     var_name = flat_main(params["main"]).get("var_name_hdf5", "mov")
     if parent_dir is None:
         path = Path(input_movie)
@@ -237,6 +247,14 @@ def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: 
         mean_name = parent["outputs"].get("mean-projection-path")
         mean = None if mean_name is None else np.load(parent_dir / mean_name)
     validation.check_params_for_movie(algo, params, tuple(movie.shape))
+    recorded = parent.get("nonfinite_pixels")  # counted by the parent's run (else: count now)
+    if allow_nan_parent or recorded == 0:
+        pass
+    elif recorded is None:
+        validation.check_finite(movie, path, hint=NAN_BORDER_HINT)
+    else:
+        raise validation.InvalidItemError(
+            f"Movie {path} has {recorded} NaN or infinite pixel value(s). {NAN_BORDER_HINT}")
     return JobInput(movie, path, parent.get("run_id"), mean)
 
 
@@ -362,7 +380,8 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
     try:
         steps, manifest["engine_version"] = engine_steps(engine)
         validation.check_params(algo, params)  # the TSV may have been edited by hand
-        job_input = open_input(input_movie, parent_dir, params, algo, stored_input)
+        job_input = open_input(input_movie, parent_dir, params, algo, stored_input,
+                               allow_nan_parent=engine == "caiman")
         manifest["input_movie_path"] = str(job_input.path)
         identity.update(parent_run=job_input.parent_run, files=job_input.files)
         Ain, seed_outputs = None, {}
@@ -377,6 +396,10 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
         outputs = steps[algo](job_input.movie, params, staging, progress=progress, Ain=Ain,
                               patch_files=patch_files)
         outputs.update(seed_outputs)
+        if "mcorr-output-path" in outputs:  # for its children: NaN borders or not
+            registered = np.load(staging / outputs["mcorr-output-path"], mmap_mode="r")
+            manifest["nonfinite_pixels"] = validation.nonfinite_pixels(registered)[0]
+            del registered
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {
             key: {"path": name, **describe(staging / name)}

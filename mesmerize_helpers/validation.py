@@ -315,24 +315,30 @@ def _checked_movie(path: Path, var_name_hdf5: str, size: int, mtime_ns: int) -> 
     return frames, y, x
 
 
-def check_finite(movie: Any, path: str | os.PathLike, chunk: int = 200) -> None:
-    """Refuse a float movie holding NaN or infinite pixels, naming the first frame and pixel
-    (one NaN would otherwise spread through the registration template into every frame).
-    Integer movies cannot hold them and are not read."""
+def nonfinite_pixels(movie: Any, chunk: int = 200) -> tuple[int, tuple[int, int, int] | None]:
+    """How many NaN or infinite values a (frames, y, x) movie holds, and where the first is
+    (frame, y, x); integer movies cannot hold any and are not read."""
     if not np.issubdtype(np.dtype(movie.dtype), np.floating):
-        return
-    total = 0
-    first = None
+        return 0, None
+    total, first = 0, None
     for start in range(0, movie.shape[0], chunk):
-        block = np.asarray(movie[start:start + chunk])
-        bad = ~np.isfinite(block)
+        bad = ~np.isfinite(np.asarray(movie[start:start + chunk]))
         if bad.any():
             total += int(bad.sum())
             if first is None:
                 f, y, x = (int(i[0]) for i in np.nonzero(bad))
                 first = (start + f, y, x)
+    return total, first
+
+
+def check_finite(movie: Any, path: str | os.PathLike, chunk: int = 200,
+                 hint: str = "Replace them (e.g. with numpy.nan_to_num or the frame's median) "
+                             "and save the movie again.") -> None:
+    """Refuse a float movie holding NaN or infinite pixels, naming the first frame and pixel
+    (one NaN would otherwise spread through the registration template into every frame);
+    ``hint`` says what to do."""
+    total, first = nonfinite_pixels(movie, chunk)
     if first is not None:
         raise InvalidItemError(
             f"Movie {path} has {total} NaN or infinite pixel value(s), the first in frame "
-            f"{first[0]} at (y={first[1]}, x={first[2]}). Replace them (e.g. with "
-            "numpy.nan_to_num or the frame's median) and save the movie again.")
+            f"{first[0]} at (y={first[1]}, x={first[2]}). {hint}")

@@ -125,6 +125,24 @@ def test_a_nan_pixel_is_refused_naming_file_and_frame(tmp_path):
     assert f"{path} has 1 NaN or infinite pixel value(s), the first in frame 17 at (y=3, x=4)" in first
 
 
+def test_nan_borders_of_a_parent_are_refused_not_spread(tmp_path):
+    """mcorr with border_nan=True leaves NaN where frames were shifted; a child on it used to
+    be all NaN (mcorr, marked successful) or fail on an SVD (cnmf)."""
+    from mesmerize_helpers.synthetic import save_tiff, simulate_2p
+
+    sim = simulate_2p(n_frames=60, shape=(48, 48), n_neurons=4, motion=3.0, seed=1)
+    movie = save_tiff(tmp_path / "m.tif", sim.movie)
+    parent = run_item(tmp_path / "p", uuid="p", algo="mcorr", progress=False, input_movie=movie,
+                      params={"main": {"max_shifts": [6, 6], "border_nan": True}})
+    assert parent["success"] and parent["nonfinite_pixels"] > 0
+    for algo, params in (("mcorr", MCORR), ("cnmf", CNMF)):
+        child = run_item(tmp_path / "p" / algo, uuid="c", algo=algo, params=params,
+                         input_movie="", parent_dir=tmp_path / "p", progress=False)
+        assert child["success"] is False
+        assert re.search(r"mcorr.npy has \d+ NaN .* re-run the parent with border_nan='copy'",
+                         child["traceback"].splitlines()[0])
+
+
 @pytest.mark.parametrize("make, params, message", [
     (_truncated_tiff, MCORR, "cut.tif cannot be used: it is truncated"),
     (lambda p: _movie(p.with_suffix(".npy"), (0, 64, 64)), MCORR, "has no frames"),
