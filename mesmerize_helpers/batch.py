@@ -75,6 +75,15 @@ def get_parent_raw_data_path() -> Path | None:
     return _PARENT_RAW_DATA_PATH
 
 
+def get_full_raw_data_path(path: str | os.PathLike) -> Path:
+    """``path`` under the raw data directory (when one is set), made absolute
+    (mesmerize-core's ``batch_utils.get_full_raw_data_path``)."""
+    path = Path(path)
+    if _PARENT_RAW_DATA_PATH is not None:
+        path = _PARENT_RAW_DATA_PATH / path
+    return path.resolve()
+
+
 def store_path(path: str | os.PathLike, batch_dir: Path) -> str:
     """Return ``path`` as it is written in the TSV.
 
@@ -313,10 +322,26 @@ def results_dir_of(batch_path: str | os.PathLike) -> Path:
 
 # --- the DataFrame --------------------------------------------------------------------------
 
-def _run_columns(manifest: dict[str, Any] | None) -> dict[str, Any]:
+def _batch_relative(outputs: dict[str, Any], folder: Path, batch_dir: Path) -> dict[str, Any]:
+    """Output file names (relative to the item's folder) made relative to the batch dir, as
+    mesmerize-core stores them, so ``df.paths.resolve(row["outputs"][key])`` finds them."""
+    out = {}
+    for key, value in outputs.items():
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            path = os.path.normpath(folder / value)
+            if os.path.exists(path):
+                value = PurePosixPath(Path(os.path.relpath(path, batch_dir))).as_posix()
+        out[key] = value
+    return out
+
+
+def _run_columns(manifest: dict[str, Any] | None, folder: Path | None = None,
+                 batch_dir: Path | None = None) -> dict[str, Any]:
     if manifest is None:
         return {"outputs": None, "ran_time": None, "algo_duration": None}
     outputs = dict(manifest.get("outputs") or {})
+    if folder is not None and batch_dir is not None:
+        outputs = _batch_relative(outputs, folder, batch_dir)
     outputs["success"] = bool(manifest.get("success"))
     outputs["traceback"] = manifest.get("traceback")
     return {
@@ -328,15 +353,19 @@ def _run_columns(manifest: dict[str, Any] | None) -> dict[str, Any]:
 
 def rows_to_dataframe(rows: list[dict[str, Any]], batch_path: Path) -> pd.DataFrame:
     """Build the mesmerize-core style DataFrame, reading each item's manifest."""
+    from .param_types import decode_types
+
     parents = {r["uuid"]: r["parent"] for r in rows}
     results = results_dir_of(batch_path)
     records = []
     for row in rows:
-        manifest = read_manifest(item_dir(results, row["uuid"], parents))
-        records.append({**row, **_run_columns(manifest)})
+        folder = item_dir(results, row["uuid"], parents)
+        manifest = read_manifest(folder)
+        records.append({**row, "params": decode_types(row["params"]),
+                        **_run_columns(manifest, folder, Path(batch_path).resolve().parent)})
     df = pd.DataFrame.from_records(records, columns=list(DATAFRAME_COLUMNS))
     df = df.astype(object).where(df.notna(), None) if len(df) else df.astype(object)
-    df.attrs["batch_path"] = str(Path(batch_path).resolve())
+    df.attrs["batch_path"] = Path(batch_path).resolve()
     return df
 
 
@@ -369,11 +398,17 @@ def create_batch(path: str | os.PathLike, remove_existing: bool = False) -> pd.D
 def load_batch(path: str | os.PathLike) -> pd.DataFrame:
     """Load a batch TSV with every mesmerize-core column, run results read from manifests.
 
-    ``df.attrs["batch_path"]`` holds the absolute path; it survives row selection.
+    ``df.attrs["batch_path"]`` holds the absolute path (a ``Path``); it survives row
+    selection. A mesmerize-core batch (a pickle, whatever its name) opens as it is, its
+    results readable in place (read-only: ``mesmerize-helpers import`` converts it).
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"No batch at {path}; create one with create_batch().")
+    from .legacy import is_pickle_batch, read_pickle_batch
+
+    if is_pickle_batch(path):  # a mesmerize-core batch, read as it is
+        return read_pickle_batch(path)
     return rows_to_dataframe(read_table(path), path)
 
 
@@ -388,7 +423,10 @@ def new_row(
     """A new TSV row with a fresh uuid and the current time, params checked."""
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}.")
-    params = json.loads(params_to_json(params))  # a JSON round trip: what is stored is what runs
+    from .param_types import encode_types
+
+    # a JSON round trip: what is stored is what runs (tuples and paths noted in "__types__")
+    params = json.loads(params_to_json(encode_types(params)))
     return {
         "uuid": str(uuid_lib.uuid4()),
         "item_name": str(item_name),
