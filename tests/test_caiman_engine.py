@@ -178,7 +178,7 @@ def test_seeded_cnmf_keeps_the_seeds(caiman_batch):
 def test_somata_seeds_reach_caiman(caiman_batch):
     df, sim, _ = caiman_batch
     row = df.iloc[5]
-    seeds = np.load(row.caiman.get_output_dir() / row["outputs"]["seed-masks-path"])
+    seeds = np.load(row.paths.resolve(row["outputs"]["seed-masks-path"]))
     # simulate_2p's somata are filled: the bright polarity finds most of them
     true = sim.footprints > 0.3
     on = np.einsum("yxk,jyx->kj", seeds, true)
