@@ -19,7 +19,9 @@ import numpy as np
 
 from . import __version__
 from .batch import SOMATA_SEEDS
+from .engine.params import flatten_main
 from .io.movies import open_movie
+from .io.seeds import load_seed_masks
 from .manifest import read_manifest, write_manifest
 from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
 
@@ -176,7 +178,7 @@ def run_patch(
     from .engine.patches import fit_movie_patch
 
     movie = open_movie(input_movie_for(input_movie, parent_dir))
-    A, C = fit_movie_patch(movie, params["main"], index)
+    A, C = fit_movie_patch(movie, flatten_main(params["main"]), index)
     np.savez(out, A=A, C=C)
 
 
@@ -287,6 +289,8 @@ def run_item(
     }
     start = time.perf_counter()
     try:
+        # CaImAn's nested groups ({"main": {"init": {...}}}) become the flat keys engines read
+        params = {**params, "main": flatten_main(params["main"])}
         steps, manifest["engine_version"] = engine_steps(engine)
         movie_path = input_movie_for(input_movie, parent_dir)
         manifest["input_movie_path"] = str(movie_path)
@@ -296,8 +300,8 @@ def run_item(
         if params.get("Ain") == SOMATA_SEEDS:
             Ain, seed_outputs = somata_seeds(movie, params, folder, progress,
                                              mean=saved_mean(parent_dir))
-        elif ain_path is not None:
-            Ain = np.load(ain_path)
+        elif ain_path is not None:  # params["Ain"], or mesmerize-core's params["Ain_path"]
+            Ain = load_seed_masks(ain_path, tuple(movie.shape[1:]))
         outputs = steps[algo](movie, params, folder, progress=progress, Ain=Ain,
                               patch_files=patch_files)
         outputs.update(seed_outputs)

@@ -98,7 +98,8 @@ def _scatters(item: dict[str, Any]) -> bool:
     main = item["params"]["main"]
     # a seeded fit has no patches
     return (item["algo"] == "cnmf" and bool(item["params"].get("scatter_patches"))
-            and main.get("rf") is not None and item["params"].get("Ain") is None)
+            and main.get("rf") is not None and item["params"].get("Ain") is None
+            and item["params"].get("Ain_path") is None)
 
 
 def scatter_pattern(items: list[dict[str, Any]], folders: dict[str, Path], results: Path) -> str:
@@ -136,9 +137,15 @@ def _root_uuid(uuid: str, by_uuid: dict[str, dict[str, Any]]) -> str:
 
 
 def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[str]:
-    """The seed-mask file of a seeded CNMF item (``params["Ain"]``), or an empty list (also
-    for ``"somata"``: the job finds its seeds in the input movie)."""
+    """The seed-mask file of a seeded CNMF item (``params["Ain"]``, or mesmerize-core's
+    ``params["Ain_path"]``), or an empty list (also for ``"somata"``: the job finds its
+    seeds in the input movie). A relative ``Ain_path`` is looked up first in
+    ``<batch dir>/<uuid>/`` (mesmerize-core's item folder), then as ``Ain``."""
     ain = item["params"].get("Ain")
+    if ain is None:
+        ain = item["params"].get("Ain_path")
+        if ain is not None and (batch.parent / item["uuid"] / ain).is_file():
+            return [str(batch.parent / item["uuid"] / ain)]
     if ain is None or ain == SOMATA_SEEDS:
         return []
     raw = Path(raw_data) if raw_data else None
