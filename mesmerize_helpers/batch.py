@@ -362,6 +362,7 @@ def rows_to_dataframe(rows: list[dict[str, Any]], batch_path: Path) -> pd.DataFr
         folder = item_dir(results, row["uuid"], parents)
         manifest = read_manifest(folder)
         records.append({**row, "params": decode_types(row["params"]),
+                        "comments": row["comments"] or None,  # the TSV's "" is no comment
                         **_run_columns(manifest, folder, Path(batch_path).resolve().parent)})
     df = pd.DataFrame.from_records(records, columns=list(DATAFRAME_COLUMNS))
     df = df.astype(object).where(df.notna(), None) if len(df) else df.astype(object)

@@ -88,7 +88,7 @@ def read_pickle_batch(path: str | os.PathLike) -> pd.DataFrame:
         if column not in df.columns:
             df[column] = None
     df["uuid"] = df["uuid"].astype(str)
-    df["parent"] = derive_parents(df, path.parent)
+    df["parent"] = pd.Series(derive_parents(df, path.parent), index=df.index, dtype=object)
     df.attrs["batch_path"] = path
     df.attrs["mesmerize_core_batch"] = True
     return df
