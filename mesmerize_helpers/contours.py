@@ -15,7 +15,8 @@ of the contour's vertices, not CaImAn's centre of mass.
 
 Here each footprint is traced inside the box around its pixels plus a one-pixel margin of
 background, which yields the same vertices in the same order as tracing the whole frame
-(marching squares finds nothing in a uniform region) at a cost independent of the frame size.
+(marching squares finds nothing in a uniform region; only the last bits of a float differ,
+~1e-15 px, from shifting the box back) at a cost independent of the frame size.
 """
 
 from __future__ import annotations
