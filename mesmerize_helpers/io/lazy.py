@@ -269,7 +269,9 @@ class LazyArrayRCM(LazyArray):
 
     @cached_property
     def _bounds(self) -> tuple[float, float]:
-        # products of the extreme values of each factor bound every pixel of every frame
+        # mesmerize-core's estimate (products of each factor's extremes), widened by
+        # A @ min(C) and A @ max(C), which bound every frame where A >= 0 (footprints
+        # overlap: a pixel can exceed every single product)
         if self.n_components == 0 or self._shape[0] == 0:
             return 0.0, 0.0
         s = self._spatial
@@ -278,16 +280,18 @@ class LazyArrayRCM(LazyArray):
         summary = self._trace_summaries
         products = [t * f for t, f in itertools.product((summary["min"], summary["max"]),
                                                         (s_min, s_max))]
-        return float(np.nanmin(products)), float(np.nanmax(products))
+        low = min(float(np.nanmin(products)), float(np.nanmin(self.min_image)))
+        high = max(float(np.nanmax(products)), float(np.nanmax(self.max_image)))
+        return low, high
 
     @property
     def min(self) -> float:
-        """Lower bound of the values (from the factors' extremes, as mesmerize-core)."""
+        """A lower bound of the values, computed from the factors (no pass over frames)."""
         return self._bounds[0]
 
     @property
     def max(self) -> float:
-        """Upper bound of the values (from the factors' extremes, as mesmerize-core)."""
+        """An upper bound of the values, computed from the factors (no pass over frames)."""
         return self._bounds[1]
 
     def __repr__(self) -> str:
