@@ -350,7 +350,7 @@ def _saved_params(path: Path) -> dict[str, Any]:
 
 def load_cnmf(path: str | Path) -> CNMF:
     """An estimates file (ours or CaImAn's ``CNMF.save``) as a :class:`CNMF` object."""
-    path = Path(path)
+    path = Path(path).resolve()  # CaImAn's load_CNMF (to_caiman) relocates bare names
     estimates = load_estimates(path)
     params = CNMFParams(_saved_params(path))
     params.data["dims"] = tuple(estimates.dims)
