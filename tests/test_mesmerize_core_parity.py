@@ -1,3 +1,4 @@
+# ruff: noqa: F405  (names come from "from mesmerize_helpers import *", the switch under test)
 """mesmerize-core's own test suite (``tests/test_core.py``) and user-guide notebook flow, ported.
 
 The behaviours (API semantics, return types, shapes, axis orders, paths, errors, the cache) are
