@@ -128,6 +128,12 @@ def test_params_diffs_show_exactly_the_swept_keys(batch, movie):
     assert len(diffs) == 4
     assert {(str(r.K), str(r.gSig)) for r in diffs.itertuples(index=False)} == {
         ("4", "[3, 3]"), ("4", "[5, 5]"), ("8", "[3, 3]"), ("8", "[5, 5]")}
+    batch.caiman.add_item("cnmf", "m", movie, {"main": {"K": 4, "gSig": [3, 3], "p": 1,
+                                                        "merge_thr": 0.9}, "refit": True})
+    diffs = batch.caiman.get_params_diffs("cnmf", "m")
+    assert sorted(diffs.columns) == ["K", "gSig", "merge_thr"]
+    assert list(diffs["merge_thr"]) == ["<default>"] * 4 + [0.9]  # unset where not given
+    batch.caiman.remove_item(-1)
     repeat = {"main.K": [8], "main.gSig": [[3, 3]]}
     with pytest.raises(ValueError, match="allow_duplicates"):
         batch.caiman.add_grid("cnmf", "m", movie, base, repeat)
