@@ -164,12 +164,17 @@ def _stored_input(value: Any, old_dir: Path, new_dir: Path) -> str:
 def _imported_manifest(row: pd.Series, stored: dict[str, Any], folder: Path, old_dir: Path,
                        input_path: str, source: Path) -> dict[str, Any]:
     """A manifest for an imported item: its outputs re-based onto its new folder."""
+    from .batch import resolve_path
+
     outputs = {}
     for key, value in legacy_outputs(row["outputs"]).items():
         if key in ("success", "traceback"):
             continue
-        if isinstance(value, str) and (old_dir / value).exists():
-            value = os.path.relpath(old_dir / value, folder)
+        if isinstance(value, str):
+            try:  # as mesmerize-core resolves it: the batch dir, else the raw data dir
+                value = os.path.relpath(resolve_path(value, old_dir), folder)
+            except FileNotFoundError:
+                pass  # a file that is gone stays named as it was
         outputs[key] = value
     duration = row.get("algo_duration")
     if isinstance(duration, str):  # mesmerize-core writes "12.3 sec"
@@ -243,7 +248,10 @@ def import_batch(pickle_path: str | os.PathLike, tsv_path: str | os.PathLike,
                 continue  # never ran
             folder = batch_lib.item_dir(results, stored["uuid"], parents)
             folder.mkdir(parents=True, exist_ok=True)
-            input_path = os.path.normpath(new_dir / stored["input_movie_path"])
+            try:  # what run_item records: the movie the item read
+                input_path = str(batch_lib.resolve_path(stored["input_movie_path"], new_dir))
+            except FileNotFoundError:
+                input_path = os.path.normpath(new_dir / stored["input_movie_path"])
             write_manifest(folder, _imported_manifest(row, stored, folder, old_dir, input_path,
                                                       Path(old.attrs["batch_path"])))
     return batch_lib.load_batch(tsv_path)

@@ -125,7 +125,10 @@ def output_file(s: pd.Series, key: str, algos: tuple[str, ...] | None = None) ->
     """Path of one of the item's outputs by mesmerize-core key (e.g. ``"corr-img-path"``)."""
     outputs, folder = checked_outputs(s, algos)
     try:
-        return Path(os.path.normpath(folder / outputs[key])).resolve()
+        value = outputs[key]
+        if is_legacy(batch_path_of(s)):  # mesmerize-core: the batch dir, else the raw data dir
+            return batch_lib.resolve_path(value, folder)
+        return Path(os.path.normpath(folder / value)).resolve()
     except KeyError:
         keys = [k for k in outputs if k not in ("success", "traceback")]
         raise FileNotFoundError(
