@@ -137,7 +137,9 @@ class CNMFExtensions:
         return masks
 
     @_component_indices
-    def get_spatial(self, component_indices: ComponentIndices = None) -> np.ndarray:
+    @cnmf_cache.use_cache
+    def get_spatial(self, component_indices: ComponentIndices = None,
+                    *, return_copy: bool = True) -> np.ndarray:
         """Footprints as images, (y, x, n_components) float32."""
         return self._fit().estimates.footprints(component_indices).transpose(1, 2, 0)
 
