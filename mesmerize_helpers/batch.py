@@ -12,7 +12,6 @@ line and diffs stay readable. Every write takes a file lock and atomically repla
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import uuid as uuid_lib
@@ -25,7 +24,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from .errors import BatchFormatError, ItemNotCurrentError
+from .errors import BatchFormatError
 from .manifest import current_umask, write_text_atomic
 from .runstate import OUTDATED, STALE, ItemState, item_states
 from .settings import remember_raw_data, remembered_raw_data
@@ -47,6 +46,16 @@ DATAFRAME_COLUMNS = (
 USER_COLUMNS = ("item_name", "comments")
 
 _PARENT_RAW_DATA_PATH: Path | None = None
+
+#: mesmerize-core's compute backends (its ``batch_utils``), all run with Snakemake here
+#: (see :func:`mesmerize_helpers.runner.run_item`).
+COMPUTE_BACKEND_SUBPROCESS = "subprocess"  #: snakemake in a subprocess (the default)
+COMPUTE_BACKEND_SLURM = "slurm"  #: snakemake submitting SLURM jobs (``profiles/slurm``)
+COMPUTE_BACKEND_LOCAL = "local"  #: like subprocess, and ``run()`` always waits
+COMPUTE_BACKEND_ASYNC = "local_async"  #: like subprocess, and ``run()`` never waits
+COMPUTE_BACKENDS = [
+    COMPUTE_BACKEND_SUBPROCESS, COMPUTE_BACKEND_SLURM, COMPUTE_BACKEND_LOCAL, COMPUTE_BACKEND_ASYNC,
+]
 
 
 # --- raw data dir and path storage ------------------------------------------------------
@@ -81,6 +90,15 @@ def raw_data_dir_for(batch_dir: str | os.PathLike) -> Path | None:
     """The raw-data directory for the batches in ``batch_dir``: the one set in this process,
     else the one remembered beside the batch (:mod:`.settings`), else None."""
     return _PARENT_RAW_DATA_PATH or remembered_raw_data(batch_dir)
+
+
+def get_full_raw_data_path(path: str | os.PathLike) -> Path:
+    """``path`` under the raw data directory (when one is set), made absolute
+    (mesmerize-core's ``batch_utils.get_full_raw_data_path``)."""
+    path = Path(path)
+    if _PARENT_RAW_DATA_PATH is not None:
+        path = _PARENT_RAW_DATA_PATH / path
+    return path.resolve()
 
 
 def store_path(path: str | os.PathLike, batch_dir: Path) -> str:
@@ -380,10 +398,26 @@ def results_dir_of(batch_path: str | os.PathLike) -> Path:
 
 # --- the DataFrame --------------------------------------------------------------------------
 
-def _run_columns(manifest: dict[str, Any] | None, state: ItemState | None = None) -> dict[str, Any]:
+def _batch_relative(outputs: dict[str, Any], folder: Path, batch_dir: Path) -> dict[str, Any]:
+    """Output file names (relative to the item's folder) made relative to the batch dir, as
+    mesmerize-core stores them, so ``df.paths.resolve(row["outputs"][key])`` finds them."""
+    out = {}
+    for key, value in outputs.items():
+        if isinstance(value, str) and value and not os.path.isabs(value):
+            path = os.path.normpath(folder / value)
+            if os.path.exists(path):
+                value = PurePosixPath(Path(os.path.relpath(path, batch_dir))).as_posix()
+        out[key] = value
+    return out
+
+
+def _run_columns(manifest: dict[str, Any] | None, folder: Path | None = None,
+                 batch_dir: Path | None = None, state: ItemState | None = None) -> dict[str, Any]:
     if manifest is None:
         return {"outputs": None, "ran_time": None, "algo_duration": None}
     outputs = dict(manifest.get("outputs") or {})
+    if folder is not None and batch_dir is not None:
+        outputs = _batch_relative(outputs, folder, batch_dir)
     outputs["success"] = bool(manifest.get("success"))
     outputs["traceback"] = manifest.get("traceback")
     if state is not None and state.state in (OUTDATED, STALE):  # results no longer the row's
@@ -397,12 +431,22 @@ def _run_columns(manifest: dict[str, Any] | None, state: ItemState | None = None
 
 def rows_to_dataframe(rows: list[dict[str, Any]], batch_path: Path) -> pd.DataFrame:
     """Build the mesmerize-core style DataFrame, reading each item's manifest."""
-    states = batch_states(batch_path, rows)
-    records = [{**row, **_run_columns(states[row["uuid"]].manifest, states[row["uuid"]])}
-               for row in rows]
+    from .param_types import decode_types
+
+    parents = {r["uuid"]: r["parent"] for r in rows}
+    results = results_dir_of(batch_path)
+    states = batch_states(batch_path, rows)  # done, or why not (outdated, stale, ...)
+    records = []
+    for row in rows:
+        folder = item_dir(results, row["uuid"], parents)
+        state = states[row["uuid"]]
+        records.append({**row, "params": decode_types(row["params"]),
+                        "comments": row["comments"] or None,  # the TSV's "" is no comment
+                        **_run_columns(state.manifest, folder, Path(batch_path).resolve().parent,
+                                       state)})
     df = pd.DataFrame.from_records(records, columns=list(DATAFRAME_COLUMNS))
     df = df.astype(object).where(df.notna(), None) if len(df) else df.astype(object)
-    df.attrs["batch_path"] = str(Path(batch_path).resolve())
+    df.attrs["batch_path"] = Path(batch_path).resolve()
     return df
 
 
@@ -419,33 +463,6 @@ def batch_states(batch_path: str | os.PathLike, rows: list[dict[str, Any]] | Non
     folders = {uuid: item_dir(results, uuid, parents) for uuid in parents}
     batch_dir, raw = batch_path.parent, raw_data_dir_for(batch_path.parent)
     return item_states(rows, folders, lambda stored: resolve_path(stored, batch_dir, raw))
-
-
-def item_state(batch_path: str | os.PathLike, uuid: str) -> ItemState | None:
-    """One item's state (reading only its own and its ancestors' manifests), or None when
-    the batch file has no such item (a row that only lives in memory)."""
-    batch_path = Path(batch_path).resolve()
-    stat = batch_path.stat()
-    rows = {r["uuid"]: r for r in _rows_cached(str(batch_path),
-                                                (stat.st_ino, stat.st_mtime_ns, stat.st_size))}
-    if uuid not in rows:
-        return None
-    chain = lineage(uuid, {u: r["parent"] for u, r in rows.items()})
-    return batch_states(batch_path, [rows[u] for u in chain])[uuid]
-
-
-def check_current(batch_path: str | os.PathLike, uuid: str) -> None:
-    """Raise :class:`~.errors.ItemNotCurrentError` when a successfully run item is outdated
-    or stale (what every getter checks)."""
-    state = item_state(batch_path, uuid)
-    if state is not None and state.state in (OUTDATED, STALE):
-        raise ItemNotCurrentError(f"Item {uuid} is {state.reason}")
-
-
-@functools.lru_cache(maxsize=8)
-def _rows_cached(batch_path: str, version: tuple[int, int, int]) -> tuple[dict[str, Any], ...]:
-    # getters check that results are current on every call: parse the TSV once per version
-    return tuple(read_table(batch_path))
 
 
 def create_batch(path: str | os.PathLike, remove_existing: bool = False) -> pd.DataFrame:
@@ -477,11 +494,17 @@ def create_batch(path: str | os.PathLike, remove_existing: bool = False) -> pd.D
 def load_batch(path: str | os.PathLike) -> pd.DataFrame:
     """Load a batch TSV with every mesmerize-core column, run results read from manifests.
 
-    ``df.attrs["batch_path"]`` holds the absolute path; it survives row selection.
+    ``df.attrs["batch_path"]`` holds the absolute path (a ``Path``); it survives row
+    selection. A mesmerize-core batch (a pickle, whatever its name) opens as it is, its
+    results readable in place (read-only: ``mesmerize-helpers import`` converts it).
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"No batch at {path}; create one with create_batch().")
+    from .legacy import is_pickle_batch, read_pickle_batch
+
+    if is_pickle_batch(path):  # a mesmerize-core batch, read as it is
+        return read_pickle_batch(path)
     return rows_to_dataframe(read_table(path), path)
 
 
@@ -496,7 +519,10 @@ def new_row(
     """A new TSV row with a fresh uuid and the current time, params checked."""
     if algo not in ALGOS:
         raise ValueError(f"algo must be one of {', '.join(ALGOS)}, got {algo!r}.")
-    params = json.loads(params_to_json(params))  # a JSON round trip: what is stored is what runs
+    from .param_types import encode_types
+
+    # a JSON round trip: what is stored is what runs (tuples and paths noted in "__types__")
+    params = json.loads(params_to_json(encode_types(params)))
     return {
         "uuid": str(uuid_lib.uuid4()),
         "item_name": str(item_name),

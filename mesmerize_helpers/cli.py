@@ -1,4 +1,5 @@
-"""``mesmerize-helpers``: create and fill batches, run them, see their status, run the demo."""
+"""``mesmerize-helpers``: create and fill batches, run them, see their status, import a
+mesmerize-core batch, run the demo."""
 
 from __future__ import annotations
 
@@ -132,6 +133,16 @@ def _summary(states: list[Any], uuids: list[str], seconds: float) -> int:
     return min(len(undone), 100)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .legacy import import_batch
+
+    df = import_batch(args.pickle, args.batch, keep_results=not args.no_results, force=args.force)
+    done = sum(1 for o in df["outputs"] if o is not None and o["success"])
+    print(f"Imported {len(df)} item(s) from {args.pickle} into {args.batch} "
+          f"({done} with results readable in place).")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -176,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="Snakemake profile name (e.g. slurm) or path")
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("import", help="convert a mesmerize-core batch (pickle) to a TSV batch")
+    p.add_argument("pickle", help="the mesmerize-core batch.pickle")
+    p.add_argument("batch", help="the new batch TSV (item folders go beside it)")
+    p.add_argument("--no-results", action="store_true",
+                   help="start every item as not run (default: results readable in place)")
+    p.add_argument("--force", action="store_true", help="replace an existing batch TSV")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("demo", help="simulate a small movie, add mcorr + cnmf items, run them")
     p.add_argument("folder", nargs="?", default="demo")

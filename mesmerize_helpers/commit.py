@@ -59,18 +59,12 @@ def staging_folder(folder: Path, run_id: str) -> Path:
     return staging
 
 
-def _own_files(outputs: dict[str, Any]) -> set[str]:
-    """Names of files in the item folder itself among a manifest's outputs."""
-    return {v for v in outputs.values()
-            if isinstance(v, str) and v and "/" not in v and "\\" not in v and v != ".."}
-
-
 def commit(staging: Path, folder: Path, manifest: dict[str, Any]) -> None:
     """Switch a successful run's files from ``staging`` into ``folder``, then write its
-    manifest (the commit point) and the :data:`~.manifest.DONE` marker; files of the
-    previous run that this one did not make are removed."""
+    manifest (the commit point) and the :data:`~.manifest.DONE` marker. Files of an earlier
+    run that this one does not make stay (an imported mesmerize-core item's CaImAn files
+    among them); no manifest names them any more."""
     with item_lock(folder, COMMIT_LOCK):
-        previous = read_manifest(folder) or {}
         # no manifest while files switch: a kill here leaves "not run", never old + new files
         (folder / MANIFEST).unlink(missing_ok=True)
         for entry in staging.iterdir():
@@ -81,8 +75,6 @@ def commit(staging: Path, folder: Path, manifest: dict[str, Any]) -> None:
                 os.chmod(entry, target.stat().st_mode & 0o7777)
             os.replace(entry, target)
         write_manifest(folder, manifest)
-        for name in _own_files(previous.get("outputs") or {}) - _own_files(manifest["outputs"]):
-            (folder / name).unlink(missing_ok=True)
         write_done(folder, manifest["run_id"])
 
 

@@ -55,7 +55,7 @@ def run_demo(folder: Path, n_frames: int = 300, cores: int | None = None) -> int
 
     df = df.caiman.reload_from_disk()
     mcorr = df.iloc[0]
-    x_shifts, y_shifts = mcorr.mcorr.get_shifts()
+    y_shifts, x_shifts = mcorr.mcorr.get_shifts()  # axis 0 (rows) first, as mesmerize-core
     found = np.stack([y_shifts, x_shifts], axis=1)
     truth = -sim.shifts  # the correction undoes the simulated displacement
     error = found - truth
@@ -65,7 +65,7 @@ def run_demo(folder: Path, n_frames: int = 300, cores: int | None = None) -> int
     print(f"  figure: {plot_mcorr(mcorr, folder / 'mcorr.png')}")
     if cnmf_available():
         cnmf = df.iloc[1]
-        _, found_centres = cnmf.cnmf.get_contours("good", swap_dim=False)
+        _, found_centres = cnmf.cnmf.get_contours("good")  # (row, column) centres
         match = match_by_centroid(centroids(sim.footprints), np.array(found_centres), 4.0)
         print(f"cnmf: {cnmf.cnmf.get_n_components()} components "
               f"({len(found_centres)} accepted) for {sim.n_neurons} true neurons: "

@@ -31,3 +31,40 @@ class ItemNotCurrentError(BatchItemUnsuccessfulError, BatchItemNotRunError):
     ``BatchItemNotRunError`` (the run the batch asks for has not happened), so either
     ``except`` clause of a mesmerize-core notebook catches it.
     """
+
+
+# mesmerize-core raises built-in exception types in these places; ours are more specific but
+# stay instances of those, so ``except KeyError:`` in a notebook keeps working.
+
+class _MessageKeyError(KeyError):
+    """A KeyError whose message prints as written (KeyError quotes its argument)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ItemNotFoundError(_MessageKeyError, ValueError):
+    """No item with this uuid or index in the batch (mesmerize-core: KeyError from
+    ``uloc``, ValueError from methods taking an index)."""
+
+
+class UnknownEvalParameterError(_MessageKeyError, ValueError):
+    """``run_eval`` got a key that is not a CaImAn quality parameter (mesmerize-core:
+    KeyError)."""
+
+
+class UnknownColumnError(AttributeError, ValueError):
+    """``update_item`` got a key that is not a batch column (mesmerize-core: AttributeError)."""
+
+
+class DfofNotComputedError(AttributeError, ValueError):
+    """``get_detrend_dfof`` before ``run_detrend_dfof`` (mesmerize-core: AttributeError)."""
+
+
+class PreventOverwriteError(IndexError):
+    """The batch on disk holds other items than this DataFrame: saving it would lose some;
+    reload it (``df.caiman.reload_from_disk()``) first."""
+
+
+class ReadOnlyBatchError(ValueError):
+    """A mesmerize-core batch (pickle) is opened read-only: import it to change or run it."""

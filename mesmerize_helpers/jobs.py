@@ -31,14 +31,15 @@ from .commit import (
     staging_folder,
     write_done,
 )
+from .engine.params import flatten_main
 from .failures import explain_failure
 from .io.movies import open_movie
+from .io.seeds import load_seed_masks
 from .locks import RUN_LOCK, item_lock, log_waiting
 from .manifest import read_manifest
 from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
 from .runstate import file_stat, run_params
 from .step_support import cnmf_input_memmap, n_processes  # noqa: F401 (re-exported)
-from .validation import flat_main
 
 Step = Callable[..., dict[str, str]]
 
@@ -160,7 +161,7 @@ def run_patch(
     else:
         job_input = open_input(input_movie, Path(parent_dir), params, "cnmf")
         movie, parent_run = job_input.movie, job_input.parent_run or ""
-    A, C = fit_movie_patch(movie, params["main"], index)
+    A, C = fit_movie_patch(movie, flatten_main(params["main"]), index)
     # written beside and renamed: a killed job never leaves half a patch file
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, A=A, C=C, parent_run=parent_run)
@@ -232,7 +233,7 @@ def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: 
     registered movie of the parent's current run, opened while that run cannot change (and
     without NaN unless ``allow_nan_parent``: CaImAn interpolates them, the built-in engine
     cannot)."""
-    var_name = flat_main(params["main"]).get("var_name_hdf5", "mov")
+    var_name = flatten_main(params["main"]).get("var_name_hdf5", "mov")
     if parent_dir is None:
         path = Path(input_movie)
         shape = validation.check_movie(path, var_name)
@@ -378,6 +379,8 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
     staging = staging_folder(folder, run_id)
     start, job_input = time.perf_counter(), None
     try:
+        # CaImAn's nested groups ({"main": {"init": {...}}}) become the flat keys engines read
+        params = {**params, "main": flatten_main(params["main"])}
         steps, manifest["engine_version"] = engine_steps(engine)
         validation.check_params(algo, params)  # the TSV may have been edited by hand
         job_input = open_input(input_movie, parent_dir, params, algo, stored_input,
@@ -388,10 +391,10 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
         if params.get("Ain") == SOMATA_SEEDS:
             Ain, seed_outputs = somata_seeds(job_input.movie, params, staging, progress,
                                              mean=job_input.mean)
-        elif ain_path is not None:
-            Ain = np.load(ain_path)
+        elif ain_path is not None:  # params["Ain"], or mesmerize-core's params["Ain_path"]
+            Ain = load_seed_masks(ain_path, tuple(job_input.movie.shape[1:]))
             stored = params.get("Ain_path") or params.get("Ain") or str(ain_path)
-            identity["files"]["seeds"] = {"path": stored, **file_stat(ain_path)}
+            identity["files"]["seeds"] = {"path": str(stored), **file_stat(ain_path)}
         _check_patches(patch_files, job_input.parent_run)
         outputs = steps[algo](job_input.movie, params, staging, progress=progress, Ain=Ain,
                               patch_files=patch_files)

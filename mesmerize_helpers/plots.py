@@ -29,7 +29,7 @@ def plot_mcorr(row: pd.Series, path: str | os.PathLike) -> Path:
     axes[0, 0].set_title(f"input: mean of first {n} frames")
     axes[0, 1].imshow(row.caiman.get_projection("mean"), cmap="gray")
     axes[0, 1].set_title("registered: mean image")
-    x_shifts, y_shifts = row.mcorr.get_shifts(pw_rigid=False)
+    y_shifts, x_shifts = row.mcorr.get_shifts(pw_rigid=False)  # axis 0 (rows) first
     axes[0, 2].plot(y_shifts, label="y")
     axes[0, 2].plot(x_shifts, label="x")
     axes[0, 2].set_xlabel("frame")
@@ -51,9 +51,9 @@ def plot_cnmf(row: pd.Series, path: str | os.PathLike, n_traces: int = 8) -> Pat
     fig, axes = _figure(2, width=5)
     axes[0, 0].imshow(row.caiman.get_corr_image(), cmap="gray")
     for which, colour in (("good", "lime"), ("bad", "red")):
-        contours, _ = row.cnmf.get_contours(which, swap_dim=True)
+        contours, _ = row.cnmf.get_contours(which, swap_dim=False)  # (x, y) = (column, row)
         for contour in contours:
-            if len(contour):
+            if len(contour):  # NaN rows separate the pieces: matplotlib breaks the line there
                 axes[0, 0].plot(contour[:, 0], contour[:, 1], color=colour, linewidth=0.8)
     good = row.cnmf.get_good_components()
     axes[0, 0].set_title(f"{len(good)} accepted / {row.cnmf.get_n_components()} components")

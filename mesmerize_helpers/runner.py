@@ -18,6 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from . import batch as batch_lib
+from .batch import (  # noqa: F401 (mesmerize-core's names, also importable from here)
+    COMPUTE_BACKEND_ASYNC,
+    COMPUTE_BACKEND_LOCAL,
+    COMPUTE_BACKEND_SLURM,
+    COMPUTE_BACKEND_SUBPROCESS,
+    COMPUTE_BACKENDS,
+)
 from .commit import publish_failure
 from .locks import RUN_LOCK, is_running, item_lock
 from .manifest import DONE, FAILED_MANIFEST, read_manifest
@@ -25,14 +32,6 @@ from .runstate import DONE as STATE_DONE
 from .runstate import FAILED, ItemState
 from .workflow_support import RUN_STARTED_ENV
 
-#: mesmerize-core's backend names (``mesmerize_core.batch_utils``), all run with Snakemake.
-COMPUTE_BACKEND_SUBPROCESS = "subprocess"  #: snakemake in a subprocess (the default)
-COMPUTE_BACKEND_SLURM = "slurm"  #: snakemake submitting SLURM jobs (``profiles/slurm``)
-COMPUTE_BACKEND_LOCAL = "local"  #: like subprocess, and ``run()`` always waits
-COMPUTE_BACKEND_ASYNC = "local_async"  #: like subprocess, and ``run()`` never waits
-COMPUTE_BACKENDS = [
-    COMPUTE_BACKEND_SUBPROCESS, COMPUTE_BACKEND_SLURM, COMPUTE_BACKEND_LOCAL, COMPUTE_BACKEND_ASYNC,
-]
 #: Options of every run: one failing item never stops the others; items lock themselves
 #: (a dead run never leaves a lock); what re-runs is decided from the manifests.
 SAFE_OPTIONS = ["--keep-going", "--rerun-incomplete", "--nolock", "--rerun-triggers", "mtime"]

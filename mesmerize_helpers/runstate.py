@@ -32,8 +32,9 @@ from .manifest import read_manifest
 Resolver = Callable[[str], Path]
 
 DONE, NOT_RUN, FAILED, OUTDATED, STALE = "done", "not run", "FAILED", "outdated", "stale"
-#: Top-level params keys that do not change results (a job's memory or time limit).
-NON_RESULT_KEYS = ("resources",)
+#: Top-level params keys that do not change results: a job's memory or time limit, and the
+#: note of which values were tuples or paths (``param_types.TYPES_KEY``).
+NON_RESULT_KEYS = ("resources", "__types__")
 #: Modification times closer than this (s) are equal: FAT and SMB keep 2 s resolution.
 MTIME_TOLERANCE = 2.0
 

@@ -23,8 +23,10 @@ from .engine.params import (
     CAIMAN_PARAM_GROUPS,
     CAIMAN_PARAM_KEYS,
     UnknownParameterError,
+    flatten_main,
     nearest_key,
 )
+from .param_types import TYPES_KEY, encode_types
 
 #: Top-level params keys besides ``"main"`` (CaImAn's params) and what they hold.
 TOP_LEVEL_KEYS = {
@@ -128,17 +130,6 @@ TOP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def flat_main(main: Mapping[str, Any]) -> dict[str, Any]:
-    """``params["main"]`` with CaImAn's groups (``{"motion": {...}}``) flattened into it."""
-    flat: dict[str, Any] = {}
-    for key, value in main.items():
-        if key in CAIMAN_PARAM_GROUPS and isinstance(value, Mapping):
-            flat.update(value)
-        else:
-            flat[key] = value
-    return flat
-
-
 def _unknown(key: str, valid: set[str], where: str) -> UnknownParameterError:
     same_letters = [v for v in valid if v.lower() == key.lower()]  # min_snr -> min_SNR
     hint = same_letters[0] if same_letters else nearest_key(key, valid)
@@ -168,14 +159,16 @@ def check_params(algo: str, params: Any) -> None:
     """
     from .batch import params_to_json
 
-    params_to_json(params)  # TypeError: not {"main": {...}}, or not JSON (NaN, objects)
+    params_to_json(encode_types(params))  # TypeError: not {"main": {...}}, or not JSON (NaN)
     for key, value in params.items():
+        if key == TYPES_KEY:  # the TSV's note of which values were tuples or paths
+            continue
         if key not in TOP_LEVEL_KEYS:
             raise _unknown(key, set(TOP_LEVEL_KEYS), "params (top level: "
                            + ", ".join(sorted(TOP_LEVEL_KEYS)) + ")")
         if key in TOP_RULES and not TOP_RULES[key][0](value):
             raise InvalidItemError(f"params[{key!r}] = {value!r} must be {TOP_RULES[key][1]}.")
-    main = flat_main(params["main"])
+    main = flatten_main(params["main"])
     for key, value in main.items():
         if key not in CAIMAN_PARAM_KEYS:
             raise _unknown(key, set(CAIMAN_PARAM_KEYS), f"params['main'] of this {algo} item")
@@ -196,7 +189,7 @@ def _pair(value: Any) -> tuple[float, float]:
 def check_params_for_movie(algo: str, params: Mapping[str, Any], shape: tuple[int, ...]) -> None:
     """Checks that need the movie's frame size ``shape`` = (frames, y, x)."""
     dims = shape[1:]
-    main = flat_main(params["main"])
+    main = flatten_main(params["main"])
     if algo == "mcorr":
         shifts = _pair(main.get("max_shifts", 6))
         if any(2 * s >= d for s, d in zip(shifts, dims)):
@@ -220,7 +213,7 @@ def check_item(
     check_item_name(item_name)
     check_params(algo, params)
     if movie is not None:
-        var_name = flat_main(params["main"]).get("var_name_hdf5", "mov")
+        var_name = flatten_main(params["main"]).get("var_name_hdf5", "mov")
         check_params_for_movie(algo, params, check_movie(movie, var_name))
 
 

@@ -184,7 +184,8 @@ def _scatters(item: dict[str, Any]) -> bool:
     main = item["params"]["main"]
     # a seeded fit has no patches
     return (item["algo"] == "cnmf" and bool(item["params"].get("scatter_patches"))
-            and main.get("rf") is not None and item["params"].get("Ain") is None)
+            and main.get("rf") is not None and item["params"].get("Ain") is None
+            and item["params"].get("Ain_path") is None)
 
 
 def scatter_pattern(items: list[dict[str, Any]], folders: dict[str, Path], results: Path) -> str:
@@ -222,10 +223,16 @@ def _root_uuid(uuid: str, by_uuid: dict[str, dict[str, Any]]) -> str:
 
 
 def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[str]:
-    """The seed-mask file of a seeded CNMF item (``params["Ain"]``), or an empty list (also
-    for ``"somata"``: the job finds its seeds in the input movie, and for a missing file:
-    the job reports it, see :func:`expected_ain`)."""
+    """The seed-mask file of a seeded CNMF item (``params["Ain"]``, or mesmerize-core's
+    ``params["Ain_path"]``), or an empty list (also for ``"somata"``: the job finds its
+    seeds in the input movie; and for a missing file: the job reports it, see
+    :func:`expected_ain`). A relative ``Ain_path`` is looked up first in
+    ``<batch dir>/<uuid>/`` (mesmerize-core's item folder), then as ``Ain``."""
     ain = item["params"].get("Ain")
+    if ain is None:
+        ain = item["params"].get("Ain_path")
+        if ain is not None and (batch.parent / item["uuid"] / ain).is_file():
+            return [str(batch.parent / item["uuid"] / ain)]
     if ain is None or ain == SOMATA_SEEDS:
         return []
     found = _existing(ain, batch, raw_data)
@@ -235,6 +242,8 @@ def item_ain(item: dict[str, Any], batch: Path, raw_data: str | None) -> list[st
 def expected_ain(item_params: dict[str, Any], batch: Path, raw_data: str | None) -> str | None:
     """Where a seeded item's seed-mask file should be (for the job's message), or None."""
     ain = item_params.get("Ain")
+    if ain is None:
+        ain = item_params.get("Ain_path")
     if ain is None or ain == SOMATA_SEEDS:
         return None
     return expected_movie({"input_movie_path": ain}, batch, raw_data)

@@ -109,7 +109,8 @@ def test_lineage_over_two_hops(batch, movie):
     assert batch.caiman.uloc(leaf)["parent"] == second
     assert batch.caiman.get_children(root) == [second, leaf]
     assert batch.caiman.get_children(second) == [leaf]
-    assert batch.caiman.get_children(leaf) == []
+    with pytest.raises(TypeError, match="only mcorr items have children"):
+        batch.caiman.get_children(leaf)  # as mesmerize-core
     assert batch.caiman.get_parent(leaf) == second
     assert batch.caiman.get_parent(leaf, root=True) == root
     assert batch.caiman.get_parent(root) is None
@@ -123,10 +124,16 @@ def test_params_diffs_show_exactly_the_swept_keys(batch, movie):
     assert len(uuids) == 4
     batch.caiman.add_item("cnmf", "other", movie, {"main": {"K": 99}})
     diffs = batch.caiman.get_params_diffs("cnmf", "m")
-    assert sorted(diffs.columns) == ["main.K", "main.gSig"]
+    assert sorted(diffs.columns) == ["K", "gSig"]  # "main"'s keys by bare name, as mesmerize-core
     assert len(diffs) == 4
-    assert {tuple(map(str, r)) for r in diffs.itertuples(index=False)} == {
+    assert {(str(r.K), str(r.gSig)) for r in diffs.itertuples(index=False)} == {
         ("4", "[3, 3]"), ("4", "[5, 5]"), ("8", "[3, 3]"), ("8", "[5, 5]")}
+    batch.caiman.add_item("cnmf", "m", movie, {"main": {"K": 4, "gSig": [3, 3], "p": 1,
+                                                        "merge_thr": 0.9}, "refit": True})
+    diffs = batch.caiman.get_params_diffs("cnmf", "m")
+    assert sorted(diffs.columns) == ["K", "gSig", "merge_thr"]
+    assert list(diffs["merge_thr"]) == ["<default>"] * 4 + [0.9]  # unset where not given
+    batch.caiman.remove_item(-1)
     repeat = {"main.K": [8], "main.gSig": [[3, 3]]}
     with pytest.raises(ValueError, match="allow_duplicates"):
         batch.caiman.add_grid("cnmf", "m", movie, base, repeat)
@@ -140,8 +147,12 @@ def test_update_item_user_columns_only(batch, movie):
     row = mh.load_batch(batch.paths.get_batch_path()).iloc[0]
     assert (row["comments"], row["item_name"]) == ("good one", "renamed")
     assert batch.iloc[0]["comments"] == "good one"
-    with pytest.raises(ValueError, match="params"):
+    with pytest.raises(TypeError, match="'main' dict"):
         batch.caiman.update_item(0, {"params": {}})
+    with pytest.raises(ValueError, match="cannot update column.*algo|Cannot update column"):
+        batch.caiman.update_item(0, {"algo": "cnmf"})
+    with pytest.raises(AttributeError, match="unknown column"):  # mesmerize-core's error type
+        batch.caiman.update_item(0, {"not_a_column": 1})
 
 
 ADDER = """
@@ -224,4 +235,7 @@ def test_paths_relative_to_batch_and_raw_dir_survive_a_move(tmp_path):
 def test_tsv_is_readable_json_per_line(batch, movie):
     batch.caiman.add_item("mcorr", "m", movie, {"main": {"max_shifts": (6, 6)}})
     line = batch.paths.get_batch_path().read_text().splitlines()[1]
-    assert json.loads(line.split("\t")[4]) == {"main": {"max_shifts": [6, 6]}}
+    assert json.loads(line.split("\t")[4]) == {"main": {"max_shifts": [6, 6]},
+                                                "__types__": {"main.max_shifts": "tuple"}}
+    assert mh.load_batch(batch.paths.get_batch_path()).iloc[0]["params"] == {
+        "main": {"max_shifts": (6, 6)}}  # the tuple comes back

@@ -92,7 +92,7 @@ def test_mcorr_output_and_shifts(caiman_batch):
     assert np.isfinite(registered).all()
     # registered in the scene's frame: its mean image matches the simulation's
     assert np.corrcoef(registered.mean(0).ravel(), sim.movie.mean(0).ravel())[0, 1] > 0.95
-    x_shifts, y_shifts = row.mcorr.get_shifts()
+    y_shifts, x_shifts = row.mcorr.get_shifts()  # axis 0 first, as mesmerize-core
     assert x_shifts.shape == y_shifts.shape == (300,)
     found = np.stack([y_shifts, x_shifts], axis=1)
     true = -sim.shifts
@@ -112,7 +112,7 @@ def test_cnmf_finds_the_neurons(caiman_batch):
     n = row.cnmf.get_n_components()
     good = row.cnmf.get_good_components()
     assert 0 < len(good) <= n
-    contours, coms = row.cnmf.get_contours("good", swap_dim=False)
+    contours, coms = row.cnmf.get_contours("good")  # (row, column), as mesmerize-core
     assert len(contours) == len(coms) == len(good)
     temporal = row.cnmf.get_temporal("good")
     assert temporal.shape == (len(good), 300) and np.isfinite(temporal).all()
@@ -120,7 +120,7 @@ def test_cnmf_finds_the_neurons(caiman_batch):
     assert spatial.shape == (64, 64, len(good))
     # each true neuron with a good component within 2 px whose trace follows its calcium
     true_centres = np.array([center_of_mass(f) for f in sim.footprints])
-    found_centres = np.asarray(coms)  # (y, x) with swap_dim=False
+    found_centres = np.asarray(coms)  # (y, x) with swap_dim=True
     matched = 0
     for i, centre in enumerate(true_centres):
         dist = np.linalg.norm(found_centres - centre, axis=1)
@@ -140,10 +140,10 @@ def _rms_error(found: np.ndarray, true: np.ndarray) -> np.ndarray:
 def test_pw_rigid_shifts(caiman_batch):
     df, sim, _ = caiman_batch
     row = df.iloc[2]
-    x_shifts, y_shifts = row.mcorr.get_shifts()
+    y_shifts, x_shifts = row.mcorr.get_shifts()
     n_patches = x_shifts.shape[1]
     assert x_shifts.shape == y_shifts.shape == (300, n_patches) and n_patches > 1
-    rigid_x, rigid_y = row.mcorr.get_shifts(pw_rigid=False)
+    rigid_y, rigid_x = row.mcorr.get_shifts(pw_rigid=False)
     assert rigid_x.shape == (300,)
     # the motion is rigid: the patches' mean shift follows the true correction (tolerance as
     # for rigid shifts); single 36 x 36 px patches hold 2-3 cells and scatter more (about
@@ -178,7 +178,7 @@ def test_seeded_cnmf_keeps_the_seeds(caiman_batch):
 def test_somata_seeds_reach_caiman(caiman_batch):
     df, sim, _ = caiman_batch
     row = df.iloc[5]
-    seeds = np.load(row.caiman.get_output_dir() / row["outputs"]["seed-masks-path"])
+    seeds = np.load(row.paths.resolve(row["outputs"]["seed-masks-path"]))
     # simulate_2p's somata are filled: the bright polarity finds most of them
     true = sim.footprints > 0.3
     on = np.einsum("yxk,jyx->kj", seeds, true)

@@ -32,7 +32,7 @@ def test_create_add_grid_status(tmp_path, movie, capsys):
 
     df = mh.load_batch(batch)
     assert (df.loc[df["uuid"].isin(uuids), "parent"] == mcorr_uuid).all()
-    assert sorted(df.caiman.get_params_diffs("cnmf", "m").columns) == ["main.K", "main.gSig"]
+    assert sorted(df.caiman.get_params_diffs("cnmf", "m").columns) == ["K", "gSig"]
     # the same grid again is refused: duplicates
     assert main(["grid", str(batch), "--algo", "cnmf", "--name", "m", "--input", mcorr_uuid,
                  "--params", str(cnmf), "--grid", str(grid)]) == 2

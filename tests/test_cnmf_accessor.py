@@ -52,17 +52,20 @@ def test_components_and_footprints(truth_item):
     spatial = row.cnmf.get_spatial("good")
     assert spatial.shape == (48, 48, 3)
     np.testing.assert_allclose(spatial[:, :, 1], sim.footprints[2], rtol=1e-6)
-    masks = row.cnmf.get_masks([1], threshold=0.5)
-    assert masks.shape == (48, 48, 1) and masks.dtype == bool
-    np.testing.assert_array_equal(masks[:, :, 0], sim.footprints[1] > 0.5 * sim.footprints[1].max())
+    masks = row.cnmf.get_masks(np.array([1, 4]), threshold=0.5)  # A's values, as mesmerize-core
+    assert masks.shape == (48, 48, 2) and masks.dtype == bool
+    np.testing.assert_array_equal(masks[:, :, 0], sim.footprints[1] >= 0.5)
+    np.testing.assert_array_equal(masks[:, :, 1], sim.footprints[4] >= 0.5)
     with pytest.raises(ValueError, match="component_indices"):
         row.cnmf.get_spatial("some")
 
 
 def test_contours_enclose_the_true_centres(truth_item):
+    """swap_dim=True (default): (row, column) vertices; False: (column, row). Centres are the
+    NaN-mean of the outline (mesmerize-core), within a pixel of the true centre of mass."""
     row, sim, _, _ = truth_item
-    contours, coms = row.cnmf.get_contours("all", swap_dim=False)
-    contours_xy, coms_xy = row.cnmf.get_contours("all", swap_dim=True)
+    contours, coms = row.cnmf.get_contours("all")  # swap_dim=True
+    contours_xy, coms_xy = row.cnmf.get_contours("all", swap_dim=False)
     assert len(contours) == len(coms) == 6
     from skimage.measure import points_in_poly
 
@@ -70,13 +73,13 @@ def test_contours_enclose_the_true_centres(truth_item):
         footprint = sim.footprints[k]
         yy, xx = np.indices(footprint.shape)
         true_com = np.array([(yy * footprint).sum(), (xx * footprint).sum()]) / footprint.sum()
-        np.testing.assert_allclose(com, true_com, atol=1e-6)
-        np.testing.assert_allclose(coms_xy[k], true_com[::-1], atol=1e-6)
-        np.testing.assert_allclose(contours_xy[k], contour[:, ::-1])
-        assert contour.shape[1] == 2 and len(contour) >= 8
-        assert points_in_poly(true_com[None], contour)[0]
+        assert np.isnan(contour[0]).all() and np.isnan(contour[-1]).all()  # CaImAn's pieces
+        assert np.linalg.norm(com - true_com) < 1.0
+        np.testing.assert_allclose(coms_xy[k], com[::-1], atol=0.2)
+        outline = contour[~np.isnan(contour).any(axis=1)]
+        assert points_in_poly(true_com[None], outline)[0]
         peak = np.unravel_index(footprint.argmax(), footprint.shape)
-        assert points_in_poly(np.array([peak]), contour)[0]
+        assert points_in_poly(np.array([peak]), outline)[0]
 
 
 def test_temporal_and_reconstructions(truth_item):
@@ -102,16 +105,17 @@ def test_temporal_and_reconstructions(truth_item):
 
 def test_detrend_dfof_persists_and_cache_invalidates(truth_item):
     row, sim, _, _ = truth_item
-    with pytest.raises(ValueError, match="run_detrend_dfof"):
+    with pytest.raises(AttributeError, match="run_detrend_dfof"):
         row.cnmf.get_detrend_dfof()
-    before = row.cnmf.get_output()
-    assert row.cnmf.get_output() is before  # cached
+    before = row.cnmf.get_output(return_copy=False)
+    assert row.cnmf.get_output(return_copy=False) is before  # cached
+    assert row.cnmf.get_output() is not before  # a copy by default
     row.cnmf.run_detrend_dfof(frames_window=60)
     reloaded = row.caiman.get_manifest()
     assert reloaded["detrend_dfof"]["frames_window"] == 60
     dff = row.cnmf.get_detrend_dfof("good")
     assert dff.shape == (3, 120) and np.isfinite(dff).all()
-    assert row.cnmf.get_output() is not before  # the item changed: cache entry unreachable
+    assert row.cnmf.get_output(return_copy=False) is not before  # the item changed
 
 
 def test_wrong_algorithm_on_mcorr_row(batch, movie):
@@ -122,17 +126,30 @@ def test_wrong_algorithm_on_mcorr_row(batch, movie):
 
 def test_cache_respects_size_limit():
     cache = Cache("1K")
-    assert parse_size("1.5G") == 1_500_000_000 and parse_size(10) == 10
-    cache.get(("a", 1), lambda: np.zeros(100))  # 800 bytes
-    cache.get(("b", 1), lambda: np.zeros(100))  # evicts a
-    assert len(cache) == 1 and cache.size == 800
+    assert parse_size("1.5G") == int(1.5 * 1024 ** 3) and parse_size("10") == 10
     calls = []
-    cache.get(("b", 1), lambda: calls.append(1))
-    assert calls == []
-    cache.get(("c", 1), lambda: np.zeros(1000))  # too big to keep
-    assert len(cache) == 1
-    cache.invalidate("b")
-    assert len(cache) == 0
+
+    class Item:
+        def __init__(self, uuid):
+            self._series = {"uuid": uuid}
+
+        def _cache_stamp(self):
+            return 0
+
+        @cache.use_cache
+        def array(self, n, *, return_copy=True):
+            calls.append(n)
+            return np.zeros(n)
+
+    Item("a").array(100)  # 800 bytes
+    Item("b").array(100)  # evicts a
+    assert len(cache.get_cache()) == 1 and cache.get_cache()["bytes"].sum() == 800
+    Item("b").array(100)
+    assert calls == [100, 100]  # a hit
+    Item("c").array(1000)  # too big to keep
+    assert list(cache.get_cache()["uuid"]) == ["b"]
+    cache.drop_item("b")
+    assert len(cache.get_cache()) == 0
     with pytest.raises(ValueError):
         parse_size("lots")
-    assert cnmf_cache.maxsize == parse_size("1G")
+    assert cnmf_cache.size == 1024 ** 3 or cnmf_cache.storage_type == "ITEMS"

@@ -60,11 +60,16 @@ def test_npy_hdf5_and_caiman_mmap(tmp_path, frames):
 
     with h5py.File(tmp_path / "m.h5", "w") as f:
         f["data"] = frames
+    single = open_movie(tmp_path / "m.h5")  # the only dataset, whatever its name (mesmerize-core)
+    np.testing.assert_array_equal(single[:], frames)
+    with h5py.File(tmp_path / "m.h5", "a") as f:
+        f["other"] = frames[:2]
     with pytest.raises(MovieReadError, match="no dataset 'mov'.*data"):
         open_movie(tmp_path / "m.h5")
     lazy = open_movie(tmp_path / "m.h5", var_name_hdf5="data")
     assert isinstance(lazy, LazyFrames)
     np.testing.assert_array_equal(lazy[2:5], frames[2:5])
+    np.testing.assert_array_equal(lazy[10:99], frames[10:])  # readers clip slices as numpy
 
     t, d1, d2 = frames.shape
     for order in "CF":

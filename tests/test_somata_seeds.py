@@ -35,8 +35,7 @@ def test_somata_seeds_through_the_workflow(tmp_path):
     assert "rule cnmf_patch:" not in log
 
     row = df.caiman.reload_from_disk().caiman.uloc(uuid)
-    folder = row.caiman.get_output_dir()
-    seeds = np.load(folder / row["outputs"]["seed-masks-path"])
+    seeds = np.load(row.paths.resolve(row["outputs"]["seed-masks-path"]))  # batch-relative
     assert seeds.ndim == 3 and seeds.shape[:2] == (64, 64) and seeds.dtype == bool
     true_centres = centroids(sim.footprints)
     found = match_by_centroid(true_centres, centroids(seeds.transpose(2, 0, 1)), 3.0)

@@ -1,9 +1,17 @@
 """``s.cnmf``: footprints, contours, traces, reconstructions and re-evaluation of a cnmf or
-cnmfe item (mesmerize-core's names and return shapes)."""
+cnmfe item, with mesmerize-core's names, arguments, return types and shapes.
+
+Every getter takes ``component_indices`` (None or ``"all"``, ``"good"``, ``"bad"``, or an
+index array) and the keyword ``return_copy``; results are cached (``cnmf_cache``) and, unless
+``return_copy=False``, returned as copies.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -12,188 +20,239 @@ import numpy as np
 import pandas as pd
 
 from ..cache import cnmf_cache
-from ..io.lazy import LazyFrameFunction, LazyProduct, LazyResidual
-from ..manifest import MANIFEST, update_manifest
-from .common import checked_manifest, output_file
+from ..contours import caiman_contours, contour_centers
+from ..errors import DfofNotComputedError, UnknownEvalParameterError
+from ..io.estimates import CNMF
+from ..io.lazy import LazyArrayRCB, LazyArrayRCM, LazyArrayResiduals, LazyRingBackground
+from ..io.movies import open_memmap
+from ..legacy import writable_batch
+from ..manifest import update_manifest
+from .common import batch_path_of, checked_manifest, output_file, result_stamp
 
 _ALGOS = ("cnmf", "cnmfe")
 
-ComponentIndices = str | np.ndarray | list[int] | range
+ComponentIndices = str | np.ndarray | list[int] | range | None
 
 
-class CNMFExtension:
-    """Results of a CNMF / CNMF-E row. Costly getters are cached (``mesmerize_helpers.cache``)."""
+def _component_indices(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ``component_indices`` (first argument) into an index array before the cache
+    sees it, so ``"good"`` and the same indices given as an array share an entry."""
+
+    @functools.wraps(func)
+    def wrapper(self: CNMFExtensions, component_indices: ComponentIndices = None,
+                *args: Any, **kwargs: Any) -> Any:
+        return func(self, self._indices(component_indices), *args, **kwargs)
+
+    return wrapper
+
+
+@pd.api.extensions.register_series_accessor("cnmf")
+class CNMFExtensions:
+    """Results of a CNMF / CNMF-E row (mesmerize-core's ``CNMFExtensions``)."""
 
     def __init__(self, s: pd.Series):
         self._series = s
 
-    # --- files and the cache ----------------------------------------------------------------
+    # --- files ------------------------------------------------------------------------
+
+    def _cache_stamp(self) -> tuple:
+        return result_stamp(self._series, _ALGOS)
 
     def get_output_path(self) -> Path:
-        """The HDF5 file holding the estimates."""
+        """The HDF5 file holding the estimates (CaImAn's ``CNMF.save`` layout)."""
         return output_file(self._series, "cnmf-hdf5-path", _ALGOS)
 
-    def _cached(self, name: str, compute: Any, *args: Any) -> Any:
-        _, folder = checked_manifest(self._series, _ALGOS)
-        stamp = (folder / MANIFEST).stat().st_mtime_ns  # rewritten by runs and re-evaluations
-        key = (self._series["uuid"], stamp, name, *map(_hashable, args))
-        return cnmf_cache.get(key, compute)
-
-    def get_output(self) -> Any:
-        """The estimates (A, b, C, f, S, YrA, R, sn, g, bl, c1, neurons_sn, dims,
-        idx_components, idx_components_bad, F_dff, ...) as an ``Estimates`` object."""
-        from ..io.estimates import load_estimates
-
-        return self._cached("output", lambda: load_estimates(self.get_output_path()))
-
     def get_cnmf_memmap(self, mode: str = "r") -> np.memmap:
-        """The movie CNMF was fitted on, a (frames, y, x) float32 memmap."""
-        return np.load(output_file(self._series, "cnmf-memmap-path", _ALGOS), mmap_mode=mode)
+        """The movie CNMF was fitted on, a (frames, y, x) float32 memmap (for computing;
+        use ``caiman.get_input_movie()`` to view the movie)."""
+        return open_memmap(output_file(self._series, "cnmf-memmap-path", _ALGOS), mode)
+
+    @cnmf_cache.use_cache
+    def get_output(self, *, return_copy: bool = True) -> CNMF:
+        """The fit as a CaImAn-like ``CNMF`` object: ``.estimates`` (``A``, ``C``, ``b``,
+        ``f``, ``YrA``, ``S``, ``idx_components``, ... with CaImAn's names and layouts),
+        ``.params`` (CaImAn's groups: ``params.quality["min_SNR"]``) and ``.dims``.
+        ``.to_caiman()`` gives CaImAn's own object when CaImAn is installed."""
+        from ..io.estimates import load_cnmf
+
+        return load_cnmf(self.get_output_path())
+
+    def _fit(self) -> CNMF:
+        return self.get_output(return_copy=False)  # read-only use inside the accessor
 
     # --- components ---------------------------------------------------------------------
 
     def _indices(self, component_indices: ComponentIndices) -> np.ndarray:
-        estimates = self.get_output()
-        n = estimates.A.shape[1]
+        if component_indices is None:
+            component_indices = "all"
         if isinstance(component_indices, str):
             if component_indices == "all":
-                return np.arange(n)
-            if component_indices in ("good", "bad"):
-                name = "idx_components" if component_indices == "good" else "idx_components_bad"
-                indices = getattr(estimates, name)
-                if indices is None:  # not evaluated: every component counts as good
-                    return np.arange(n) if component_indices == "good" else np.arange(0)
-                return np.asarray(indices, dtype=int)
-            raise ValueError(
-                f"component_indices must be 'all', 'good', 'bad' or indices; got {component_indices!r}."
-            )
+                return np.arange(self.get_n_components())
+            if component_indices == "good":
+                return np.asarray(self.get_good_components(return_copy=False), dtype=int)
+            if component_indices == "bad":
+                return np.asarray(self.get_bad_components(return_copy=False), dtype=int)
+            raise ValueError(f"Accepted str values for component_indices are 'all', 'good' and "
+                             f"'bad'; got {component_indices!r}.")
+        if not isinstance(component_indices, (np.ndarray, list, tuple, range)):
+            raise TypeError("component_indices must be an index array, None, 'all', 'good' or "
+                            f"'bad'; got {type(component_indices).__name__}.")
         indices = np.asarray(component_indices, dtype=int).ravel()
+        n = self.get_n_components()
         if indices.size and (indices.min() < -n or indices.max() >= n):
             raise IndexError(f"component indices out of range for {n} components.")
-        return indices % n if n else indices
+        return indices
 
-    def get_n_components(self) -> int:
-        """Number of components found (accepted and rejected)."""
-        return int(self.get_output().A.shape[1])
+    @cnmf_cache.use_cache
+    def get_n_components(self, *, return_copy: bool = True) -> int:
+        """Number of components (accepted and rejected)."""
+        return int(self._fit().estimates.A.shape[1])
 
-    def get_good_components(self) -> np.ndarray:
-        """Indices of the components accepted by evaluation."""
-        return self._indices("good")
+    @cnmf_cache.use_cache
+    def get_good_components(self, *, return_copy: bool = True) -> np.ndarray:
+        """Indices of the accepted components (``idx_components``; all if not evaluated)."""
+        good = self._fit().estimates.idx_components
+        return np.arange(self.get_n_components()) if good is None else np.asarray(good)
 
-    def get_bad_components(self) -> np.ndarray:
-        """Indices of the components rejected by evaluation."""
-        return self._indices("bad")
+    @cnmf_cache.use_cache
+    def get_bad_components(self, *, return_copy: bool = True) -> np.ndarray:
+        """Indices of the rejected components (``idx_components_bad``)."""
+        bad = self._fit().estimates.idx_components_bad
+        return np.zeros(0, int) if bad is None else np.asarray(bad)
 
-    def get_spatial(self, component_indices: ComponentIndices = "all") -> np.ndarray:
+    @_component_indices
+    @cnmf_cache.use_cache
+    def get_masks(self, component_indices: ComponentIndices = None, threshold: float = 0.01,
+                  *, return_copy: bool = True) -> np.ndarray:
+        """Binary masks, (y, x, n_components) bool: the pixels where a footprint (unit-norm
+        column of ``A``) is at least ``threshold``, as mesmerize-core."""
+        A = self._fit().estimates.A[:, component_indices].tocsc()
+        d1, d2 = self._fit().dims
+        # unset pixels are 0: in every mask when threshold <= 0, as in a dense comparison
+        masks = np.full((d1, d2, A.shape[1]), threshold <= 0, dtype=bool)
+        for k in range(A.shape[1]):
+            pixels = A.indices[A.indptr[k]:A.indptr[k + 1]]
+            inside = A.data[A.indptr[k]:A.indptr[k + 1]] >= threshold
+            masks[pixels % d1, pixels // d1, k] = inside  # Fortran pixel order: y + x * d1
+        return masks
+
+    @_component_indices
+    @cnmf_cache.use_cache
+    def get_spatial(self, component_indices: ComponentIndices = None,
+                    *, return_copy: bool = True) -> np.ndarray:
         """Footprints as images, (y, x, n_components) float32."""
-        estimates = self.get_output()
-        indices = self._indices(component_indices)
-        return estimates.footprints(indices).transpose(1, 2, 0)
+        return self._fit().estimates.footprints(component_indices).transpose(1, 2, 0)
 
-    def get_masks(self, component_indices: ComponentIndices = "all", threshold: float = 0.01) -> np.ndarray:
-        """Binary masks, (y, x, n_components): pixels above ``threshold`` x the footprint's max."""
-        spatial = self.get_spatial(component_indices)
-        peak = spatial.max(axis=(0, 1), keepdims=True)
-        return spatial > threshold * np.where(peak > 0, peak, np.inf)
-
-    def get_contours(
-        self, component_indices: ComponentIndices = "all", swap_dim: bool = True, thr: float = 0.9
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Contour and centre of mass of each footprint.
+    @_component_indices
+    @cnmf_cache.use_cache
+    def get_contours(self, component_indices: ComponentIndices = None, swap_dim: bool = True,
+                     thr: float = 0.9, *, return_copy: bool = True
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Outline and centre of each footprint, as mesmerize-core (CaImAn's
+        ``get_contours``, see :mod:`mesmerize_helpers.contours`).
 
         Parameters
         ----------
-        component_indices
-            "all", "good", "bad" or indices.
         swap_dim
-            Return (x, y) columns (for plotting over an image) instead of (y, x).
+            True (default): (row, column) = (axis 0, axis 1) coordinates; False: (column,
+            row), i.e. ``plt.plot(c[:, 0], c[:, 1])`` over ``plt.imshow(image)``.
         thr
-            The contour encloses this fraction of the footprint's energy (sum of squares).
+            Fraction of each footprint's energy the outline encloses.
 
         Returns
         -------
         contours : list of ndarray
-            One (n_points, 2) array per component, in pixels.
-        centers_of_mass : list of ndarray
-            One (2,) array per component.
+            (n_points, 2) per component: closed pieces separated by NaN rows.
+        centers : list of ndarray
+            (2,) per component: the NaN-mean of the contour's vertices (same column order).
         """
-        return self._cached("contours", lambda: self._contours(component_indices, swap_dim, thr),
-                            component_indices, swap_dim, thr)
+        fit = self._fit()
+        contours = caiman_contours(fit.estimates.A[:, component_indices], fit.dims, thr,
+                                   swap_dim=swap_dim)
+        return contours, contour_centers(contours)
 
-    def _contours(self, component_indices: ComponentIndices, swap_dim: bool, thr: float):
-        from ..engine.contours import footprint_contours
+    # --- traces ----------------------------------------------------------------------
 
-        estimates = self.get_output()
-        contours, centers = footprint_contours(
-            estimates.A[:, self._indices(component_indices)], estimates.dims, thr)
-        if swap_dim:
-            contours = [c[:, ::-1] for c in contours]
-            centers = [c[::-1] for c in centers]
-        return contours, centers
-
-    # --- traces ---------------------------------------------------------------------
-
-    def get_temporal(
-        self,
-        component_indices: ComponentIndices = "all",
-        add_background: bool = False,
-        add_residuals: bool = False,
-    ) -> np.ndarray:
-        """Calcium traces C, (n_components, frames).
+    @_component_indices
+    @cnmf_cache.use_cache
+    def get_temporal(self, component_indices: ComponentIndices = None,
+                     add_background: bool = False, add_residuals: bool = False,
+                     *, return_copy: bool = True) -> np.ndarray:
+        """Calcium traces ``C``, (n_components, frames).
 
         Parameters
         ----------
         add_background
-            Add the background's contribution inside each footprint, ``A_k^T b f``.
+            Add the background under each footprint, ``A_k^T b f``.
         add_residuals
-            Add the residual traces YrA (C + YrA is the unmixed raw fluorescence).
+            Add the residual traces ``YrA`` (``C + YrA`` is the unmixed raw fluorescence).
         """
-        estimates = self.get_output()
-        indices = self._indices(component_indices)
-        traces = np.array(estimates.C[indices], dtype=np.float32)
+        est = self._fit().estimates
+        traces = np.array(est.C[component_indices])
+        if add_background and np.size(est.b):
+            traces = traces + np.asarray((est.A[:, component_indices].T @ est.b) @ est.f)
         if add_residuals:
-            traces += estimates.YrA[indices]
-        if add_background and estimates.b.size:
-            A = estimates.A[:, indices]
-            traces += np.asarray((A.T @ estimates.b) @ estimates.f)
+            traces = traces + est.YrA[component_indices]
         return traces
 
-    def get_rcm(self) -> LazyProduct:
-        """Reconstructed neurons ``A C`` as a lazy (frames, y, x) array."""
-        estimates = self.get_output()
-        return LazyProduct(estimates.A, estimates.C, estimates.dims)
+    @_component_indices
+    @cnmf_cache.use_cache
+    def get_rcm(self, component_indices: ComponentIndices = None,
+                temporal_components: np.ndarray | None = None,
+                *, return_copy: bool = False) -> LazyArrayRCM:
+        """Reconstructed neurons ``A C`` as a lazy (frames, y, x) array.
 
-    def get_rcb(self) -> LazyProduct | LazyFrameFunction:
-        """Reconstructed background as a lazy (frames, y, x) array: ``b f``, or for CNMF-E's
-        ring model ``b0 + W (Y - A C - b0)``."""
-        estimates = self.get_output()
-        if "W" not in estimates.extra:
-            return LazyProduct(estimates.b, estimates.f, estimates.dims)
+        Parameters
+        ----------
+        temporal_components
+            (n_components_total, frames) traces to use instead of ``C`` (e.g. dF/F).
+        """
+        fit = self._fit()
+        C = fit.estimates.C if temporal_components is None else np.asarray(temporal_components)
+        if C.shape[0] != fit.estimates.A.shape[1]:
+            raise ValueError(f"{C.shape[0]} temporal components for "
+                             f"{fit.estimates.A.shape[1]} spatial components.")
+        return LazyArrayRCM(fit.estimates.A[:, component_indices], C[component_indices],
+                            fit.dims)
+
+    @cnmf_cache.use_cache
+    def get_rcb(self, *, return_copy: bool = False) -> LazyArrayRCB | LazyRingBackground:
+        """Reconstructed background as a lazy (frames, y, x) array: ``b f``, or for our
+        CNMF-E's ring model ``b0 + W (Y - A C - b0)``."""
+        fit = self._fit()
+        est = fit.estimates
+        if "W" not in est.extra:
+            return LazyArrayRCB(est.b, est.f, fit.dims)
         from ..engine.cnmfe import background_frames
 
         movie = self.get_cnmf_memmap()
-        return LazyFrameFunction(
-            movie.shape[0], estimates.dims, lambda idx: background_frames(estimates, movie, idx)
-        )
+        return LazyRingBackground(movie.shape[0], fit.dims,
+                                  lambda idx: background_frames(est, movie, idx))
 
-    def get_residuals(self) -> LazyResidual:
-        """``Y - rcm - rcb`` as a lazy (frames, y, x) array."""
-        return LazyResidual(self.get_cnmf_memmap(), self.get_rcm(), self.get_rcb())
+    @cnmf_cache.use_cache
+    def get_residuals(self, *, return_copy: bool = False) -> LazyArrayResiduals:
+        """``Y - (A C) - background`` as a lazy (frames, y, x) array, Y the input movie."""
+        return LazyArrayResiduals(self._series.caiman.get_input_movie(), self.get_rcm(),
+                                  self.get_rcb())
 
-    # --- evaluation and dF/F, persisted -----------------------------------------------------
+    # --- evaluation and dF/F, saved with the item ----------------------------------------
 
-    def _persist(self, estimates: Any, manifest_changes: dict[str, Any]) -> None:
-        """Rewrite the HDF5 atomically and record the change in the manifest."""
+    def _persist(self, fit: CNMF, manifest_changes: dict[str, Any]) -> None:
+        """Save changed estimates into the item's folder (atomically) and note it in the
+        manifest. Files of another folder (an imported mesmerize-core item's) are left as
+        they are: the item then reads its own new copy."""
         from ..io.estimates import save_estimates
 
-        path = self.get_output_path()
-        tmp = path.with_name(path.name + ".tmp")
-        params = {**estimates.extra.get("params", {})}
-        save_estimates(tmp, estimates, params)
-        os.replace(tmp, path)
+        writable_batch(batch_path_of(self._series))
         _, folder = checked_manifest(self._series, _ALGOS)
-        update_manifest(folder, manifest_changes)
-        cnmf_cache.invalidate(self._series["uuid"])
+        current = self.get_output_path()
+        target = current if current.parent == folder.resolve() else folder / "cnmf.hdf5"
+        tmp = target.with_name(target.name + ".tmp")
+        save_estimates(tmp, fit.estimates, fit.estimates.extra.get("params", {}))
+        os.replace(tmp, target)
+        update_manifest(folder, {**manifest_changes,
+                                 "outputs": {"cnmf-hdf5-path": target.name}})
+        cnmf_cache.drop_item(self._series["uuid"])
 
     def run_eval(self, params: dict[str, Any]) -> None:
         """Re-run component evaluation with new quality params and save the result.
@@ -201,54 +260,66 @@ class CNMFExtension:
         Parameters
         ----------
         params
-            Quality parameters (``min_SNR``, ``SNR_lowest``, ``rval_thr``, ``rval_lowest``,
-            ...), flat or under ``"main"``; they override the item's own params.
+            CaImAn quality parameters (``min_SNR``, ``SNR_lowest``, ``rval_thr``,
+            ``rval_lowest``, ``use_cnn``, ...), flat (or under ``"main"``); they add to the
+            item's params and earlier evaluations. An unknown key is a KeyError
+            (:class:`~mesmerize_helpers.errors.UnknownEvalParameterError`), as mesmerize-core.
         """
+        from ..engine.params import flatten_main
         from ..jobs import source_extraction
 
-        evaluate = source_extraction(self._series["algo"])[1]
         new = dict(params.get("main", params))
+        fit = self.get_output()  # a copy: changed and saved below
+        valid = list(fit.params.quality)
+        unknown = [k for k in new if k not in valid]
+        if unknown:
+            raise UnknownEvalParameterError(
+                f"{', '.join(map(repr, unknown))} is not a quality (evaluation) parameter; "
+                f"valid keys are {valid}.")
+        evaluate = source_extraction(self._series["algo"])[1]
         item = self._series["params"]
-        merged = {**item["main"], **item.get("eval", {}), **new}
-        estimates = evaluate(self.get_output(), self.get_cnmf_memmap(), merged)
-        estimates.extra.setdefault("params", {}).update(new)
-        self._persist(estimates, {"eval": new, "evaluated_time": _now()})
+        merged = {**flatten_main(item["main"]), **item.get("eval", {}),
+                  **fit.estimates.extra.get("params", {}), **new}
+        fit.estimates = evaluate(fit.estimates, self.get_cnmf_memmap(), merged)
+        fit.estimates.extra.setdefault("params", {}).update(new)
+        self._persist(fit, {"eval": new, "evaluated_time": _now()})
 
-    def run_detrend_dfof(
-        self,
-        quantileMin: float = 8,
-        frames_window: int = 500,
-        flag_auto: bool = True,
-        use_fast: bool = False,
-        detrend_only: bool = False,
-    ) -> None:
-        """Compute the detrended dF/F of every component and save it (``F_dff``)."""
+    def run_detrend_dfof(self, quantileMin: float = 8, frames_window: int = 500,
+                         flag_auto: bool = True, use_fast: bool = False,
+                         use_residuals: bool = True, detrend_only: bool = False) -> None:
+        """Compute the detrended dF/F of every component and save it (``F_dff``).
+
+        Parameters as CaImAn's ``detrend_df_f``; ``use_residuals=False`` uses ``C`` alone
+        instead of ``C + YrA`` as each component's fluorescence.
+        """
         from ..engine.dff import detrend_df_f
 
-        estimates = self.get_output()
+        fit = self.get_output()
+        est = fit.estimates
+        source = est if use_residuals else dataclasses.replace(est, YrA=np.zeros_like(est.C))
         options = {"quantileMin": quantileMin, "frames_window": frames_window,
                    "flag_auto": flag_auto, "use_fast": use_fast, "detrend_only": detrend_only}
-        estimates.F_dff = detrend_df_f(estimates, **options)
-        self._persist(estimates, {"detrend_dfof": options, "detrend_dfof_time": _now()})
+        est.F_dff = detrend_df_f(source, **options)
+        self._persist(fit, {"detrend_dfof": {**options, "use_residuals": use_residuals},
+                            "detrend_dfof_time": _now()})
 
-    def get_detrend_dfof(self, component_indices: ComponentIndices = "all") -> np.ndarray:
-        """The saved dF/F, (n_components, frames); run ``run_detrend_dfof`` first."""
-        estimates = self.get_output()
-        if estimates.F_dff is None:
-            raise ValueError(
-                f"Item {self._series['uuid']} has no dF/F yet: call .cnmf.run_detrend_dfof() first."
-            )
-        return np.asarray(estimates.F_dff)[self._indices(component_indices)]
+    @_component_indices
+    @cnmf_cache.use_cache
+    def get_detrend_dfof(self, component_indices: ComponentIndices = None,
+                         *, return_copy: bool = True) -> np.ndarray:
+        """The saved dF/F, (n_components, frames). Before ``run_detrend_dfof`` an
+        AttributeError (:class:`~mesmerize_helpers.errors.DfofNotComputedError`), as
+        mesmerize-core."""
+        F_dff = self._fit().estimates.F_dff
+        if F_dff is None:
+            raise DfofNotComputedError(f"Item {self._series['uuid']} has no dF/F yet: call "
+                                       ".cnmf.run_detrend_dfof() first.")
+        return np.asarray(F_dff)[component_indices]
 
 
-def _hashable(value: Any) -> Any:
-    if isinstance(value, (np.ndarray, list, range)):
-        return tuple(np.asarray(value).ravel().tolist())
-    return value
+#: The name mesmerize-core 0.4 and earlier used (and this package until now).
+CNMFExtension = CNMFExtensions
 
 
 def _now() -> str:
     return datetime.now().isoformat(timespec="seconds")
-
-
-pd.api.extensions.register_series_accessor("cnmf")(CNMFExtension)

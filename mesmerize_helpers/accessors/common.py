@@ -10,6 +10,7 @@ import functools
 import itertools
 import os
 import shutil
+import uuid as uuid_lib
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,23 +25,20 @@ from ..errors import (
     BatchItemNotRunError,
     BatchItemUnsuccessfulError,
     DependencyError,
+    ItemNotFoundError,
+    ReadOnlyBatchError,
     WrongAlgorithmExtensionError,
 )
-from ..io.movies import open_movie
-from ..manifest import read_manifest
+from ..io.movies import read_input_movie
+from ..legacy import checked_legacy_outputs, is_legacy, read_pickle_batch, writable_batch
+from ..manifest import MANIFEST, read_manifest
+from ..param_types import decode_types, encode_types
+from ..status import check_current
+from .editing import save_frame, split_updates
+from .params import flatten_params, params_diffs, set_dotted  # noqa: F401 (re-exported)
+from .paths import PathsDataFrameExtension, PathsSeriesExtension, batch_path_of  # noqa: F401
 
 # --- shared helpers for every accessor ----------------------------------------------------
-
-def batch_path_of(obj: pd.DataFrame | pd.Series) -> Path:
-    """The batch file a DataFrame or row came from (``attrs["batch_path"]``)."""
-    path = obj.attrs.get("batch_path")
-    if path is None:
-        raise ValueError(
-            "This DataFrame/row has no batch path: load it with load_batch() or create_batch(), "
-            "and keep attrs when building new frames from it."
-        )
-    return Path(path)
-
 
 def parents_of(batch_path: Path) -> dict[str, str | None]:
     """uuid -> parent uuid for every item now in the batch file."""
@@ -53,12 +51,17 @@ def parents_of(batch_path: Path) -> dict[str, str | None]:
 def _parents_cached(batch_path: str, version: tuple[int, int, int]
                     ) -> tuple[tuple[str, str | None], ...]:
     # every getter needs an item's folder, hence its lineage: read the TSV once per version
+    if is_legacy(batch_path):
+        df = read_pickle_batch(batch_path)
+        return tuple(zip(df["uuid"], df["parent"]))
     return tuple((row["uuid"], row["parent"]) for row in batch_lib.read_table(batch_path))
 
 
 def item_folder(s: pd.Series) -> Path:
     """The output folder of the item in row ``s``."""
     path = batch_path_of(s)
+    if is_legacy(path):  # mesmerize-core: <batch dir>/<uuid>
+        return path.resolve().parent / str(s["uuid"])
     parents = parents_of(path)
     parents.setdefault(s["uuid"], s["parent"])
     return batch_lib.item_dir(batch_lib.results_dir_of(path), s["uuid"], parents)
@@ -91,70 +94,72 @@ def checked_manifest(s: pd.Series, algos: tuple[str, ...] | None = None) -> tupl
         raise BatchItemUnsuccessfulError(
             f"Item {s['uuid']} ({s['algo']}, {s['item_name']!r}) failed:\n{manifest.get('traceback')}"
         )
-    batch_lib.check_current(batch_path_of(s), s["uuid"])  # outdated or stale: ItemNotCurrentError
+    check_current(batch_path_of(s), s["uuid"])  # outdated or stale: ItemNotCurrentError
     return manifest, folder
+
+
+def checked_outputs(s: pd.Series, algos: tuple[str, ...] | None = None
+                    ) -> tuple[dict[str, Any], Path]:
+    """The outputs of a finished item and the folder their paths are relative to: the item's
+    folder (its manifest), or for a mesmerize-core batch the batch dir (its row).
+
+    Raises the errors of :func:`checked_manifest`.
+    """
+    if is_legacy(batch_path_of(s)):
+        return checked_legacy_outputs(s, algos), batch_path_of(s).resolve().parent
+    manifest, folder = checked_manifest(s, algos)
+    return manifest["outputs"], folder
+
+
+def result_stamp(s: pd.Series, algos: tuple[str, ...] | None = None) -> tuple:
+    """Changes whenever the item's results change (a run, a re-evaluation), in any process:
+    for the cache. The manifest's identity and time, or the estimates file's for a
+    mesmerize-core item."""
+    outputs, base = checked_outputs(s, algos)
+    if is_legacy(batch_path_of(s)):
+        path = base / outputs.get("cnmf-hdf5-path", outputs.get("mcorr-output-path", ""))
+    else:
+        path = base / MANIFEST
+    stat = path.stat()
+    return (str(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def output_file(s: pd.Series, key: str, algos: tuple[str, ...] | None = None) -> Path:
     """Path of one of the item's outputs by mesmerize-core key (e.g. ``"corr-img-path"``)."""
-    manifest, folder = checked_manifest(s, algos)
+    outputs, folder = checked_outputs(s, algos)
     try:
-        return (folder / manifest["outputs"][key]).resolve()
+        value = outputs[key]
+        if is_legacy(batch_path_of(s)):  # mesmerize-core: the batch dir, else the raw data dir
+            return batch_lib.resolve_path(value, folder)
+        return Path(os.path.normpath(folder / value)).resolve()
     except KeyError:
+        keys = [k for k in outputs if k not in ("success", "traceback")]
         raise FileNotFoundError(
-            f"Item {s['uuid']} has no output {key!r}; it has {', '.join(manifest['outputs'])}."
+            f"Item {s['uuid']} has no output {key!r}; it has {', '.join(keys)}."
         ) from None
 
 
-def _uuid_of(df: pd.DataFrame, index_or_uuid: int | str) -> str:
-    if isinstance(index_or_uuid, str):
-        if index_or_uuid not in set(df["uuid"]):
-            raise KeyError(f"No item with uuid {index_or_uuid} in the batch.")
-        return index_or_uuid
-    return df.loc[index_or_uuid, "uuid"]
-
-
-# --- paths ---------------------------------------------------------------------------
-
-class _PathsAccessor:
-    def __init__(self, obj: pd.DataFrame | pd.Series):
-        self._obj = obj
-
-    def get_batch_path(self) -> Path:
-        """The batch TSV this DataFrame or row belongs to."""
-        return batch_path_of(self._obj)
-
-    def resolve(self, path: str | os.PathLike) -> Path:
-        """A stored path made absolute: batch dir first, then the raw data dir."""
-        return batch_lib.resolve_path(path, self.get_batch_path().parent)
-
-    def split(self, path: str | os.PathLike) -> tuple[Path, Path]:
-        """Split an absolute path into (batch or raw data dir, path relative to it)."""
-        path = Path(path).resolve()
-        for root in (self.get_batch_path().parent, batch_lib.get_parent_raw_data_path()):
-            if root is not None and path.is_relative_to(Path(root).resolve()):
-                root = Path(root).resolve()
-                return root, path.relative_to(root)
-        raise ValueError(
-            f"{path} is under neither the batch dir {self.get_batch_path().parent} nor the raw "
-            f"data dir {batch_lib.get_parent_raw_data_path()}."
-        )
-
-
-@pd.api.extensions.register_dataframe_accessor("paths")
-class PathsDataFrameExtension(_PathsAccessor):
-    """``df.paths``: where the batch lives and how its stored paths resolve."""
-
-
-@pd.api.extensions.register_series_accessor("paths")
-class PathsSeriesExtension(_PathsAccessor):
-    """``s.paths``: the same for one row."""
+def _uuid_of(df: pd.DataFrame, index_or_uuid: int | str | uuid_lib.UUID) -> str:
+    """The uuid of an item given as a row position (mesmerize-core's ``df.iloc`` index; -1
+    is the last) or a uuid (``str`` or ``uuid.UUID``)."""
+    if isinstance(index_or_uuid, (str, uuid_lib.UUID)):
+        uuid = str(index_or_uuid)
+        if uuid not in set(df["uuid"]):
+            raise ItemNotFoundError(f"No item with uuid {uuid} in the batch.")
+        return uuid
+    if isinstance(index_or_uuid, (int, np.integer)) and not isinstance(index_or_uuid, bool):
+        if not -len(df) <= index_or_uuid < len(df):
+            raise ItemNotFoundError(f"No item at index {index_or_uuid}: the batch has "
+                                    f"{len(df)} item(s).")
+        return df["uuid"].iloc[int(index_or_uuid)]
+    raise TypeError(f"An item is given by its index (int), or its uuid (str or uuid.UUID); got "
+                    f"{type(index_or_uuid).__name__}.")
 
 
 # --- df.caiman --------------------------------------------------------------------------
 
 @pd.api.extensions.register_dataframe_accessor("caiman")
-class CaimanDataFrameExtension:
+class CaimanDataFrameExtensions:
     """``df.caiman``: add, remove and inspect batch items (mesmerize-core's API)."""
 
     def __init__(self, df: pd.DataFrame):
@@ -216,6 +221,7 @@ class CaimanDataFrameExtension:
         str
             The new item's uuid.
         """
+        writable_batch(self._batch_path)
         validation.check_item(algo, params, item_name)
         stored, parent = self._input_and_parent(input_movie_path)
         if parent is None:  # a raw movie: its header, and params that depend on its size
@@ -229,7 +235,8 @@ class CaimanDataFrameExtension:
             rows.append(row)
 
         batch_lib.update_rows(self._batch_path, append)
-        record = {**row, "outputs": None, "ran_time": None, "algo_duration": None}
+        record = {**row, "params": decode_types(row["params"]), "outputs": None,
+                  "ran_time": None, "algo_duration": None}
         index = 0 if self._df.empty else int(self._df.index.max()) + 1
         self._df.loc[index] = pd.Series(record, dtype=object)[list(self._df.columns)]
         return row["uuid"]
@@ -270,36 +277,48 @@ class CaimanDataFrameExtension:
                 for r in batch_lib.read_table(self._batch_path)
             }
             for combo, params in zip(combos, all_params):
-                if (algo, stored, batch_lib.params_to_json(params)) in existing:
+                if (algo, stored, batch_lib.params_to_json(encode_types(params))) in existing:
                     raise ValueError(
                         f"An item with algo {algo!r}, input {stored} and params {combo} exists "
                         "already; pass allow_duplicates=True to add it again."
                     )
         return [self.add_item(algo, item_name, input_movie_path, p) for p in all_params]
 
-    def uloc(self, uuid: str) -> pd.Series:
-        """The row of the item with this uuid."""
-        match = self._df[self._df["uuid"] == uuid]
+    def uloc(self, u: str | uuid_lib.UUID) -> pd.Series:
+        """The row of the item with this uuid (``str`` or ``uuid.UUID``)."""
+        match = self._df[self._df["uuid"] == str(u)]
         if match.empty:
-            raise KeyError(f"No item with uuid {uuid} in the batch.")
+            raise ItemNotFoundError(f"No item with uuid {u} in the batch.")
         return match.iloc[0]
 
-    def get_children(self, index_or_uuid: int | str) -> list[str]:
-        """uuids of every item that descends from this one (children, grandchildren, ...)."""
-        uuid = _uuid_of(self._df, index_or_uuid)
+    def _descendants(self, uuid: str) -> list[str]:
         parents = parents_of(self._batch_path)
         return [u for u in parents if u != uuid and uuid in batch_lib.lineage(u, parents)]
 
-    def get_parent(self, index_or_uuid: int | str, root: bool = False) -> str | None:
+    def get_children(self, index: int | str | uuid_lib.UUID) -> list[str]:
+        """uuids of the items that use this mcorr item's output (and their own children).
+
+        Raises
+        ------
+        TypeError
+            For a cnmf/cnmfe item (they have no children), as mesmerize-core.
+        """
+        uuid = _uuid_of(self._df, index)
+        algo = self._df.loc[self._df["uuid"] == uuid, "algo"].iloc[0]
+        if algo != "mcorr":
+            raise TypeError(f"Item {uuid} is a {algo!r} item; only mcorr items have children.")
+        return self._descendants(uuid)
+
+    def get_parent(self, index: int | str | uuid_lib.UUID, root: bool = False) -> str | None:
         """The parent's uuid (None on a raw movie); ``root=True``: the raw-movie ancestor."""
-        uuid = _uuid_of(self._df, index_or_uuid)
+        uuid = _uuid_of(self._df, index)
         chain = batch_lib.lineage(uuid, parents_of(self._batch_path))
         if len(chain) == 1:
             return None
         return chain[0] if root else chain[-2]
 
     def remove_item(
-        self, index_or_uuid: int | str, remove_data: bool = True, safe_removal: bool = True
+        self, index: int | str | uuid_lib.UUID, remove_data: bool = True, safe_removal: bool = True
     ) -> None:
         """Remove an item from the batch (and its output folder when ``remove_data``).
 
@@ -308,12 +327,9 @@ class CaimanDataFrameExtension:
         DependencyError
             When other items use this item's output and ``safe_removal`` is True.
         """
-        if isinstance(index_or_uuid, (int, np.integer)) and index_or_uuid not in self._df.index:
-            raise KeyError(f"No item at index {index_or_uuid}: the batch has {len(self._df)} "
-                           f"item(s) (index {', '.join(map(str, self._df.index[:10]))}"
-                           f"{', ...' if len(self._df) > 10 else ''}).")
-        uuid = _uuid_of(self._df, index_or_uuid)
-        children = self.get_children(uuid)
+        writable_batch(self._batch_path)
+        uuid = _uuid_of(self._df, index)
+        children = self._descendants(uuid)
         if children and safe_removal:
             raise DependencyError(
                 f"Item {uuid} has {len(children)} dependent item(s) ({', '.join(children)}); remove "
@@ -339,20 +355,21 @@ class CaimanDataFrameExtension:
             self._df.drop(index=self._df.index[self._df["uuid"] == uuid], inplace=True)
             self._df.reset_index(drop=True, inplace=True)
 
-    def update_item(self, index_or_uuid: int | str, updates: Mapping[str, Any]) -> None:
-        """Change user columns (``item_name``, ``comments``) of an item, on disk and here."""
-        bad = [k for k in updates if k not in batch_lib.USER_COLUMNS]
-        if bad:
-            raise ValueError(
-                f"Cannot update column(s) {', '.join(bad)}: only {', '.join(batch_lib.USER_COLUMNS)} "
-                "are editable (use update_params to change what runs)."
-            )
-        self._edit_row(index_or_uuid, dict(updates))
+    def update_item(self, index: int | str | uuid_lib.UUID,
+                    updates: Mapping[str, Any] | pd.Series) -> None:
+        """Change columns of an item, on disk and here: ``item_name``, ``comments``, and
+        ``params`` (as :meth:`update_params`). An unknown column is an AttributeError
+        (:class:`~mesmerize_helpers.errors.UnknownColumnError`), as mesmerize-core."""
+        params, updates = split_updates(self._df.columns, updates)
+        if params is not None:
+            self.update_params(index, params)
+        if updates:
+            self._edit_row(index, updates)
 
-    def update_params(self, index_or_uuid: int | str, params: dict) -> None:
+    def update_params(self, index: int | str | uuid_lib.UUID, params: dict) -> None:
         """Replace an item's params; Snakemake will re-run it and its children."""
-        batch_lib.params_to_json(params)
-        row = self.uloc(_uuid_of(self._df, index_or_uuid))
+        batch_lib.params_to_json(encode_types(params))
+        row = self.uloc(_uuid_of(self._df, index))
         movie = None
         if row["parent"] is None:  # check against the movie when it is still there
             try:
@@ -360,67 +377,59 @@ class CaimanDataFrameExtension:
             except FileNotFoundError:
                 pass
         validation.check_item(row["algo"], params, row["item_name"], movie)
-        self._edit_row(index_or_uuid, {"params": params})
+        self._edit_row(index, {"params": params})
 
-    def _edit_row(self, index_or_uuid: int | str, updates: dict[str, Any]) -> None:
-        uuid = _uuid_of(self._df, index_or_uuid)
+    def save_to_disk(self) -> None:
+        """Write the edits made to this DataFrame in memory (``item_name``, ``comments``,
+        ``params``) to the batch file; an IndexError
+        (:class:`~mesmerize_helpers.errors.PreventOverwriteError`) when the file holds other
+        items than this DataFrame, as mesmerize-core."""
+        save_frame(self._df, writable_batch(self._batch_path))
+
+    def _edit_row(self, index: int | str | uuid_lib.UUID, updates: dict[str, Any]) -> None:
+        writable_batch(self._batch_path)
+        uuid = _uuid_of(self._df, index)
+
+        stored = {k: encode_types(v) if k == "params" else v for k, v in updates.items()}
 
         def edit(rows: list[dict]) -> None:
             for r in rows:
                 if r["uuid"] == uuid:
-                    r.update(updates)
+                    r.update(stored)
 
         batch_lib.update_rows(self._batch_path, edit)
-        index = self._df.index[self._df["uuid"] == uuid][0]
-        for key, value in updates.items():
-            self._df.at[index, key] = value
+        label = self._df.index[self._df["uuid"] == uuid][0]
+        for key, value in stored.items():
+            self._df.at[label, key] = decode_types(value) if key == "params" else value
 
     def get_params_diffs(self, algo: str, item_name: str) -> pd.DataFrame:
-        """The flattened params (``"main.gSig"``, ...) that differ between items of a name."""
+        """The params that differ between the ``algo`` items named ``item_name``.
+
+        As mesmerize-core: keys of ``"main"`` by their bare name (``"gSig"``; a nested CaImAn
+        group's as ``"init.K"``), other top-level keys as they are (``"refit"``,
+        ``"eval.min_SNR"``); ``"<default>"`` where an item does not set a key that another
+        sets. One row per item, indexed as in this DataFrame.
+
+        Raises
+        ------
+        NameError
+            When no ``algo`` item has this name (mesmerize-core's error).
+        """
         rows = self._df[(self._df["algo"] == algo) & (self._df["item_name"] == item_name)]
-        flat = pd.DataFrame(
-            [flatten_params(p) for p in rows["params"]], index=rows.index
-        )
-        varying = [c for c in flat.columns if flat[c].map(repr).nunique(dropna=False) > 1]
-        return flat[varying]
+        if rows.empty:
+            raise NameError(f"No {algo!r} item named {item_name!r} in the batch.")
+        return pd.DataFrame.from_records(params_diffs(list(rows["params"])),
+                                         index=rows.index).astype(object)
 
     def reload_from_disk(self) -> pd.DataFrame:
         """The batch as it is now on disk, with fresh results from the manifests."""
         return batch_lib.load_batch(self._batch_path)
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"main": {"gSig": [4, 4]}}`` -> ``{"main.gSig": [4, 4]}``."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def set_dotted(params: Mapping[str, Any], values: Mapping[str, Any]) -> dict:
-    """A deep copy of ``params`` with each dotted key of ``values`` set."""
-    import copy
-
-    out = copy.deepcopy(dict(params))
-    for dotted, value in values.items():
-        node = out
-        *path, last = dotted.split(".")
-        for key in path:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"Grid key {dotted!r}: {key!r} is not a dict in the base params.")
-        node[last] = value
-    return out
-
-
 # --- s.caiman ----------------------------------------------------------------------------
 
 @pd.api.extensions.register_series_accessor("caiman")
-class CaimanSeriesExtension:
+class CaimanSeriesExtensions:
     """``s.caiman``: run one item and read what all algorithms produce."""
 
     def __init__(self, s: pd.Series):
@@ -453,18 +462,41 @@ class CaimanSeriesExtension:
         """
         from ..runner import run_item
 
+        writable_batch(batch_path_of(self._series))
         return run_item(batch_path_of(self._series), self._series["uuid"],
                         item_folder(self._series), backend=backend, wait=wait, **kwargs)
 
     def get_input_movie_path(self) -> Path:
-        """The movie this item reads: its raw movie, or its parent's registered movie."""
-        stored = self._series["input_movie_path"]
-        return batch_lib.resolve_path(stored, batch_path_of(self._series).parent)
+        """The movie this item reads: its raw movie, or its parent's registered movie (the
+        one the parent's latest successful run wrote)."""
+        s = self._series
+        batch_path = batch_path_of(s)
+        parent = s.get("parent")
+        if parent is not None and not is_legacy(batch_path):
+            parents = parents_of(batch_path)
+            folder = batch_lib.item_dir(batch_lib.results_dir_of(batch_path), parent, parents)
+            manifest = read_manifest(folder)
+            if manifest and manifest.get("success") and \
+                    "mcorr-output-path" in manifest.get("outputs", {}):
+                registered = folder / manifest["outputs"]["mcorr-output-path"]
+                return Path(os.path.normpath(registered)).resolve()
+        return batch_lib.resolve_path(s["input_movie_path"], batch_path.parent)
 
-    def get_input_movie(self, reader: Callable[[Path], Any] | None = None) -> Any:
-        """The input movie as a (frames, y, x) array (lazy for large files)."""
-        var_name = self._series["params"]["main"].get("var_name_hdf5", "mov")
-        return open_movie(self.get_input_movie_path(), reader=reader, var_name_hdf5=var_name)
+    def get_input_movie(self, reader: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        """The input movie as a (frames, y, x) array (lazy for large files).
+
+        Parameters
+        ----------
+        reader
+            A callable ``reader(path: str, **kwargs)`` returning an array-like, for formats
+            the built-in readers do not know (``LazyTiff``, ``LazyVideo``, ``pims.open``...).
+            It also receives ``var_name_hdf5`` when the item's params set it (flat or in the
+            ``"data"`` group), as mesmerize-core does.
+        **kwargs
+            Passed to ``reader``; the built-in readers take only ``var_name_hdf5``.
+        """
+        return read_input_movie(self.get_input_movie_path(), self._series["params"], reader,
+                                **kwargs)
 
     def get_output_dir(self) -> Path:
         """This item's output folder."""
@@ -472,6 +504,9 @@ class CaimanSeriesExtension:
 
     def get_manifest(self) -> dict:
         """This item's manifest (raises if not run or failed)."""
+        if is_legacy(batch_path_of(self._series)):
+            raise ReadOnlyBatchError(f"Item {self._series['uuid']} is in a mesmerize-core batch, "
+                                     "which has no manifests; its row's 'outputs' say what ran.")
         return checked_manifest(self._series)[0]
 
     def get_corr_image(self, filtered: bool | None = None) -> np.ndarray:

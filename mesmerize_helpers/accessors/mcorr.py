@@ -7,49 +7,76 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import checked_manifest, output_file
+from ..io.movies import open_memmap
+from .common import checked_outputs, output_file
 
 _ALGOS = ("mcorr",)
 
 
 @pd.api.extensions.register_series_accessor("mcorr")
-class MCorrExtension:
+class MCorrExtensions:
     """Registered movie and shifts of an mcorr row."""
 
     def __init__(self, s: pd.Series):
         self._series = s
 
     def get_output_path(self) -> Path:
-        """The registered movie, a C-order float32 ``.npy`` of shape (frames, y, x)."""
+        """The registered movie: our C-order float32 ``.npy``, or CaImAn's F-order ``.mmap``
+        in a mesmerize-core batch."""
         return output_file(self._series, "mcorr-output-path", _ALGOS)
 
     def get_output(self, mode: str = "r") -> np.memmap:
-        """The registered movie as a memmap, (frames, y, x) float32."""
-        return np.load(self.get_output_path(), mmap_mode=mode)
+        """The registered movie as a (frames, y, x) float32 memmap.
+
+        Parameters
+        ----------
+        mode
+            numpy memmap mode: ``"r"``, ``"r+"`` or ``"c"`` (copy on write).
+        """
+        return open_memmap(self.get_output_path(), mode)
 
     def get_shifts(self, pw_rigid: bool | None = None) -> list[np.ndarray]:
-        """Shifts that registered each frame, in pixels.
+        """The shifts applied to register each frame, in pixels, as mesmerize-core returns
+        CaImAn's: one array per axis, axis 0 (rows, CaImAn's "x") first.
 
         Parameters
         ----------
         pw_rigid
-            Piecewise-rigid shifts if the item was run with ``pw_rigid`` (default: as run).
+            True: the piecewise-rigid shifts of each patch; False: the rigid (whole-frame)
+            shifts; None: as the item was run.
 
         Returns
         -------
         list of ndarray
-            Rigid: ``[x_shifts, y_shifts]``, each (frames,). Piecewise rigid:
-            ``[x_shifts, y_shifts]``, each (frames, n_patches) with patches in row-major order.
+            Rigid: ``[shifts along axis 0, shifts along axis 1]``, each (frames,).
+            Piecewise: the same, each (frames, n_patches), patches in row-major order of the
+            patch grid (axis 0 outer), as CaImAn's ``x_shifts_els`` / ``y_shifts_els``.
+
+        Raises
+        ------
+        ValueError
+            ``pw_rigid=True`` for an item run rigid.
         """
-        manifest, folder = checked_manifest(self._series, _ALGOS)
-        outputs = manifest["outputs"]
-        if pw_rigid is None:
-            pw_rigid = "shifts-pw" in outputs
-        if pw_rigid:
-            if "shifts-pw" not in outputs:
-                raise ValueError(f"Item {self._series['uuid']} was not run with pw_rigid=True.")
-            shifts = np.load(folder / outputs["shifts-pw"])
-            flat = shifts.reshape(shifts.shape[0], -1, 2)
-            return [flat[..., 1], flat[..., 0]]
+        outputs, folder = checked_outputs(self._series, _ALGOS)
         shifts = np.load(folder / outputs["shifts"])
-        return [shifts[:, 1], shifts[:, 0]]
+        if shifts.ndim == 3:  # mesmerize-core's file: (axes, frames, patches) when pw_rigid
+            piecewise = list(shifts)
+            rigid = None
+        else:
+            piecewise = None
+            if "shifts-pw" in outputs:
+                patches = np.load(folder / outputs["shifts-pw"])  # (frames, ny, nx, axes)
+                flat = patches.reshape(patches.shape[0], -1, patches.shape[-1])
+                piecewise = [flat[..., axis] for axis in range(flat.shape[-1])]
+            rigid = list(shifts.T)
+        if pw_rigid is None:
+            pw_rigid = piecewise is not None
+        if pw_rigid:
+            if piecewise is None:
+                raise ValueError(f"Item {self._series['uuid']} was run rigid (pw_rigid False); "
+                                 "it has no patch shifts.")
+            return piecewise
+        if rigid is None:
+            raise ValueError(f"Item {self._series['uuid']} is a mesmerize-core pw-rigid item, "
+                             "whose files keep only the patch shifts; use pw_rigid=True.")
+        return rigid

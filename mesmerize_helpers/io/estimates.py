@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["save_estimates", "load_estimates"]
+__all__ = ["CNMF", "CNMFParams", "load_cnmf", "load_estimates", "save_estimates"]
 
 _ARRAYS = ("b", "C", "f", "S", "YrA", "R", "sn", "g", "bl", "c1", "neurons_sn",
            "idx_components", "idx_components_bad", "SNR_comp", "r_values", "cnn_preds", "F_dff",
@@ -131,35 +131,62 @@ def _read(item: h5py.Dataset) -> Any:
     return val
 
 
+def _read_any(node: Any) -> Any:
+    """A dataset's value, a CSC matrix from a sparse group, or a dict from another group
+    (strings are the group's attributes, as CaImAn stores them)."""
+    if isinstance(node, h5py.Dataset):
+        return _read(node)
+    if {"data", "indices", "indptr", "shape"} <= set(node):
+        shape = tuple(int(s) for s in node["shape"][()])
+        return sp.csc_matrix((node["data"][()], node["indices"][()], node["indptr"][()]),
+                             shape=shape)
+    out = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in node.attrs.items()}
+    out.update({k: _read_any(v) for k, v in node.items()})
+    return out
+
+
+def _dims(fh: h5py.File) -> tuple[int, int]:
+    for node in (fh["estimates"].get("dims"), fh.get("dims")):
+        value = None if node is None else _read(node)
+        if value is not None and np.size(value) >= 2:
+            return tuple(int(s) for s in np.ravel(value)[:2])
+    raise ValueError(f"{fh.filename}: no frame size (dims) in /estimates/dims or /dims.")
+
+
 def load_estimates(path: str | Path) -> Any:
-    """Read estimates written by :func:`save_estimates` (or by CaImAn's ``CNMF.save``).
+    """Read estimates written by :func:`save_estimates` or by CaImAn's ``CNMF.save`` (e.g. a
+    mesmerize-core batch's ``<uuid>.hdf5``).
 
     Returns
     -------
     Estimates
-        With ``extra["params"]`` holding the saved params (flat dict) when available.
+        With ``extra["params"]`` holding the saved params (flat dict) when available. Arrays
+        of a CaImAn file that ``Estimates`` has no field for (``W``, ``b0``, ``Cn``, ...) are
+        set as attributes of the same name.
     """
     from ..engine.cnmf import Estimates
 
     with h5py.File(Path(path), "r") as fh:
         grp = fh["estimates"]
-        a = grp["A"]
-        A = sp.csc_matrix((a["data"][()], a["indices"][()], a["indptr"][()]),
-                          shape=tuple(int(s) for s in a["shape"][()]))
+        A = sp.csc_matrix(_read_any(grp["A"]))
         vals = {name: _read(grp[name]) for name in _ARRAYS if name in grp}
-        dims = tuple(int(s) for s in (grp["dims"][()] if "dims" in grp else fh["dims"][()]))
+        dims = _dims(fh)
         params: dict[str, Any] = {}
         if "mesmerize_helpers_params" in fh.attrs:
             params = json.loads(fh.attrs["mesmerize_helpers_params"])
         ring: dict[str, Any] = {}
-        if "W" in grp:
-            w = grp["W"]
-            ring["W"] = sp.csc_matrix((w["data"][()], w["indices"][()], w["indptr"][()]),
-                                      shape=tuple(int(s) for s in w["shape"][()]))
+        others: dict[str, Any] = {}
+        if "W" in grp and "mesmerize_helpers_ring" in fh.attrs:  # our CNMF-E ring model
+            ring["W"] = sp.csc_matrix(_read_any(grp["W"]))
             ring["b0"] = np.asarray(grp["b0"][()])
-            ring.update(json.loads(fh.attrs.get("mesmerize_helpers_ring", "{}")))
+            ring.update(json.loads(fh.attrs["mesmerize_helpers_ring"]))
+        else:
+            known = {"A", "dims", *_ARRAYS}
+            others = {k: _read_any(v) for k, v in grp.items()
+                      if k not in known and not isinstance(v, h5py.Group)
+                      or k in ("W", "b0")}
     K = A.shape[1]
-    T = vals["C"].shape[1] if vals.get("C") is not None else 0
+    T = np.shape(vals["C"])[1] if vals.get("C") is not None else 0
 
     def need(name: str, shape: tuple[int, ...]) -> np.ndarray:
         v = vals.get(name)
@@ -178,4 +205,153 @@ def load_estimates(path: str | Path) -> Any:
     )
     est.extra["params"] = params
     est.extra.update(ring)
+    for name, value in others.items():
+        if not hasattr(type(est), name):  # never shadow a method or property
+            setattr(est, name, value)
     return est
+
+
+# --- what s.cnmf.get_output() returns ----------------------------------------------------
+
+class CNMFParams:
+    """CaImAn's parameter groups of a fit, as attributes holding dicts.
+
+    ``params.quality["min_SNR"]``, ``params.get_group("init")``, ``params.get("data",
+    "dims")``, ``params.data["dims"]``: the groups of CaImAn's ``CNMFParams``, with its
+    defaults where the item did not set a value.
+
+    Parameters
+    ----------
+    values
+        Flat CaImAn params (each key is set in every group that has it, as CaImAn does for
+        flat keys) or nested by group.
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None):
+        import copy
+
+        from ..engine.params import CAIMAN_DEFAULTS
+
+        for group, defaults in CAIMAN_DEFAULTS.items():
+            setattr(self, group, copy.deepcopy(defaults))
+        self.change_params(dict(values or {}))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The group names, in CaImAn's order."""
+        from ..engine.params import CAIMAN_DEFAULTS
+
+        return tuple(CAIMAN_DEFAULTS)
+
+    def get_group(self, group: str) -> dict[str, Any]:
+        """The dict of one group (the object itself: changes to it stay)."""
+        if group not in self.groups:
+            raise KeyError(f"No group in CNMFParams named {group}; groups are {self.groups}.")
+        return getattr(self, group)
+
+    def get(self, group: str, key: str) -> Any:
+        """One value; KeyError for an unknown group or key."""
+        values = self.get_group(group)
+        if key not in values:
+            raise KeyError(f"No key {key} in group {group}")
+        return values[key]
+
+    def set(self, group: str, val_dict: Mapping[str, Any]) -> None:
+        """Set keys of one group (keys the group does not have are ignored, as CaImAn)."""
+        values = self.get_group(group)
+        values.update({k: v for k, v in val_dict.items() if k in values})
+
+    def change_params(self, params_dict: Mapping[str, Any]) -> None:
+        """Set values from a flat or nested (by group) dict."""
+        for key, value in params_dict.items():
+            if key in self.groups and isinstance(value, Mapping):
+                self.set(key, value)
+                continue
+            for group in self.groups:
+                if key in getattr(self, group):
+                    getattr(self, group)[key] = value
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Every group as ``{group: {key: value}}``."""
+        return {group: getattr(self, group) for group in self.groups}
+
+    def __repr__(self) -> str:
+        return "CNMFParams(" + ", ".join(f"{g}: {len(getattr(self, g))} keys"
+                                         for g in self.groups) + ")"
+
+
+class CNMF:
+    """A fitted CNMF / CNMF-E item, shaped like CaImAn's ``CNMF`` object.
+
+    Attributes
+    ----------
+    estimates
+        :class:`~mesmerize_helpers.engine.cnmf.Estimates`, with CaImAn's attribute names:
+        ``A`` (sparse (pixels, K), Fortran pixel order on ``dims``), ``b``, ``C``, ``f``,
+        ``S``, ``YrA``, ``R``, ``sn``, ``g``, ``bl``, ``c1``, ``neurons_sn``, ``dims``,
+        ``idx_components``, ``idx_components_bad``, ``SNR_comp``, ``r_values``,
+        ``cnn_preds``, ``F_dff``.
+    params
+        :class:`CNMFParams`: CaImAn's groups, ``params.quality["min_SNR"]``.
+    dims
+        (y, x) frame size.
+    path
+        The HDF5 file it was read from.
+
+    Attributes not found here are looked up on ``estimates``, so ``cnmf.A`` is
+    ``cnmf.estimates.A``. :meth:`to_caiman` gives CaImAn's own object when CaImAn is installed.
+    """
+
+    def __init__(self, estimates: Any, params: CNMFParams, path: str | Path | None = None):
+        self.estimates = estimates
+        self.params = params
+        self.dims = tuple(estimates.dims)
+        self.path = None if path is None else Path(path)
+
+    def __getattr__(self, name: str) -> Any:
+        # only for names not found normally; never for dunders (copy, pickle) or estimates
+        if name.startswith("__") or name == "estimates":
+            raise AttributeError(name)
+        try:
+            return getattr(self.estimates, name)
+        except AttributeError:
+            raise AttributeError(f"'CNMF' object (and its estimates) has no attribute "
+                                 f"{name!r}") from None
+
+    def to_caiman(self) -> Any:
+        """CaImAn's ``CNMF`` object for the same file (``load_CNMF``); needs CaImAn."""
+        try:
+            from caiman.source_extraction.cnmf.cnmf import load_CNMF
+        except ImportError as err:
+            raise ImportError("to_caiman() needs CaImAn (conda install -c conda-forge "
+                              "caiman); it is not on PyPI.") from err
+        if self.path is None:
+            raise ValueError("This CNMF object was not read from a file.")
+        return load_CNMF(str(self.path))
+
+    def cache_nbytes(self) -> int:
+        """Memory held by the arrays (for the cache's size limit)."""
+        from ..cache import nbytes
+
+        return nbytes(vars(self.estimates))
+
+    def __repr__(self) -> str:
+        return (f"CNMF({self.estimates.A.shape[1]} components, dims={self.dims}, "
+                f"{np.shape(self.estimates.C)[1]} frames, from {self.path})")
+
+
+def _saved_params(path: Path) -> dict[str, Any]:
+    """The params saved in an estimates file: CaImAn's /params groups, then our flat JSON."""
+    with h5py.File(path, "r") as fh:
+        nested = _read_any(fh["params"]) if "params" in fh else {}
+        flat = json.loads(fh.attrs.get("mesmerize_helpers_params", "{}"))
+    return {**{g: v for g, v in nested.items() if isinstance(v, dict)}, **flat}
+
+
+def load_cnmf(path: str | Path) -> CNMF:
+    """An estimates file (ours or CaImAn's ``CNMF.save``) as a :class:`CNMF` object."""
+    path = Path(path).resolve()  # CaImAn's load_CNMF (to_caiman) relocates bare names
+    estimates = load_estimates(path)
+    params = CNMFParams(_saved_params(path))
+    params.data["dims"] = tuple(estimates.dims)
+    return CNMF(estimates, params, path)

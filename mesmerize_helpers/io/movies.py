@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .lazy import LazyArray
 
 Reader = Callable[[Path], Any]
 
@@ -22,8 +24,11 @@ class MovieReadError(ValueError):
     """A movie file could not be read; the message names the file and the readers tried."""
 
 
-class LazyFrames:
-    """A read-only ``(frames, y, x)`` array view that reads frames from disk when sliced.
+class LazyFrames(LazyArray):
+    """A read-only ``(frames, y, x)`` movie that reads frames from disk when indexed.
+
+    It has the interface of mesmerize-core's lazy arrays (:mod:`.lazy`) but clips slices at
+    the last frame as numpy does, so chunked loops (``movie[i:i + 200]``) just work.
 
     Parameters
     ----------
@@ -35,48 +40,20 @@ class LazyFrames:
         ``read(start, stop) -> ndarray (stop - start, y, x)``.
     """
 
+    _strict_bounds = False
+
     def __init__(self, shape: tuple[int, int, int], dtype: Any, read: Callable[[int, int], np.ndarray]):
-        self.shape = tuple(int(n) for n in shape)
-        self.dtype = np.dtype(dtype)
-        self.ndim = 3
+        self._shape = tuple(int(n) for n in shape)
+        self._dtype = np.dtype(dtype)
         self._read = read
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if not isinstance(key, tuple):
-            key = (key,)
-        first, rest = key[0], key[1:]
-        if isinstance(first, (int, np.integer)):
-            index = int(first) + (self.shape[0] if first < 0 else 0)
-            if not 0 <= index < self.shape[0]:
-                raise IndexError(f"frame {first} out of range for {self.shape[0]} frames")
-            return self._read(index, index + 1)[0][rest] if rest else self._read(index, index + 1)[0]
-        if isinstance(first, range):
-            first = np.asarray(first)
-        if isinstance(first, slice):
-            start, stop, step = first.indices(self.shape[0])
-            if step == 1:
-                frames = self._read(start, max(start, stop))
-            else:
-                frames = self._read_many(range(start, stop, step))
-        else:
-            frames = self._read_many(np.arange(self.shape[0])[first])
-        return frames[(slice(None), *rest)] if rest else frames
-
-    def _read_many(self, indices: Any) -> np.ndarray:
-        out = np.empty((len(indices), *self.shape[1:]), dtype=self.dtype)
+    def _frames(self, indices: np.ndarray) -> np.ndarray:
+        if len(indices) and np.all(np.diff(indices) == 1):
+            return np.asarray(self._read(int(indices[0]), int(indices[-1]) + 1))
+        out = np.empty((len(indices), *self._shape[1:]), dtype=self._dtype)
         for i, index in enumerate(indices):
             out[i] = self._read(int(index), int(index) + 1)[0]
         return out
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        frames = self._read(0, self.shape[0])
-        return frames if dtype is None else frames.astype(dtype)
-
-    def __repr__(self) -> str:
-        return f"LazyFrames(shape={self.shape}, dtype={self.dtype})"
 
 
 def _as_frames(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
@@ -126,25 +103,44 @@ def read_npy(path: Path) -> np.ndarray:
     return array.reshape(_as_frames(array.shape, path))
 
 
+#: Metadata datasets some tools add to HDF5 movies, never the movie itself.
+_HDF5_IGNORED = ("__DATA_TYPES__",)
+
+
+def _hdf5_dataset(f: Any, path: Path, var_name_hdf5: str) -> str:
+    """The name of the movie dataset: ``var_name_hdf5`` (NWB: ``acquisition/<name>/data``),
+    or the only dataset of a file that holds just one, whatever its name (mesmerize-core's
+    rule, so a file saved with another name than ``"mov"`` still opens)."""
+    import h5py
+
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name)
+                 if isinstance(obj, h5py.Dataset) and name.split("/")[-1] not in _HDF5_IGNORED
+                 else None)
+    wanted = f"acquisition/{var_name_hdf5}/data" if path.suffix.lower() == ".nwb" else var_name_hdf5
+    if wanted in f and isinstance(f[wanted], h5py.Dataset):
+        return wanted
+    if len(names) == 1:
+        return names[0]
+    raise MovieReadError(
+        f"{path} has no dataset {wanted!r} (it has: {', '.join(names) or 'none'}); "
+        "set 'var_name_hdf5' in params['main']."
+    )
+
+
 def read_hdf5(path: Path, var_name_hdf5: str = "mov") -> LazyFrames:
-    """An HDF5 movie stored as dataset ``var_name_hdf5``, read by frame ranges."""
+    """An HDF5 movie (also ``.nwb``, MATLAB v7.3 ``.mat``), read by frame ranges: dataset
+    ``var_name_hdf5``, or the file's only dataset."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        if var_name_hdf5 not in f:
-            names: list[str] = []
-            f.visit(names.append)
-            raise MovieReadError(
-                f"{path} has no dataset {var_name_hdf5!r} (it has: {', '.join(names) or 'none'}); "
-                "set 'var_name_hdf5' in params['main']."
-            )
-        dataset = f[var_name_hdf5]
-        shape = _as_frames(dataset.shape, path)
-        dtype = dataset.dtype
+        name = _hdf5_dataset(f, path, var_name_hdf5)
+        shape = _as_frames(f[name].shape, path)
+        dtype = f[name].dtype
 
     def read(start: int, stop: int) -> np.ndarray:
         with h5py.File(path, "r") as f:
-            return np.asarray(f[var_name_hdf5][start:stop]).reshape((stop - start, *shape[1:]))
+            return np.asarray(f[name][start:stop]).reshape((stop - start, *shape[1:]))
 
     return LazyFrames(shape, dtype, read)
 
@@ -152,25 +148,29 @@ def read_hdf5(path: Path, var_name_hdf5: str = "mov") -> LazyFrames:
 _MMAP_NAME = re.compile(r"_d1_(\d+)_d2_(\d+)_d3_(\d+)_order_([CF])_frames_(\d+)")
 
 
-def read_caiman_mmap(path: Path) -> LazyFrames:
-    """A CaImAn ``.mmap`` file: (pixels, frames) float32, dims and order in the file name."""
-    match = _MMAP_NAME.search(path.name)
-    if match is None:
+def read_caiman_mmap(path: Path, mode: str = "r") -> np.memmap:
+    """A CaImAn ``.mmap`` file as a (frames, y, x) memmap view (no copy).
+
+    The file is float32 (pixels, frames) with pixels in Fortran order (``y + x * d1``); the
+    name gives the size and the storage order: ``..._d1_<y>_d2_<x>_d3_<z>_order_<C|F>_frames_<T>``
+    (the last such group when a name holds several, as CaImAn appends its own).
+    ``order_F`` files store each frame contiguously, ``order_C`` ones each pixel's trace.
+    """
+    matches = list(_MMAP_NAME.finditer(path.name))
+    if not matches:
         raise MovieReadError(
             f"{path}: a CaImAn .mmap name must contain _d1_<y>_d2_<x>_d3_<z>_order_<C|F>_frames_<T>."
         )
-    d1, d2, d3, order, n_frames = match.groups()
+    d1, d2, d3, order, n_frames = matches[-1].groups()
     d1, d2, d3, n_frames = int(d1), int(d2), int(d3), int(n_frames)
     if d3 != 1:
         raise MovieReadError(f"{path}: 3D (d3={d3}) CaImAn memmaps are not supported.")
-    yr = np.memmap(path, mode="r", dtype=np.float32, shape=(d1 * d2, n_frames), order=order)
-
-    def read(start: int, stop: int) -> np.ndarray:
-        # CaImAn flattens pixels in Fortran order: pixel index = y + x * d1
-        block = np.asarray(yr[:, start:stop]).T
-        return block.reshape((stop - start, d2, d1)).transpose(0, 2, 1)
-
-    return LazyFrames((n_frames, d1, d2), np.float32, read)
+    expected = 4 * d1 * d2 * n_frames
+    if path.stat().st_size != expected:
+        raise MovieReadError(f"{path} has {path.stat().st_size} bytes; its name says "
+                             f"{n_frames} float32 frames of {d1} x {d2} ({expected} bytes).")
+    yr = np.memmap(path, mode=mode, dtype=np.float32, shape=(d1 * d2, n_frames), order=order)
+    return np.reshape(yr.T, (n_frames, d1, d2), order="F")
 
 
 BUILTIN_READERS: dict[str, Reader] = {
@@ -180,7 +180,10 @@ BUILTIN_READERS: dict[str, Reader] = {
     ".npy": read_npy,
     ".h5": read_hdf5,
     ".hdf5": read_hdf5,
+    ".nwb": read_hdf5,
+    ".mat": read_hdf5,
     ".mmap": read_caiman_mmap,
+    ".memmap": read_caiman_mmap,
 }
 
 
@@ -242,3 +245,52 @@ def open_movie(
             f"Cannot read {path} with the {builtin.__name__} reader ({type(err).__name__}: {err}). "
             "Is the file complete and of the format its suffix says?"
         ) from err
+
+
+def open_memmap(path: str | os.PathLike, mode: str = "r") -> np.memmap:
+    """A registered or CNMF-input movie as a (frames, y, x) memmap: our C-order ``.npy``, or
+    a CaImAn ``.mmap`` (as a mesmerize-core batch holds them).
+
+    Parameters
+    ----------
+    mode
+        numpy's memmap mode: ``"r"``, ``"r+"``, ``"c"`` (``"w+"`` would erase the movie and
+        is refused).
+    """
+    path = Path(path)
+    if mode not in ("r", "r+", "c"):
+        raise ValueError(f"mode must be 'r', 'r+' or 'c' for an existing movie, got {mode!r}.")
+    if path.suffix.lower() in (".mmap", ".memmap"):
+        return read_caiman_mmap(path, mode)
+    return np.load(path, mmap_mode=mode)
+
+
+def read_input_movie(path: str | os.PathLike, params: Mapping[str, Any],
+                     reader: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+    """An item's input movie as mesmerize-core's ``get_input_movie`` reads it.
+
+    ``reader(str(path), **kwargs)`` when given (any callable returning an array-like), else
+    the built-in reader of the file's format (:func:`open_movie`). Both get
+    ``var_name_hdf5`` when the item's ``params["main"]`` sets it (flat or in the ``"data"``
+    group).
+
+    Raises
+    ------
+    TypeError
+        When ``reader`` is not callable, or the built-in readers get other ``kwargs``.
+    """
+    main = params.get("main", {})
+    if "var_name_hdf5" in main:
+        kwargs["var_name_hdf5"] = main["var_name_hdf5"]
+    elif isinstance(main.get("data"), Mapping) and "var_name_hdf5" in main["data"]:
+        kwargs["var_name_hdf5"] = main["data"]["var_name_hdf5"]
+    if reader is not None:
+        if not callable(reader):
+            raise TypeError(f"reader must be callable (path, **kwargs) -> array; got "
+                            f"{type(reader).__name__}.")
+        return reader(str(path), **kwargs)
+    var_name = kwargs.pop("var_name_hdf5", "mov")
+    if kwargs:
+        raise TypeError(f"The built-in movie readers take no {sorted(kwargs)}; pass a reader "
+                        "that does.")
+    return open_movie(path, var_name_hdf5=var_name)
