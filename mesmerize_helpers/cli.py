@@ -64,20 +64,24 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .batch import batch_states, item_dir, load_batch, results_dir_of
+    from .legacy import is_legacy
     from .locks import is_running
 
     df = load_batch(args.batch)
     path = df.paths.get_batch_path()
-    states = batch_states(path)
+    legacy = is_legacy(path)  # a mesmerize-core pickle: its outputs say it all
+    states = {} if legacy else batch_states(path)
     parents = dict(zip(df["uuid"], df["parent"]))
     header = ("uuid", "algo", "name", "state", "time", "why")
     rows = []
     for _, s in df.iterrows():
-        state = states[s["uuid"]]
+        state = states.get(s["uuid"]) or _state_of_outputs(s["outputs"])
         label = state.state
-        if is_running(item_dir(results_dir_of(path), s["uuid"], parents)):
+        if not legacy and is_running(item_dir(results_dir_of(path), s["uuid"], parents)):
             label += " (running)"
-        duration = "" if s["algo_duration"] is None else f"{s['algo_duration']:.1f} s"
+        seconds = s["algo_duration"]  # a number, or mesmerize-core's text
+        duration = "" if seconds is None else (
+            f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else str(seconds))
         why = "" if state.done or not state.reason else state.reason.strip().splitlines()[0][:100]
         rows.append((s["uuid"], s["algo"], s["item_name"], label, duration, why))
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
@@ -86,10 +90,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_of_outputs(outputs: dict | None) -> Any:
+    from .runstate import DONE, FAILED, NOT_RUN, ItemState
+
+    if outputs is None:
+        return ItemState(NOT_RUN)
+    return ItemState(DONE) if outputs["success"] else ItemState(FAILED, outputs.get("traceback"))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
     from .batch import load_batch, results_dir_of
+    from .legacy import writable_batch
     from .runner import (
         RUN_STARTED_ENV,
         raw_data_for_run,
@@ -99,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     from .workflow_support import done_path, item_folders
 
-    batch = Path(args.batch).resolve()
+    batch = writable_batch(Path(args.batch).resolve())  # a mesmerize-core pickle: import it
     if args.raw_data and not Path(args.raw_data).is_dir():
         raise SystemExit(f"--raw-data {args.raw_data} is not a directory.")
     df = load_batch(batch)

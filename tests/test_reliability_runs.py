@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import CNMF, MCORR, write_movie
+from test_legacy_batch import old_batch  # noqa: F401 (a mesmerize-core batch fixture)
 
 import mesmerize_helpers as mh
 from mesmerize_helpers import batch as batch_lib
@@ -317,3 +318,12 @@ def test_results_made_before_run_identities_are_kept_not_recomputed(batch, tmp_p
     out = subprocess.run(snakemake_command(path, targets, cores=1, extra=["--dry-run"]),
                          cwd=path.parent, capture_output=True, text=True, check=True)
     assert "Nothing to be done" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_status_reads_and_run_refuses_a_mesmerize_core_pickle(old_batch, capsys):  # noqa: F811
+    assert main(["status", str(old_batch["pickle"])]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" done ") == 3 and "FAILED" in out and "not run" in out
+    assert main(["run", str(old_batch["pickle"])]) == 2
+    err = capsys.readouterr().err
+    assert "read-only" in err and "mesmerize-helpers import" in err
