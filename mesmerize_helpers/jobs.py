@@ -259,14 +259,6 @@ def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: 
     return JobInput(movie, path, parent.get("run_id"), mean)
 
 
-def input_movie_for(input_movie: str | os.PathLike, parent_dir: str | os.PathLike | None) -> Path:
-    """The file an item reads: its raw movie, or its parent's registered movie."""
-    if parent_dir is None:
-        return Path(input_movie)
-    with reading_parent(Path(parent_dir)) as parent:
-        return Path(parent_dir) / parent["outputs"]["mcorr-output-path"]
-
-
 def _check_patches(patch_files: list[str] | None, parent_run: str | None) -> None:
     for path in patch_files or []:
         with np.load(path) as data:
