@@ -96,6 +96,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, cwd=batch.parent)
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    from .viewer import write_viewer
+
+    path = write_viewer(args.batch, args.output, uuids=args.uuids or None, max_mb=args.max_mb)
+    print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a web browser.")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -137,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("view", help="write the batch viewer: one self-contained HTML page")
+    p.add_argument("batch")
+    p.add_argument("uuids", nargs="*", help="only these items (default: all)")
+    p.add_argument("-o", "--output", default=None, help="HTML file (default: <batch>.html)")
+    p.add_argument("--max-mb", type=float, default=50.0,
+                   help="size to stay under; long traces are reduced to fit (default 50)")
+    p.set_defaults(func=cmd_view)
+
     p = sub.add_parser("demo", help="simulate a small movie, add mcorr + cnmf items, run them")
     p.add_argument("folder", nargs="?", default="demo")
     p.add_argument("--frames", type=int, default=300)
@@ -154,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     except BatchItemUnsuccessfulError as err:
         print(f"mesmerize-helpers {args.command}: {err}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError, KeyError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, KeyError, ImportError) as err:
         print(f"mesmerize-helpers {args.command}: {err}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,200 @@
+"""The view of a cnmf / cnmfe item: contours on an image, the clicked component's traces and
+footprint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from bokeh.layouts import column, row
+from bokeh.models import (
+    CDSView,
+    ColumnDataSource,
+    CustomJS,
+    Div,
+    GroupFilter,
+    HoverTool,
+    Legend,
+    TapTool,
+)
+
+from .arrays import envelope, footprint_image
+from .common import GREYS, ImageSources, Ranges, header, image_figure, image_switch, new_figure
+from .items import CnmfData, ItemRow
+
+WIDTH = 420
+#: Trace name in CnmfData -> (column in the page, colour, legend label).
+TRACES = {"C + YrA": ("raw", "#9a9a9a", "C + YrA (raw)"), "C": ("C", "#1f77b4", "C"),
+          "S": ("S", "#d62728", "S (deconvolved)"), "dF/F": ("dff", "#2ca02c", "dF/F")}
+COLOURS = {"accepted": "#40ff40", "rejected": "#ff4040"}
+
+# Shows the tapped component's traces, footprint and metrics (the first one if several).
+_ON_TAP = """
+const k = src.selected.indices[0];
+if (k === undefined) return;
+const d = src.data;
+const traces = {t: trace.data.t};
+for (const key of keys) traces[key] = d["tr_" + key][k];
+trace.data = traces;
+fp.data = {image: [d.fp[k]], x: [d.fp_x[k]], y: [d.fp_y[k]], dw: [d.fp_w[k]], dh: [d.fp_h[k]]};
+info.text = `<b>component ${d.index[k]}</b> (${d.status[k]}): SNR ${d.snr[k].toFixed(2)}, ` +
+            `r-value ${d.rval[k].toFixed(3)}`;
+"""
+
+
+def component_source(data: CnmfData, n_points: int) -> tuple[ColumnDataSource, np.ndarray]:
+    """One row per component: contour, metrics, (decimated) traces and footprint crop.
+
+    Returns the source and the (M,) frame positions of the trace samples.
+    """
+    k = data.n_components
+    columns: dict[str, Any] = {
+        # pixel centres are at integer (y, x); the image covers [0, n] so centres are +0.5
+        "xs": [(c[:, 1] + 0.5).astype(np.float32) for c in data.contours],
+        "ys": [(c[:, 0] + 0.5).astype(np.float32) for c in data.contours],
+        "index": np.arange(k), "snr": data.snr, "rval": data.r_values,
+        "status": np.where(data.accepted, "accepted", "rejected"),
+    }
+    frames = np.arange(0)
+    for name, values in data.traces.items():
+        frames, samples = envelope(values, n_points)
+        columns["tr_" + TRACES[name][0]] = list(samples)
+    crops = [footprint_image(crop) for crop, _, _ in data.footprints]
+    columns["fp"] = crops
+    columns["fp_x"] = np.array([c0 for _, _, c0 in data.footprints], np.float32)
+    columns["fp_y"] = np.array([r0 for _, r0, _ in data.footprints], np.float32)
+    columns["fp_w"] = np.array([crop.shape[1] for crop, _, _ in data.footprints], np.float32)
+    columns["fp_h"] = np.array([crop.shape[0] for crop, _, _ in data.footprints], np.float32)
+    return ColumnDataSource(columns), frames
+
+
+def first_component(data: CnmfData) -> int | None:
+    """The component shown first: the accepted one with the highest SNR (else component 0)."""
+    if data.n_components == 0:
+        return None
+    snr = np.nan_to_num(data.snr, nan=-np.inf)
+    candidates = np.flatnonzero(data.accepted) if data.accepted.any() else np.arange(len(snr))
+    return int(candidates[np.argmax(snr[candidates])])
+
+
+def _contour_figure(item: ItemRow, data: CnmfData, src: ColumnDataSource, ranges: Ranges,
+                    images: ImageSources) -> tuple[Any, Any]:
+    dims = next(iter(data.images.values())).shape if data.images else _dims_of(data)
+    fig = image_figure("contours", dims, ranges.image(item.group, dims), WIDTH,
+                       name=f"contours-{item.uuid}")
+    buttons = image_switch(fig, {t: images.source(im) for t, im in data.images.items()})
+    renderers, items = [], []
+    for status, colour in COLOURS.items():
+        if not (src.data["status"] == status).any():
+            continue
+        r = fig.patches("xs", "ys", source=src, line_color=colour, line_width=1.5,
+                        fill_color=colour, fill_alpha=0.0, selection_fill_alpha=0.35,
+                        selection_line_color="yellow", selection_line_width=2.5,
+                        nonselection_fill_alpha=0.0, nonselection_line_alpha=0.8,
+                        view=CDSView(filter=GroupFilter(column_name="status", group=status)),
+                        name=f"{status}-{item.uuid}")
+        renderers.append(r)
+        items.append((f"{status} ({int((src.data['status'] == status).sum())})", [r]))
+    if renderers:
+        fig.add_tools(HoverTool(renderers=renderers, tooltips=[
+            ("component", "@index"), ("SNR", "@snr{0.00}"), ("r-value", "@rval{0.000}"),
+            ("", "@status")]))
+        tap = TapTool(renderers=renderers)
+        fig.add_tools(tap)
+        fig.toolbar.active_tap = tap
+        legend = Legend(items=items, click_policy="hide", orientation="horizontal")
+        fig.add_layout(legend, "below")
+    return fig, buttons
+
+
+def _dims_of(data: CnmfData) -> tuple[int, int]:
+    extent = [c.max(axis=0) for c in data.contours if len(c)]
+    if not extent:
+        return (1, 1)
+    top = np.max(extent, axis=0)
+    return int(top[0]) + 1, int(top[1]) + 1
+
+
+def _trace_figures(item: ItemRow, data: CnmfData, src: ColumnDataSource, frames: np.ndarray,
+                   shown: int | None, ranges: Ranges) -> tuple[ColumnDataSource, list[Any]]:
+    t = frames / data.fr
+    n_frames = next(iter(data.traces.values())).shape[1]
+    x_range = ranges.time(item.group, max(n_frames - 1, 1) / data.fr)
+    columns = {"t": t}
+    for name in data.traces:
+        key = TRACES[name][0]
+        columns[key] = (src.data["tr_" + key][shown] if shown is not None
+                        else np.zeros(len(t), np.float32))
+    trace = ColumnDataSource(columns, name=f"traces-{item.uuid}")
+    figs = []
+    main = new_figure(title="traces", x_range=x_range, frame_width=WIDTH + 80,
+                      frame_height=170, x_axis_label="time (s)", name=f"traces-fig-{item.uuid}")
+    for name in ("C + YrA", "C", "S"):
+        key, colour, label = TRACES[name]
+        main.line("t", key, source=trace, color=colour, legend_label=label, line_width=1)
+    main.legend.click_policy = "hide"
+    main.legend.location = "top_left"
+    main.legend.label_text_font_size = "8pt"
+    figs.append(main)
+    if "dF/F" in data.traces:
+        dff = new_figure(title="dF/F", x_range=x_range, frame_width=WIDTH + 80,
+                         frame_height=110, x_axis_label="time (s)")
+        dff.line("t", "dff", source=trace, color=TRACES["dF/F"][1])
+        figs.append(dff)
+    return trace, figs
+
+
+def _footprint_figure(item: ItemRow, src: ColumnDataSource, shown: int | None
+                      ) -> tuple[ColumnDataSource, Any]:
+    k = 0 if shown is None else shown
+    columns = {name: [src.data[f"fp{suffix}"][k]] for name, suffix in
+               (("image", ""), ("x", "_x"), ("y", "_y"), ("dw", "_w"), ("dh", "_h"))}
+    if shown is None:
+        columns = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+    fp = ColumnDataSource(columns, name=f"footprint-{item.uuid}")
+    fig = new_figure(title="footprint", frame_width=150, frame_height=150,
+                     tools="pan,wheel_zoom,reset", match_aspect=True,
+                     name=f"footprint-fig-{item.uuid}")
+    fig.y_range.flipped = True
+    fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=fp, color_mapper=GREYS)
+    fig.grid.visible = False
+    return fp, fig
+
+
+def cnmf_layout(item: ItemRow, data: CnmfData, lines: list[str], n_points: int,
+                ranges: Ranges, images: ImageSources) -> Any:
+    """The layout of one cnmf / cnmfe item.
+
+    Parameters
+    ----------
+    lines
+        Text under the title (state, params that differ, results).
+    n_points
+        Samples per trace kept in the page (:func:`.arrays.envelope`).
+    """
+    src, frames = component_source(data, n_points)
+    shown = first_component(data)
+    if shown is not None:
+        src.selected.indices = [shown]
+    fig, buttons = _contour_figure(item, data, src, ranges, images)
+    trace, trace_figs = _trace_figures(item, data, src, frames, shown, ranges)
+    fp, fp_fig = _footprint_figure(item, src, shown)
+    info = Div(text="click a contour" if shown is None else "", width=220)
+    keys = [TRACES[name][0] for name in data.traces]
+    src.selected.js_on_change("indices", CustomJS(
+        args={"src": src, "trace": trace, "fp": fp, "info": info, "keys": keys}, code=_ON_TAP))
+    if shown is not None:
+        info.text = (f"<b>component {shown}</b> ({src.data['status'][shown]}): "
+                     f"SNR {data.snr[shown]:.2f}, r-value {data.r_values[shown]:.3f}")
+    if len(frames) < next(iter(data.traces.values())).shape[1]:
+        lines = lines + [f"traces: min/max envelope of {len(frames)} samples per trace"]
+    top = [header(item_title(item), lines, WIDTH + 200)]
+    if buttons is not None:
+        top.append(buttons)
+    return column(*top, row(fig, column(fp_fig, info)), *trace_figs,
+                  name=f"item-{item.uuid}")
+
+
+def item_title(item: ItemRow) -> str:
+    """``name (algo, uuid prefix)``."""
+    return f"{item.name} ({item.algo}, {item.uuid[:8]})"

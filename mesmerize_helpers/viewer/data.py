@@ -1,0 +1,236 @@
+"""Everything the viewer reads from a batch and its items' files, returned as the plain
+containers of :mod:`.items`.
+
+This is the only viewer module that knows the batch DataFrame, the accessors, manifests and
+output files; when those change, this module is the one to adapt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .items import DONE, FAILED, NOT_RUN, STALE, CnmfData, ItemRow, McorrData
+
+#: CaImAn's default frame rate, used when a cnmf item's params give none.
+DEFAULT_FR = 30.0
+#: Input frames averaged for an mcorr item's "before" image, spread over the movie.
+INPUT_MEAN_FRAMES = 200
+#: Registered-movie samples (each the mean of a few consecutive frames) for residual motion.
+RESIDUAL_SAMPLES, RESIDUAL_WINDOW = 30, 10
+#: Margin (px) around each footprint's crop.
+FOOTPRINT_PAD = 2
+
+
+def load(batch: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """The batch as a DataFrame, from a TSV path or a loaded batch (reloaded from disk so the
+    viewer shows the latest results)."""
+    from ..batch import load_batch
+
+    if isinstance(batch, pd.DataFrame):
+        return batch.caiman.reload_from_disk()
+    return load_batch(batch)
+
+
+def batch_path(df: pd.DataFrame) -> Path:
+    """The TSV the batch was loaded from."""
+    return df.paths.get_batch_path()
+
+
+def rows(df: pd.DataFrame) -> list[pd.Series]:
+    """The batch rows, each keeping the batch path the accessors need."""
+    return [df.iloc[i] for i in range(len(df))]
+
+
+def item_rows(df: pd.DataFrame) -> list[ItemRow]:
+    """One :class:`ItemRow` per batch item, in batch order."""
+    from ..accessors.common import item_folder
+    from ..batch import lineage
+    from ..manifest import read_manifest
+
+    parents = {s["uuid"]: s["parent"] for s in rows(df)}
+    manifests = {s["uuid"]: read_manifest(item_folder(s)) for s in rows(df)}
+    diffs = _params_diffs(df)
+    out = []
+    for s in rows(df):
+        manifest = manifests[s["uuid"]]
+        state, message = item_state(s["params"], manifest,
+                                    manifests.get(s["parent"]) if s["parent"] else None)
+        out.append(ItemRow(
+            uuid=s["uuid"], algo=s["algo"], name=str(s["item_name"]), parent=s["parent"],
+            state=state, message=message,
+            traceback=manifest.get("traceback") if manifest and state == FAILED else None,
+            duration=None if manifest is None else manifest.get("algo_duration"),
+            params_diff=diffs.get(s["uuid"], {}),
+            group=lineage(s["uuid"], parents)[0],
+        ))
+    return out
+
+
+def item_state(params: dict, manifest: dict | None, parent_manifest: dict | None
+               ) -> tuple[str, str]:
+    """(state, message) of an item from its manifest and its parent's.
+
+    Stale: its params changed since it ran, or its parent ran again (or failed) after it.
+    """
+    if manifest is None:
+        return NOT_RUN, ""
+    if not manifest.get("success"):
+        return FAILED, error_line(manifest.get("traceback") or "")
+    if _canonical(manifest.get("params")) != _canonical(params):
+        return STALE, "params changed since the run"
+    if parent_manifest is not None:
+        if not parent_manifest.get("success"):
+            return STALE, "its parent failed since"
+        if str(parent_manifest.get("ran_time", "")) > str(manifest.get("ran_time", "")):
+            return STALE, "its parent ran again since"
+    return DONE, ""
+
+
+def error_line(traceback: str) -> str:
+    """The exception line (``ValueError: ...``, first line of its message) of a traceback:
+    the first unindented line after the last stack frame."""
+    lines = traceback.strip().splitlines()
+    last_frame = max((i for i, line in enumerate(lines) if line.startswith("  File ")),
+                     default=-1)
+    for line in lines[last_frame + 1:]:
+        if line.strip() and not line[0].isspace():
+            return line
+    return lines[-1] if lines else "failed (no traceback)"
+
+
+def _canonical(params: Any) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _params_diffs(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """uuid -> {dotted param: value} of the params that differ among items of one algo and
+    name (``df.caiman.get_params_diffs``)."""
+    out: dict[str, dict[str, Any]] = {}
+    if df.empty:
+        return out
+    for (algo, name), group in df.groupby(["algo", "item_name"], sort=False):
+        if len(group) < 2:
+            continue
+        diffs = df.caiman.get_params_diffs(algo, name)
+        for index, values in diffs.iterrows():
+            out[df.loc[index, "uuid"]] = {k: v for k, v in values.items()
+                                          if not (np.isscalar(v) and pd.isna(v))}
+    return out
+
+
+def read_item(s: pd.Series) -> McorrData | CnmfData:
+    """The data of a finished item (raises the accessors' errors for one that is not)."""
+    return read_mcorr(s) if s["algo"] == "mcorr" else read_cnmf(s)
+
+
+def _try_image(read: Any) -> np.ndarray | None:
+    try:
+        image = np.asarray(read(), dtype=np.float32)
+    except (OSError, KeyError, ValueError):
+        return None
+    return image if image.ndim == 2 else None
+
+
+def _images(pairs: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
+    images = {}
+    for title, read in pairs:
+        image = _try_image(read)
+        if image is not None:
+            images[title] = image
+    return images
+
+
+def read_mcorr(s: pd.Series) -> McorrData:
+    """Shifts, before/after means, correlation image and registered samples of an mcorr item."""
+    x, y = s.mcorr.get_shifts(pw_rigid=False)
+    shifts = np.stack([np.asarray(y), np.asarray(x)], axis=1).astype(np.float32)
+    try:
+        px, py = s.mcorr.get_shifts(pw_rigid=True)
+        pw = np.stack([np.asarray(py), np.asarray(px)], axis=-1).astype(np.float32)
+    except ValueError:  # a rigid run
+        pw = None
+    images = _images([
+        ("mean (input)", lambda: _input_mean(s)),
+        ("mean (registered)", lambda: s.caiman.get_projection("mean")),
+        ("correlation", lambda: s.caiman.get_corr_image()),
+    ])
+    fr = s["params"]["main"].get("fr")
+    return McorrData(fr=None if fr is None else float(fr), shifts=shifts, pw_shifts=pw,
+                     images=images, samples=_window_means(s.mcorr.get_output()))
+
+
+def _input_mean(s: pd.Series) -> np.ndarray:
+    """Mean of up to :data:`INPUT_MEAN_FRAMES` input frames spread over the movie."""
+    movie = s.caiman.get_input_movie()
+    n = movie.shape[0]
+    total = np.zeros(movie.shape[1:], np.float64)
+    indices = np.unique(np.linspace(0, n - 1, min(n, INPUT_MEAN_FRAMES)).astype(int))
+    for i in indices:
+        total += np.asarray(movie[int(i)], dtype=np.float64)
+    return total / len(indices)
+
+
+def _window_means(movie: Any) -> np.ndarray:
+    """(n, y, x): means of :data:`RESIDUAL_WINDOW` consecutive frames at
+    :data:`RESIDUAL_SAMPLES` places spread over the movie."""
+    n = movie.shape[0]
+    window = max(1, min(RESIDUAL_WINDOW, n // RESIDUAL_SAMPLES))
+    starts = np.unique(np.linspace(0, n - window, min(RESIDUAL_SAMPLES, n)).astype(int))
+    return np.stack([np.nanmean(np.asarray(movie[a:a + window], np.float32), axis=0)
+                     for a in starts])
+
+
+def _estimates(s: pd.Series) -> Any:
+    out = s.cnmf.get_output()
+    # mesmerize-core's get_output() returns a CNMF object whose results are .estimates
+    return getattr(out, "estimates", out)
+
+
+def _metric(values: Any, k: int) -> np.ndarray:
+    if values is None:
+        return np.full(k, np.nan, np.float32)
+    return np.asarray(values, dtype=np.float32).reshape(k)
+
+
+def read_cnmf(s: pd.Series) -> CnmfData:
+    """Contours, metrics, traces, footprints and images of a cnmf / cnmfe item."""
+    from ..engine.contours import footprint_contours
+    from ..engine.footprints import as_footprints, box_image, column
+
+    est = _estimates(s)
+    A = as_footprints(est.A, np.float32)
+    dims = tuple(int(d) for d in est.dims)
+    k = A.shape[1]
+    contours, centers = footprint_contours(A, dims)
+    accepted = np.zeros(k, bool)
+    accepted[np.asarray(s.cnmf.get_good_components(), int)] = True
+    traces = {
+        "C": s.cnmf.get_temporal("all"),
+        "C + YrA": s.cnmf.get_temporal("all", add_residuals=True),
+        "S": np.asarray(est.S, np.float32),
+    }
+    if getattr(est, "F_dff", None) is not None:
+        traces["dF/F"] = np.asarray(s.cnmf.get_detrend_dfof("all"), np.float32)
+    footprints = []
+    for j in range(k):
+        idx, val = column(A, j)
+        footprints.append(box_image(idx, val, dims, FOOTPRINT_PAD) if idx.size
+                          else (np.zeros((1, 1), np.float32), 0, 0))
+    pairs = [("correlation", s.caiman.get_corr_image),
+             ("mean", lambda: s.caiman.get_projection("mean"))]
+    if s["algo"] == "cnmfe":
+        pairs.append(("PNR", s.caiman.get_pnr_image))
+    fr = s["params"]["main"].get("fr") or DEFAULT_FR
+    return CnmfData(
+        fr=float(fr), images=_images(pairs), contours=contours,
+        centers=np.array(centers, np.float64).reshape(k, 2), accepted=accepted,
+        snr=_metric(getattr(est, "SNR_comp", None), k),
+        r_values=_metric(getattr(est, "r_values", None), k),
+        traces=traces, footprints=footprints,
+    )
