@@ -112,6 +112,8 @@ def residual_motion(samples: np.ndarray, upsample: int = 10) -> float:
         return float("nan")
     filled = np.where(np.isfinite(samples), samples, np.nanmean(samples))
     template = filled.mean(axis=0)
-    shifts = [phase_cross_correlation(template, frame, upsample_factor=upsample)[0]
-              for frame in filled]
+    # plain cross-correlation: the mean of moving frames is a blurred template, which the
+    # whitening of phase correlation turns into noise
+    shifts = [phase_cross_correlation(template, frame, upsample_factor=upsample,
+                                      normalization=None)[0] for frame in filled]
     return float(np.sqrt(np.mean(np.sum(np.square(shifts), axis=1))))

@@ -19,7 +19,7 @@ from bokeh.models import (
 )
 
 from .arrays import envelope, footprint_image
-from .common import GREYS, ImageSources, Ranges, header, image_figure, image_switch, new_figure
+from .common import ImageSources, Ranges, greys, header, image_figure, image_switch, new_figure
 from .items import CnmfData, ItemRow
 
 WIDTH = 420
@@ -79,7 +79,7 @@ def first_component(data: CnmfData) -> int | None:
 
 def _contour_figure(item: ItemRow, data: CnmfData, src: ColumnDataSource, ranges: Ranges,
                     images: ImageSources) -> tuple[Any, Any]:
-    dims = next(iter(data.images.values())).shape if data.images else _dims_of(data)
+    dims = data.dims
     fig = image_figure("contours", dims, ranges.image(item.group, dims), WIDTH,
                        name=f"contours-{item.uuid}")
     buttons = image_switch(fig, {t: images.source(im) for t, im in data.images.items()})
@@ -105,14 +105,6 @@ def _contour_figure(item: ItemRow, data: CnmfData, src: ColumnDataSource, ranges
         legend = Legend(items=items, click_policy="hide", orientation="horizontal")
         fig.add_layout(legend, "below")
     return fig, buttons
-
-
-def _dims_of(data: CnmfData) -> tuple[int, int]:
-    extent = [c.max(axis=0) for c in data.contours if len(c)]
-    if not extent:
-        return (1, 1)
-    top = np.max(extent, axis=0)
-    return int(top[0]) + 1, int(top[1]) + 1
 
 
 def _trace_figures(item: ItemRow, data: CnmfData, src: ColumnDataSource, frames: np.ndarray,
@@ -156,7 +148,7 @@ def _footprint_figure(item: ItemRow, src: ColumnDataSource, shown: int | None
                      tools="pan,wheel_zoom,reset", match_aspect=True,
                      name=f"footprint-fig-{item.uuid}")
     fig.y_range.flipped = True
-    fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=fp, color_mapper=GREYS)
+    fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=fp, color_mapper=greys())
     fig.grid.visible = False
     return fp, fig
 
@@ -179,7 +171,8 @@ def cnmf_layout(item: ItemRow, data: CnmfData, lines: list[str], n_points: int,
     fig, buttons = _contour_figure(item, data, src, ranges, images)
     trace, trace_figs = _trace_figures(item, data, src, frames, shown, ranges)
     fp, fp_fig = _footprint_figure(item, src, shown)
-    info = Div(text="click a contour" if shown is None else "", width=220)
+    info = Div(text="click a contour" if shown is None else "", width=220,
+               name=f"info-{item.uuid}")
     keys = [TRACES[name][0] for name in data.traces]
     src.selected.js_on_change("indices", CustomJS(
         args={"src": src, "trace": trace, "fp": fp, "info": info, "keys": keys}, code=_ON_TAP))

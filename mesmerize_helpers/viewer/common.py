@@ -13,7 +13,11 @@ from bokeh.plotting import figure
 
 from .arrays import shrink, to_uint8
 
-GREYS = LinearColorMapper(palette=Greys256, low=0, high=255)
+
+def greys() -> LinearColorMapper:
+    """The grey colour map of uint8 images (a new one per page: models belong to one)."""
+    return LinearColorMapper(palette=Greys256, low=0, high=255)
+
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
@@ -79,7 +83,7 @@ def image_figure(title: str, dims: tuple[int, int], ranges: tuple[Range1d, Range
 def add_image(fig: Any, source: ColumnDataSource, name: str | None = None) -> Any:
     """Draw the image of ``source`` (see :class:`ImageSources`) over the frame."""
     return fig.image(image="image", x=0, y=0, dw="dw", dh="dh", source=source,
-                     color_mapper=GREYS, name=name)
+                     color_mapper=greys(), name=name)
 
 
 def image_switch(fig: Any, sources: dict[str, ColumnDataSource]) -> Any:

@@ -228,7 +228,7 @@ def read_cnmf(s: pd.Series) -> CnmfData:
         pairs.append(("PNR", s.caiman.get_pnr_image))
     fr = s["params"]["main"].get("fr") or DEFAULT_FR
     return CnmfData(
-        fr=float(fr), images=_images(pairs), contours=contours,
+        fr=float(fr), dims=dims, images=_images(pairs), contours=contours,
         centers=np.array(centers, np.float64).reshape(k, 2), accepted=accepted,
         snr=_metric(getattr(est, "SNR_comp", None), k),
         r_values=_metric(getattr(est, "r_values", None), k),

@@ -82,6 +82,8 @@ class CnmfData:
     ----------
     fr
         Frame rate (Hz) of the traces.
+    dims
+        (y, x) frame size.
     images
         Title -> (y, x) background image for the contours (correlation, mean, PNR, ...).
     contours
@@ -101,6 +103,7 @@ class CnmfData:
     """
 
     fr: float
+    dims: tuple[int, int]
     images: dict[str, np.ndarray]
     contours: list[np.ndarray]
     centers: np.ndarray

@@ -88,7 +88,7 @@ def _status_layout(item: ItemRow, lines: list[str]) -> Any:
     parts = [header(item_title(item), lines, 900)]
     if item.traceback:
         parts.append(Div(text=f"<pre style='font-size:11px'>{html.escape(item.traceback)}</pre>",
-                         width=900))
+                         width=900, name=f"traceback-{item.uuid}"))
     return column(*parts, name=f"item-{item.uuid}")
 
 

@@ -39,9 +39,13 @@ def cnmf_headline(data: CnmfData) -> str:
     return text
 
 
-def state_text(item: ItemRow) -> str:
-    """``done``, ``not run``, ``FAILED: <error line>``, ``stale: <why>``."""
-    return f"{item.state}: {item.message}" if item.message else item.state
+def state_text(item: ItemRow, max_chars: int | None = None) -> str:
+    """``done``, ``not run``, ``FAILED: <error line>``, ``stale: <why>``, cut to
+    ``max_chars``."""
+    text = f"{item.state}: {item.message}" if item.message else item.state
+    if max_chars is not None and len(text) > max_chars:
+        text = text[:max_chars - 1] + "\u2026"
+    return text
 
 
 def diff_text(diff: dict[str, Any]) -> str:
@@ -70,7 +74,7 @@ def batch_table(items: list[ItemRow], headlines: list[str], names: dict[str, str
         "short": [i.uuid[:8] for i in items],
         "name": [i.name for i in items],
         "algo": [i.algo for i in items],
-        "state": [state_text(i) for i in items],
+        "state": [state_text(i, 120) for i in items],
         "state_colour": [STATE_COLOURS.get(i.state, "black") for i in items],
         "duration": [np.nan if i.duration is None else float(i.duration) for i in items],
         "diff": [diff_text(i.params_diff) for i in items],
