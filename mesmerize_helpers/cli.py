@@ -80,6 +80,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .batch import load_batch, results_dir_of
+    from .plots import report_files
     from .runner import snakemake_command
     from .workflow_support import item_folders, manifest_path
 
@@ -91,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"No item(s) {', '.join(unknown)} in {batch}.")
     targets = [manifest_path(folders[u]) for u in uuids]
+    targets += [str(p) for u in uuids for p in report_files(folders[u])]  # figure, viewer page
     extra = ["--dry-run"] if args.dry_run else []
     cmd = snakemake_command(batch, targets, profile=args.profile, cores=args.cores, extra=extra)
     return subprocess.call(cmd, cwd=batch.parent)

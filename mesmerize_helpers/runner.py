@@ -71,6 +71,16 @@ def snakemake_command(
     return cmd + list(extra or []) + targets
 
 
+def report_targets(folder: Path, results: Path) -> list[str]:
+    """The report files (summary figure, viewer page) of the item in ``folder`` and of the
+    items it depends on (its enclosing folders), so a run leaves `snakemake --report` ready."""
+    from .plots import report_files
+
+    folders = [folder, *(results / p for p in folder.relative_to(results).parents
+                         if p != Path("."))]
+    return [str(path) for f in folders for path in report_files(f)]
+
+
 class Run:
     """A snakemake run of one item; ``wait()`` blocks and raises if the item failed."""
 
@@ -129,13 +139,15 @@ def run_item(
     folder = item_folder(s)
     if profile is None and backend not in (None, "local"):
         profile = backend
-    cmd = snakemake_command(batch_path, [str(folder / MANIFEST)], profile=profile, cores=cores)
+    results = results_dir_of(batch_path)
+    targets = [str(folder / MANIFEST)] + report_targets(folder, results)
+    cmd = snakemake_command(batch_path, targets, profile=profile, cores=cores)
     logs = batch_path.parent / ".mesmerize_logs"
     logs.mkdir(exist_ok=True)
     log_path = logs / f"{s['uuid']}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=batch_path.parent)
-    run = Run(process, folder, results_dir_of(batch_path), log_path, s["uuid"])
+    run = Run(process, folder, results, log_path, s["uuid"])
     if wait:
         run.wait()
     return run

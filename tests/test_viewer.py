@@ -4,6 +4,8 @@ test_viewer_browser.py."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,6 +17,8 @@ from mesmerize_helpers.cli import main
 from mesmerize_helpers.engine.cnmf import Estimates
 from mesmerize_helpers.io.estimates import save_estimates
 from mesmerize_helpers.manifest import write_manifest
+from mesmerize_helpers.plots import report_files, write_item_report
+from mesmerize_helpers.runner import report_targets, snakemake_command
 from mesmerize_helpers.viewer import BatchView, batch_html, write_viewer
 from mesmerize_helpers.viewer.arrays import envelope, points_per_trace, residual_motion, to_uint8
 from mesmerize_helpers.viewer.data import error_line, item_state
@@ -223,3 +227,41 @@ def test_notebook_view_shows_the_page_in_an_iframe(viewer_batch, tmp_path):
     cell = shown._repr_html_()
     assert cell.startswith("<iframe srcdoc=") and "&lt;script" in cell
     assert shown.save(tmp_path / "v.html").read_text() == shown.html
+
+
+# --- snakemake --report -----------------------------------------------------------------
+
+def test_snakemake_report_works_before_and_after_the_item_figures(viewer_batch, tmp_path):
+    batch = viewer_batch.paths.get_batch_path()
+    mcorr, cnmf, failed = (viewer_batch.iloc[i] for i in (0, 1, 3))
+
+    def report(name: str) -> str:
+        out = tmp_path / name
+        cmd = snakemake_command(batch, [], cores=1, extra=["--report", str(out)])
+        result = subprocess.run(cmd, cwd=batch.parent, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return out.read_text()
+
+    # right after runs that made no figures (the items ran in-process): no error
+    assert "viewer.html" not in report("before.html")
+    for row in (mcorr, cnmf):
+        write_item_report(batch, row["uuid"], *report_files(row.caiman.get_output_dir()))
+    text = report("after.html")
+    for row in (mcorr, cnmf):
+        page = row.caiman.get_output_dir() / "viewer.html"
+        assert f"file://{page}" in text  # the caption links the item's viewer page
+        assert row["uuid"] in page.read_text()
+    assert "summary.png" in text
+    # a figure that cannot be drawn (a failed item) is a figure saying why, not an error
+    folder = tmp_path / "failed"
+    folder.mkdir()
+    write_item_report(batch, failed["uuid"], folder / "f.png", folder / "f.html")
+    assert (folder / "f.png").stat().st_size > 0 and "FAILED" in (folder / "f.html").read_text()
+
+
+def test_a_run_makes_the_report_files_of_its_item_and_ancestors(tmp_path):
+    results = tmp_path / "results"
+    child = results / "parent-uuid" / "child-uuid"
+    assert report_targets(child, results) == [
+        str(child / "summary.png"), str(child / "viewer.html"),
+        str(child.parent / "summary.png"), str(child.parent / "viewer.html")]
