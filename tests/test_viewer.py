@@ -1,6 +1,8 @@
 """The batch viewer: its array reductions, item states, the page's data against the
-accessors, its size budget, the CLI and the notebook object. The browser tests are in
-test_viewer_browser.py."""
+accessors, its size budget, the CLI, the notebook object, `snakemake --report`; and the page
+in headless chromium: it loads without JavaScript errors, lists every item, opens items from
+the table, and a click on a contour plots that component's traces as ``get_temporal`` gives
+them."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import CNMF
+from matplotlib.path import Path as Polygon
 from scipy import ndimage
 from viewer_batch import make_batch
 
@@ -20,7 +23,28 @@ from mesmerize_helpers.manifest import write_manifest
 from mesmerize_helpers.plots import report_files, write_item_report
 from mesmerize_helpers.runner import report_targets, snakemake_command
 from mesmerize_helpers.viewer import BatchView, batch_html, write_viewer
-from mesmerize_helpers.viewer.arrays import envelope, points_per_trace, residual_motion, to_uint8
+from mesmerize_helpers.viewer.arrays import (
+    dequantize,
+    envelope,
+    points_per_trace,
+    quantize,
+    residual_motion,
+    to_uint8,
+)
+from mesmerize_helpers.viewer.browser import (
+    FIND,
+    chromium,
+    chromium_paths,
+    click_at,
+    click_row,
+    errors,
+    open_page,
+    source_data,
+    table_rows,
+    visible_items,
+    wait_for,
+)
+from mesmerize_helpers.viewer.cnmf_view import component_trace
 from mesmerize_helpers.viewer.data import error_line, item_state
 from mesmerize_helpers.viewer.page import build_document
 
@@ -60,9 +84,21 @@ def test_envelope_keeps_short_traces_and_every_extreme_of_long_ones():
     np.testing.assert_array_equal(values[0, :2], pair)
 
 
+def test_quantize_round_trip_is_exact_to_half_a_step():
+    rng = np.random.default_rng(5)
+    values = rng.normal(0, 1, (3, 500)) * np.array([[1e-3], [1.0], [1e5]])
+    values[1] = 7.0  # a flat trace
+    q, low, step = quantize(values)
+    assert q.dtype == np.int16
+    for k in range(3):
+        back = dequantize(q[k], low[k], step[k])
+        assert np.all(np.abs(back - values[k]) <= step[k] / 2 + 1e-6 * np.abs(values[k]))
+    assert dequantize(q[1], low[1], step[1])[0] == 7.0
+
+
 def test_points_per_trace_follows_the_budget_within_bounds():
-    # 1 MB for 100 float32 traces, base64 (16/3 bytes per sample): 1875 samples each
-    assert points_per_trace(1e6, 100, 50_000) == 1875
+    # 1 MB for 100 int16 traces, base64 (8/3 bytes per sample): 3750 samples each
+    assert points_per_trace(1e6, 100, 50_000) == 3750
     assert points_per_trace(1e6, 100, 1000) == 1000  # never more than the frames
     assert points_per_trace(0, 100, 50_000) == 200  # a floor, so a trace stays readable
 
@@ -120,6 +156,15 @@ def test_item_state_from_manifests():
 
 # --- the page's data ------------------------------------------------------------------------
 
+def assert_page_traces(src, key: str, truth: np.ndarray) -> None:
+    """The page's traces ``key`` of every component equal ``truth`` (K, T) to the int16
+    quantization step of each trace (its range / 65535) and float32 rounding."""
+    page = np.stack([component_trace(src, key, k) for k in range(len(truth))])
+    span = truth.max(axis=1, keepdims=True) - truth.min(axis=1, keepdims=True)
+    tolerance = span / 65535 / 2 + 1e-6 * np.abs(truth) + 1e-12
+    assert np.all(np.abs(page - truth) <= tolerance)
+
+
 def test_table_lists_every_item_with_its_state(viewer_batch, document):
     data = document.get_model_by_name("batch-table-source").data
     assert list(data["uuid"]) == list(viewer_batch["uuid"])
@@ -142,16 +187,14 @@ def test_component_data_match_the_accessors(viewer_batch, document):
         assert len(src.data["index"]) == k
         accepted = np.flatnonzero(np.asarray(src.data["status"]) == "accepted")
         np.testing.assert_array_equal(accepted, row.cnmf.get_good_components())
-        np.testing.assert_allclose(np.stack(src.data["tr_C"]), row.cnmf.get_temporal())
-        np.testing.assert_allclose(np.stack(src.data["tr_raw"]),
-                                   row.cnmf.get_temporal(add_residuals=True))
+        assert_page_traces(src, "C", row.cnmf.get_temporal())
+        assert_page_traces(src, "raw", row.cnmf.get_temporal(add_residuals=True))
         # contours in (x, y) image coordinates: centre of each pixel at +0.5
         contours, _ = row.cnmf.get_contours("all", swap_dim=True)
         np.testing.assert_allclose(src.data["xs"][0], contours[0][:, 0] + 0.5, atol=1e-4)
     dff_item = viewer_batch.iloc[1]
     src = document.get_model_by_name(f"accepted-{dff_item['uuid']}").data_source
-    np.testing.assert_allclose(np.stack(src.data["tr_dff"]), dff_item.cnmf.get_detrend_dfof(),
-                               rtol=1e-6)
+    assert_page_traces(src, "dff", dff_item.cnmf.get_detrend_dfof())
     assert "tr_dff" not in document.get_model_by_name(
         f"accepted-{viewer_batch.iloc[2]['uuid']}").data_source.data
 
@@ -192,16 +235,17 @@ def _long_item(batch, tmp_path, n_frames=20_000, k=10):
 def test_long_traces_are_reduced_to_the_size_budget(batch, tmp_path):
     row = _long_item(batch, tmp_path)
     full = len(batch_html(batch, progress=False, max_mb=50))
-    # 10 components x 3 traces x 20000 frames ~ 3.2 MB in the page besides Bokeh's ~2 MB
-    assert full > 5.0e6
+    # 10 components x 3 traces x 20000 frames ~ 1.6 MB in the page besides Bokeh's ~2 MB
+    assert full > 3.5e6
     small = len(batch_html(batch, progress=False, max_mb=3.0))
     assert small < 3.0e6
     doc = build_document(batch, progress=False, max_mb=3.0)
     src = doc.get_model_by_name(f"accepted-{row['uuid']}").data_source
-    kept = np.stack(src.data["tr_C"])
+    kept = np.stack([component_trace(src, "C", k) for k in range(10)])
     assert 200 <= kept.shape[1] < 20_000
     C = row.cnmf.get_temporal()
-    np.testing.assert_array_equal(kept.max(axis=1), C.max(axis=1))  # peaks survive
+    np.testing.assert_allclose(kept.max(axis=1), C.max(axis=1), atol=1e-3)  # peaks survive
+    np.testing.assert_allclose(kept.min(axis=1), C.min(axis=1), atol=1e-3)
 
 
 # --- entry points ---------------------------------------------------------------------
@@ -265,3 +309,106 @@ def test_a_run_makes_the_report_files_of_its_item_and_ancestors(tmp_path):
     assert report_targets(child, results) == [
         str(child / "summary.png"), str(child / "viewer.html"),
         str(child.parent / "summary.png"), str(child.parent / "viewer.html")]
+
+# --- in a real headless browser -------------------------------------------------------------
+# Debian's chromium via Selenium; skipped only when chromium or its driver is not installed
+# (apt-get install chromium chromium-driver; .ci/run installs them).
+
+needs_chromium = pytest.mark.skipif(
+    None in chromium_paths(),
+    reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def page(viewer_batch, tmp_path_factory):
+    return viewer_batch, write_viewer(viewer_batch, tmp_path_factory.mktemp("page") / "page.html",
+                                      progress=False)
+
+
+@needs_chromium
+def test_page_loads_without_errors_and_lists_every_item(browser, page):
+    df, path = page
+    log = open_page(browser, path)
+    assert not errors(log), errors(log)
+    texts = [row.text for row in table_rows(browser)]
+    assert len(texts) == len(df)
+    for text, (_, s) in zip(texts, df.iterrows()):
+        assert s["uuid"][:8] in text and s["item_name"] in text and s["algo"] in text
+    assert texts[3].split("\n")[2].startswith("FAILED: ")
+    assert "not run" in texts[4]
+    assert visible_items(browser) == [df.iloc[0]["uuid"]]  # the first finished item
+
+
+@needs_chromium
+def test_table_rows_open_items_and_two_show_side_by_side(browser, page):
+    df, path = page
+    open_page(browser, path)
+    click_row(browser, 2)
+    assert visible_items(browser) == [df.iloc[2]["uuid"]]
+    click_row(browser, 1, add=True)
+    assert sorted(visible_items(browser)) == sorted(df.iloc[[1, 2]]["uuid"])
+    # side by side, with the same axes objects: zooming one zooms the other
+    same = browser.execute_script("""
+        const doc = Bokeh.documents[0];
+        const [a, b] = arguments[0].map((u) => doc.get_model_by_name("contours-" + u));
+        const [va, vb] = [a, b].map((m) => Bokeh.index.find_one(m).el.getBoundingClientRect());
+        return a.x_range === b.x_range && a.y_range === b.y_range && vb.left > va.right - 1;
+    """, list(df.iloc[[1, 2]]["uuid"]))
+    assert same
+    # the failed item shows its traceback
+    click_row(browser, 3)
+    uuid = df.iloc[3]["uuid"]
+    assert visible_items(browser) == [uuid]
+    text, height = browser.execute_script(FIND + """
+        return [model.text, Bokeh.index.find_one(model).el.getBoundingClientRect().height];
+    """, f"traceback-{uuid}")
+    assert "Traceback" in text and "not_a_param" in text and height > 50
+    assert not errors(browser.get_log("browser"))
+
+
+def _inside_one(contours: list[np.ndarray], k: int) -> bool:
+    """Whether component k's centre lies in its own contour and no other."""
+    centre = contours[k].mean(axis=0)
+    hits = [i for i, c in enumerate(contours) if len(c) > 2 and Polygon(c).contains_point(centre)]
+    return hits == [k]
+
+
+@needs_chromium
+def test_clicking_a_contour_plots_that_components_traces(browser, page):
+    df, path = page
+    row = df.iloc[1]
+    uuid = row["uuid"]
+    open_page(browser, path, anchor=uuid[:8])  # the address opens the item
+    assert visible_items(browser) == [uuid]
+    selected = f"accepted-{uuid}"
+    shown = browser.execute_script(
+        FIND + "return Array.from(model.data_source.selected.indices);", selected)
+    contours, _ = row.cnmf.get_contours("all", swap_dim=True)  # (x, y) per component
+    k = next(k for k in range(len(contours)) if _inside_one(contours, k) and k not in shown)
+    x, y = contours[k].mean(axis=0) + 0.5  # pixel centres sit at +0.5 in the image
+    click_at(browser, f"contours-{uuid}", x, y)
+    wait_for(browser, FIND + "return model.data_source.selected.indices[0] == arguments[1];",
+             selected, k, timeout=5)
+    data = source_data(browser, f"traces-{uuid}")
+    for key, truth in (("C", row.cnmf.get_temporal([k])[0]),
+                       ("raw", row.cnmf.get_temporal([k], add_residuals=True)[0]),
+                       ("dff", row.cnmf.get_detrend_dfof([k])[0])):
+        # the page holds traces as int16 over each trace's range (viewer.arrays.quantize)
+        step = (truth.max() - truth.min()) / 65535
+        np.testing.assert_allclose(data[key], truth, rtol=1e-6, atol=step / 2)
+    fr = row["params"]["main"]["fr"]
+    np.testing.assert_allclose(data["t"], np.arange(len(data["C"])) / fr)
+    info = browser.execute_script(FIND + "return model.text;", f"info-{uuid}")
+    assert f"component {k}" in info
+    # the footprint panel shows the box around component k's pixels
+    footprint = source_data(browser, f"footprint-{uuid}")
+    ys, xs = np.nonzero(row.cnmf.get_spatial([k])[..., 0])
+    assert footprint["x"][0] <= xs.min() and footprint["x"][0] + footprint["dw"][0] > xs.max()
+    assert footprint["y"][0] <= ys.min() and footprint["y"][0] + footprint["dh"][0] > ys.max()
+    assert not errors(browser.get_log("browser"))

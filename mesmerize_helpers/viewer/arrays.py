@@ -51,13 +51,40 @@ def envelope(traces: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]
     return frames.ravel(), values.reshape(k, 2 * n_bins)
 
 
+#: Page bytes per trace sample: int16 (:func:`quantize`), base64-encoded.
+BYTES_PER_SAMPLE = 2 * 4 / 3
+
+
 def points_per_trace(budget_bytes: float, n_traces: int, n_frames: int,
                      minimum: int = 200) -> int:
-    """Samples per trace so that ``n_traces`` float32 traces fit ``budget_bytes`` once
-    base64-encoded in the page, at least ``minimum`` and at most ``n_frames``."""
-    per_sample = 4 * 4 / 3  # float32, base64
-    n = int(budget_bytes / max(n_traces, 1) / per_sample)
+    """Samples per trace so that ``n_traces`` quantized traces fit ``budget_bytes`` in the
+    page, at least ``minimum`` and at most ``n_frames``."""
+    n = int(budget_bytes / max(n_traces, 1) / BYTES_PER_SAMPLE)
     return int(min(n_frames, max(minimum, n)))
+
+
+def quantize(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row of ``values`` (K, M) as int16 over its own range: ``value = (q + 32768) *
+    step + low``, exact to ``step / 2`` = range / 131070 (far below a plot's pixel).
+
+    Returns
+    -------
+    q : ndarray
+        (K, M) int16.
+    low, step : ndarray
+        (K,) float64 per row.
+    """
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    low = values.min(axis=1) if values.size else np.zeros(values.shape[0])
+    high = values.max(axis=1) if values.size else np.zeros(values.shape[0])
+    step = np.where(high > low, (high - low) / 65535.0, 1.0)
+    q = np.round((values - low[:, None]) / step[:, None]) - 32768
+    return np.clip(q, -32768, 32767).astype(np.int16), low, step
+
+
+def dequantize(q: np.ndarray, low: float, step: float) -> np.ndarray:
+    """The float32 values of one row of :func:`quantize`."""
+    return ((np.asarray(q, np.float64) + 32768) * step + low).astype(np.float32)
 
 
 def shrink(image: np.ndarray, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:

@@ -18,7 +18,7 @@ from bokeh.models import (
     TapTool,
 )
 
-from .arrays import envelope, footprint_image
+from .arrays import dequantize, envelope, footprint_image, quantize
 from .common import ImageSources, Ranges, greys, header, image_figure, image_switch, new_figure
 from .items import CnmfData, ItemRow
 
@@ -34,7 +34,10 @@ const k = src.selected.indices[0];
 if (k === undefined) return;
 const d = src.data;
 const traces = {t: trace.data.t};
-for (const key of keys) traces[key] = d["tr_" + key][k];
+for (const key of keys) {  // int16 samples back to values (arrays.quantize)
+  const low = d["lo_" + key][k], step = d["st_" + key][k];
+  traces[key] = Float32Array.from(d["tr_" + key][k], (q) => (q + 32768) * step + low);
+}
 trace.data = traces;
 fp.data = {image: [d.fp[k]], x: [d.fp_x[k]], y: [d.fp_y[k]], dw: [d.fp_w[k]], dh: [d.fp_h[k]]};
 info.text = `<b>component ${d.index[k]}</b> (${d.status[k]}): SNR ${d.snr[k].toFixed(2)}, ` +
@@ -58,7 +61,9 @@ def component_source(data: CnmfData, n_points: int) -> tuple[ColumnDataSource, n
     frames = np.arange(0)
     for name, values in data.traces.items():
         frames, samples = envelope(values, n_points)
-        columns["tr_" + TRACES[name][0]] = list(samples)
+        key = TRACES[name][0]
+        q, columns["lo_" + key], columns["st_" + key] = quantize(samples)
+        columns["tr_" + key] = list(q)
     crops = [footprint_image(crop) for crop, _, _ in data.footprints]
     columns["fp"] = crops
     columns["fp_x"] = np.array([c0 for _, _, c0 in data.footprints], np.float32)
@@ -66,6 +71,12 @@ def component_source(data: CnmfData, n_points: int) -> tuple[ColumnDataSource, n
     columns["fp_w"] = np.array([crop.shape[1] for crop, _, _ in data.footprints], np.float32)
     columns["fp_h"] = np.array([crop.shape[0] for crop, _, _ in data.footprints], np.float32)
     return ColumnDataSource(columns), frames
+
+
+def component_trace(src: ColumnDataSource, key: str, k: int) -> np.ndarray:
+    """Component ``k``'s trace ``key`` (``"C"``, ``"raw"``, ...) as the page plots it."""
+    return dequantize(src.data["tr_" + key][k], src.data["lo_" + key][k],
+                      src.data["st_" + key][k])
 
 
 def first_component(data: CnmfData) -> int | None:
@@ -115,7 +126,7 @@ def _trace_figures(item: ItemRow, data: CnmfData, src: ColumnDataSource, frames:
     columns = {"t": t}
     for name in data.traces:
         key = TRACES[name][0]
-        columns[key] = (src.data["tr_" + key][shown] if shown is not None
+        columns[key] = (component_trace(src, key, shown) if shown is not None
                         else np.zeros(len(t), np.float32))
     trace = ColumnDataSource(columns, name=f"traces-{item.uuid}")
     figs = []

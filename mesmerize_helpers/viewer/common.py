@@ -51,11 +51,21 @@ class ImageSources:
     def __init__(self) -> None:
         self._sources: dict[str, ColumnDataSource] = {}
 
+    @staticmethod
+    def _key(image: np.ndarray) -> tuple[str, np.ndarray]:
+        pixels = to_uint8(shrink(image))
+        return hashlib.sha1(pixels.tobytes() + repr(image.shape).encode()).hexdigest(), pixels
+
+    def new_bytes(self, images: list[np.ndarray]) -> float:
+        """Page bytes (uint8, base64) that ``images`` add: those not held already."""
+        new = {key: pixels.nbytes for key, pixels in map(self._key, images)
+               if key not in self._sources}
+        return sum(new.values()) * 4 / 3
+
     def source(self, image: np.ndarray) -> ColumnDataSource:
         """A source holding ``image`` (y, x) shrunk and as uint8, with its frame size."""
         dims = image.shape
-        pixels = to_uint8(shrink(image))
-        key = hashlib.sha1(pixels.tobytes() + repr(dims).encode()).hexdigest()
+        key, pixels = self._key(image)
         if key not in self._sources:
             self._sources[key] = ColumnDataSource(
                 {"image": [pixels], "dw": [dims[1]], "dh": [dims[0]]})

@@ -14,7 +14,7 @@ from bokeh.layouts import column, row
 from bokeh.models import CustomJS, Div
 
 from . import data
-from .arrays import points_per_trace, residual_motion
+from .arrays import BYTES_PER_SAMPLE, points_per_trace, residual_motion
 from .cnmf_view import cnmf_layout, item_title
 from .common import ImageSources, Ranges, header
 from .items import DONE, FAILED, STALE, CnmfData, ItemRow
@@ -70,18 +70,18 @@ def _encoded_bytes(arrays: Any) -> float:
     return 0.0
 
 
-def _cnmf_fixed_bytes(d: CnmfData) -> float:
-    """Page bytes of a cnmf item besides its traces: contours (float32), images and
-    footprint crops (uint8); an upper bound, shared images are counted for every item."""
-    return (_encoded_bytes(d.contours) / 2 + _encoded_bytes(list(d.images.values())) / 4
+def _cnmf_fixed_bytes(d: CnmfData, images: ImageSources) -> float:
+    """Page bytes of a cnmf item besides its traces: contours (float32), footprint crops and
+    the images the page does not hold yet (uint8)."""
+    return (_encoded_bytes(d.contours) / 2 + images.new_bytes(list(d.images.values()))
             + sum(crop.size for crop, _, _ in d.footprints) * 4 / 3)
 
 
-def _cnmf_points(d: CnmfData, share: float) -> int:
+def _cnmf_points(d: CnmfData, share: float, images: ImageSources) -> int:
     """Samples per trace that fit a cnmf item's byte share."""
     n_frames = next(iter(d.traces.values())).shape[1]
-    return points_per_trace(share - _cnmf_fixed_bytes(d), d.n_components * len(d.traces),
-                            n_frames)
+    return points_per_trace(share - _cnmf_fixed_bytes(d, images),
+                            d.n_components * len(d.traces), n_frames)
 
 
 def _status_layout(item: ItemRow, lines: list[str]) -> Any:
@@ -105,14 +105,15 @@ def _item_view(item: ItemRow, s: Any, budget: _Budget, ranges: Ranges,
         warnings.warn(f"viewer: cannot read item {item.uuid}: {err}", stacklevel=2)
         return _status_layout(item, lines + [f"cannot show results: {err}"]), "unreadable"
     if isinstance(d, CnmfData):
-        n_points = _cnmf_points(d, budget.share())
+        n_points = _cnmf_points(d, budget.share(), images)
+        spent = (_cnmf_fixed_bytes(d, images)
+                 + d.n_components * len(d.traces) * n_points * BYTES_PER_SAMPLE)
         headline = cnmf_headline(d)
         layout = cnmf_layout(item, d, lines + [headline], n_points, ranges, images)
-        spent = _cnmf_fixed_bytes(d) + d.n_components * len(d.traces) * n_points * 16 / 3
     else:
+        spent = images.new_bytes(list(d.images.values()))
         headline = mcorr_headline(d, residual_motion(d.samples))
         layout = mcorr_layout(item, d, lines + [headline], ranges, images)
-        spent = _encoded_bytes(list(d.images.values())) / 4
     budget.spend(spent)
     return layout, headline
 
