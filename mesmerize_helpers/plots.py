@@ -14,6 +14,9 @@ import pandas as pd
 
 #: The files the report rule makes in an item's folder: summary figure, viewer page.
 REPORT_FILES = ("summary.png", "viewer.html")
+#: Size (MB) an item's own viewer page aims to stay under (one per item: kept small; about
+#: 2000 samples per trace for 300 components).
+ITEM_PAGE_MB = 10.0
 
 
 def _figure(n_panels: int, width: float = 4.0, height: float = 4.0):
@@ -124,7 +127,7 @@ def write_item_report(batch_path: str | os.PathLike, uuid: str, figure: str | os
         _error_figure(f"No summary figure for item {uuid}: {type(err).__name__}: {err}",
                       Path(figure))
     try:
-        write_viewer(batch_path, page, uuids=[uuid], progress=False)
+        write_viewer(batch_path, page, uuids=[uuid], max_mb=ITEM_PAGE_MB, progress=False)
     except Exception as err:
         traceback.print_exc()
         Path(page).write_text(

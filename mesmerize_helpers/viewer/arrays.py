@@ -56,7 +56,7 @@ BYTES_PER_SAMPLE = 2 * 4 / 3
 
 
 def points_per_trace(budget_bytes: float, n_traces: int, n_frames: int,
-                     minimum: int = 200) -> int:
+                     minimum: int = 100) -> int:
     """Samples per trace so that ``n_traces`` quantized traces fit ``budget_bytes`` in the
     page, at least ``minimum`` and at most ``n_frames``."""
     n = int(budget_bytes / max(n_traces, 1) / BYTES_PER_SAMPLE)

@@ -84,11 +84,8 @@ def errors(log: list[dict]) -> list[dict]:
 
 def visible_items(driver: Any) -> list[str]:
     """uuids of the item views shown, in page order."""
-    return driver.execute_script("""
-        const doc = Bokeh.documents[0];
-        return [...doc._all_models.values()]
-            .filter((m) => m.name && m.name.startsWith("item-") && m.visible)
-            .map((m) => m.name.slice(5));""")
+    return driver.execute_script(FIND + """
+        return model.children.map((m) => m.name.slice(5));""", "items")
 
 
 def table_rows(driver: Any) -> list[Any]:

@@ -29,14 +29,18 @@ TRACES = {"C + YrA": ("raw", "#9a9a9a", "C + YrA (raw)"), "C": ("C", "#1f77b4", 
 COLOURS = {"accepted": "#40ff40", "rejected": "#ff4040"}
 
 # Shows the tapped component's traces, footprint and metrics (the first one if several).
+# Traces are flat arrays (one per kind, not one per component) to keep the page small.
 _ON_TAP = """
 const k = src.selected.indices[0];
 if (k === undefined) return;
 const d = src.data;
 const traces = {t: trace.data.t};
+// (an index loop: BokehJS arrays' subarray() ignores the offsets)
 for (const key of keys) {  // int16 samples back to values (arrays.quantize)
-  const low = d["lo_" + key][k], step = d["st_" + key][k];
-  traces[key] = Float32Array.from(d["tr_" + key][k], (q) => (q + 32768) * step + low);
+  const [q, low, step, out] = [store[key], d["lo_" + key][k], d["st_" + key][k],
+                               new Float32Array(n_samples)];
+  for (let i = 0; i < n_samples; i++) out[i] = (q[k * n_samples + i] + 32768) * step + low;
+  traces[key] = out;
 }
 trace.data = traces;
 fp.data = {image: [d.fp[k]], x: [d.fp_x[k]], y: [d.fp_y[k]], dw: [d.fp_w[k]], dh: [d.fp_h[k]]};
@@ -45,38 +49,51 @@ info.text = `<b>component ${d.index[k]}</b> (${d.status[k]}): SNR ${d.snr[k].toF
 """
 
 
-def component_source(data: CnmfData, n_points: int) -> tuple[ColumnDataSource, np.ndarray]:
-    """One row per component: contour, metrics, (decimated) traces and footprint crop.
+def _rounded(values: np.ndarray) -> list[float]:
+    # 0.1 px is finer than the screen; plain numbers cost less than one array per contour
+    return np.round(values, 1).tolist()
 
-    Returns the source and the (M,) frame positions of the trace samples.
-    """
+
+def component_source(data: CnmfData, n_points: int
+                     ) -> tuple[ColumnDataSource, dict[str, Any], np.ndarray]:
+    """One row per component (contour, metrics, trace scales, footprint crop and box), the
+    traces behind them (``store``: kind -> K x M int16, flat; ``n_samples``: M) and the (M,)
+    frame positions of the trace samples."""
     k = data.n_components
     columns: dict[str, Any] = {
         # pixel centres are at integer (y, x); the image covers [0, n] so centres are +0.5
-        "xs": [(c[:, 1] + 0.5).astype(np.float32) for c in data.contours],
-        "ys": [(c[:, 0] + 0.5).astype(np.float32) for c in data.contours],
+        "xs": [_rounded(c[:, 1] + 0.5) for c in data.contours],
+        "ys": [_rounded(c[:, 0] + 0.5) for c in data.contours],
         "index": np.arange(k), "snr": data.snr, "rval": data.r_values,
         "status": np.where(data.accepted, "accepted", "rejected"),
     }
-    frames = np.arange(0)
+    frames, store = np.arange(0), {}
     for name, values in data.traces.items():
         frames, samples = envelope(values, n_points)
         key = TRACES[name][0]
         q, columns["lo_" + key], columns["st_" + key] = quantize(samples)
-        columns["tr_" + key] = list(q)
-    crops = [footprint_image(crop) for crop, _, _ in data.footprints]
-    columns["fp"] = crops
-    columns["fp_x"] = np.array([c0 for _, _, c0 in data.footprints], np.float32)
-    columns["fp_y"] = np.array([r0 for _, r0, _ in data.footprints], np.float32)
-    columns["fp_w"] = np.array([crop.shape[1] for crop, _, _ in data.footprints], np.float32)
-    columns["fp_h"] = np.array([crop.shape[0] for crop, _, _ in data.footprints], np.float32)
-    return ColumnDataSource(columns), frames
+        store[key] = q.ravel()
+    columns.update(
+        fp=[footprint_image(crop) for crop, _, _ in data.footprints],
+        fp_x=np.array([c0 for _, _, c0 in data.footprints], np.float32),
+        fp_y=np.array([r0 for _, r0, _ in data.footprints], np.float32),
+        fp_w=np.array([crop.shape[1] for crop, _, _ in data.footprints], np.float32),
+        fp_h=np.array([crop.shape[0] for crop, _, _ in data.footprints], np.float32),
+    )
+    return ColumnDataSource(columns), {"store": store, "n_samples": len(frames)}, frames
 
 
-def component_trace(src: ColumnDataSource, key: str, k: int) -> np.ndarray:
+def page_store(src: ColumnDataSource) -> dict[str, Any]:
+    """The flat arrays behind a page's component source (its tap callback holds them)."""
+    return src.selected.js_property_callbacks["change:indices"][0].args
+
+
+def component_trace(src: ColumnDataSource, store: dict[str, Any], key: str, k: int
+                    ) -> np.ndarray:
     """Component ``k``'s trace ``key`` (``"C"``, ``"raw"``, ...) as the page plots it."""
-    return dequantize(src.data["tr_" + key][k], src.data["lo_" + key][k],
-                      src.data["st_" + key][k])
+    m = store["n_samples"]
+    q = store["store"][key][k * m:(k + 1) * m]
+    return dequantize(q, src.data["lo_" + key][k], src.data["st_" + key][k])
 
 
 def first_component(data: CnmfData) -> int | None:
@@ -118,15 +135,17 @@ def _contour_figure(item: ItemRow, data: CnmfData, src: ColumnDataSource, ranges
     return fig, buttons
 
 
-def _trace_figures(item: ItemRow, data: CnmfData, src: ColumnDataSource, frames: np.ndarray,
-                   shown: int | None, ranges: Ranges) -> tuple[ColumnDataSource, list[Any]]:
+def _trace_figures(item: ItemRow, data: CnmfData, src: ColumnDataSource, store: dict[str, Any],
+                   frames: np.ndarray, shown: int | None, ranges: Ranges
+                   ) -> tuple[ColumnDataSource, list[Any]]:
+    """The traces of component ``shown`` (C, raw, S; dF/F below) against time (s)."""
     t = frames / data.fr
     n_frames = next(iter(data.traces.values())).shape[1]
     x_range = ranges.time(item.group, max(n_frames - 1, 1) / data.fr)
     columns = {"t": t}
     for name in data.traces:
         key = TRACES[name][0]
-        columns[key] = (component_trace(src, key, shown) if shown is not None
+        columns[key] = (component_trace(src, store, key, shown) if shown is not None
                         else np.zeros(len(t), np.float32))
     trace = ColumnDataSource(columns, name=f"traces-{item.uuid}")
     figs = []
@@ -149,11 +168,12 @@ def _trace_figures(item: ItemRow, data: CnmfData, src: ColumnDataSource, frames:
 
 def _footprint_figure(item: ItemRow, src: ColumnDataSource, shown: int | None
                       ) -> tuple[ColumnDataSource, Any]:
-    k = 0 if shown is None else shown
-    columns = {name: [src.data[f"fp{suffix}"][k]] for name, suffix in
-               (("image", ""), ("x", "_x"), ("y", "_y"), ("dw", "_w"), ("dh", "_h"))}
-    if shown is None:
-        columns = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+    """The footprint crop of component ``shown``, in frame pixels."""
+    columns: dict[str, list] = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+    if shown is not None:
+        columns = {"image": [src.data["fp"][shown]],
+                   "x": [src.data["fp_x"][shown]], "y": [src.data["fp_y"][shown]],
+                   "dw": [src.data["fp_w"][shown]], "dh": [src.data["fp_h"][shown]]}
     fp = ColumnDataSource(columns, name=f"footprint-{item.uuid}")
     fig = new_figure(title="footprint", frame_width=150, frame_height=150,
                      tools="pan,wheel_zoom,reset", match_aspect=True,
@@ -175,18 +195,19 @@ def cnmf_layout(item: ItemRow, data: CnmfData, lines: list[str], n_points: int,
     n_points
         Samples per trace kept in the page (:func:`.arrays.envelope`).
     """
-    src, frames = component_source(data, n_points)
+    src, store, frames = component_source(data, n_points)
     shown = first_component(data)
     if shown is not None:
         src.selected.indices = [shown]
     fig, buttons = _contour_figure(item, data, src, ranges, images)
-    trace, trace_figs = _trace_figures(item, data, src, frames, shown, ranges)
+    trace, trace_figs = _trace_figures(item, data, src, store, frames, shown, ranges)
     fp, fp_fig = _footprint_figure(item, src, shown)
     info = Div(text="click a contour" if shown is None else "", width=220,
                name=f"info-{item.uuid}")
     keys = [TRACES[name][0] for name in data.traces]
     src.selected.js_on_change("indices", CustomJS(
-        args={"src": src, "trace": trace, "fp": fp, "info": info, "keys": keys}, code=_ON_TAP))
+        args={"src": src, "trace": trace, "fp": fp, "info": info, "keys": keys, **store},
+        code=_ON_TAP))
     if shown is not None:
         info.text = (f"<b>component {shown}</b> ({src.data['status'][shown]}): "
                      f"SNR {data.snr[shown]:.2f}, r-value {data.r_values[shown]:.3f}")

@@ -54,6 +54,7 @@ def item_rows(df: pd.DataFrame) -> list[ItemRow]:
     from ..manifest import read_manifest
 
     parents = {s["uuid"]: s["parent"] for s in rows(df)}
+    inputs = {s["uuid"]: s["input_movie_path"] for s in rows(df)}
     manifests = {s["uuid"]: read_manifest(item_folder(s)) for s in rows(df)}
     diffs = _params_diffs(df)
     out = []
@@ -67,7 +68,7 @@ def item_rows(df: pd.DataFrame) -> list[ItemRow]:
             traceback=manifest.get("traceback") if manifest and state == FAILED else None,
             duration=None if manifest is None else manifest.get("algo_duration"),
             params_diff=diffs.get(s["uuid"], {}),
-            group=lineage(s["uuid"], parents)[0],
+            group=str(inputs[lineage(s["uuid"], parents)[0]]),
         ))
     return out
 

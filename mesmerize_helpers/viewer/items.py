@@ -31,8 +31,8 @@ class ItemRow:
         Flattened params (``"main.gSig"``) that differ between this item and the other items
         of its algo and name, with this item's values.
     group
-        The uuid of the item's raw-movie ancestor: items of one group show one field of view,
-        so their image axes are linked.
+        The raw movie the item derives from (its own, or its mcorr ancestor's): items of one
+        group show one field of view, so their image axes are linked.
     """
 
     uuid: str

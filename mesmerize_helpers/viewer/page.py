@@ -7,7 +7,6 @@ import warnings
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from bokeh.document import Document
 from bokeh.events import DocumentReady
 from bokeh.layouts import column, row
@@ -21,17 +20,19 @@ from .items import DONE, FAILED, STALE, CnmfData, ItemRow
 from .mcorr_view import mcorr_layout
 from .table import batch_table, cnmf_headline, diff_text, mcorr_headline, state_text
 
-#: Bytes of the page that do not depend on the batch (Bokeh's JavaScript, inline).
-BASE_BYTES = 2.5e6
+#: Bytes of the page that do not depend on the batch (Bokeh's JavaScript, inline), and of
+#: each item's figures and widgets besides their data.
+BASE_BYTES, ITEM_BYTES = 2.5e6, 50e3
 HELP = ("Click a row to open its item; Ctrl- or Shift-click a second row to compare two items "
         "side by side (items of one movie share their axes). Click a contour to see that "
         "component's traces and footprint; click a legend entry to hide accepted or rejected "
         "components. Mouse wheel zooms.")
 
-# Shows the items of the (at most two) selected rows.
+# Shows the items of the (at most two) selected rows. Only shown items are in the page's
+# layout, so the browser draws two items, not the whole batch.
 _ON_SELECT = """
-const chosen = src.selected.indices.slice(0, 2);
-layouts.forEach((layout, i) => { layout.visible = chosen.includes(i) });
+const chosen = src.selected.indices.slice(0, 2).sort((a, b) => a - b);
+box.children = chosen.map((i) => layouts[i]);
 hint.visible = chosen.length == 0;
 """
 # Opens the item named in the address (page.html#<uuid or its start>).
@@ -52,29 +53,24 @@ class _Budget:
         self.items = max(n_items, 1)
 
     def share(self) -> float:
-        return self.left / max(self.items, 1)
+        return self.left / max(self.items, 1) - ITEM_BYTES
 
     def spend(self, n_bytes: float) -> None:
-        self.left = max(self.left - n_bytes, 0.0)
+        self.left = max(self.left - n_bytes - ITEM_BYTES, 0.0)
         self.items -= 1
 
 
-def _encoded_bytes(arrays: Any) -> float:
-    """Bytes ``arrays`` (an array, or a list / dict of them) take base64-encoded in the page."""
-    if isinstance(arrays, np.ndarray):
-        return arrays.nbytes * 4 / 3
-    if isinstance(arrays, dict):
-        return sum(_encoded_bytes(v) for v in arrays.values())
-    if isinstance(arrays, (list, tuple)):
-        return sum(_encoded_bytes(v) for v in arrays)
-    return 0.0
+#: Page bytes of an array's wrapper (JSON fields, gzip header), and of a contour coordinate
+#: (a JSON number to 0.1 px and a comma).
+ARRAY_BYTES, COORDINATE_BYTES = 150, 6
 
 
 def _cnmf_fixed_bytes(d: CnmfData, images: ImageSources) -> float:
-    """Page bytes of a cnmf item besides its traces: contours (float32), footprint crops and
-    the images the page does not hold yet (uint8)."""
-    return (_encoded_bytes(d.contours) / 2 + images.new_bytes(list(d.images.values()))
-            + sum(crop.size for crop, _, _ in d.footprints) * 4 / 3)
+    """Page bytes of a cnmf item besides its traces (an upper bound: the page is gzipped):
+    contours, footprint crops (uint8, base64) and the images the page does not hold yet."""
+    contours = sum(c.size for c in d.contours) * COORDINATE_BYTES
+    crops = sum(crop.size * 4 / 3 + ARRAY_BYTES for crop, _, _ in d.footprints)
+    return contours + crops + images.new_bytes(list(d.images.values()))
 
 
 def _cnmf_points(d: CnmfData, share: float, images: ImageSources) -> int:
@@ -159,12 +155,11 @@ def _assemble(path: Any, items: list[ItemRow], layouts: list[Any], headlines: li
     first = next((i for i, item in enumerate(items) if item.state in (DONE, STALE)),
                  0 if items else None)
     hint = Div(text="<i>Click a row of the table to open its item.</i>", visible=first is None)
-    for i, layout in enumerate(layouts):
-        layout.visible = i == first
+    box = row(children=[] if first is None else [layouts[first]], name="items")
     if first is not None:
         src.selected.indices = [first]
     src.selected.js_on_change("indices", CustomJS(
-        args={"src": src, "layouts": layouts, "hint": hint}, code=_ON_SELECT))
+        args={"src": src, "layouts": layouts, "hint": hint, "box": box}, code=_ON_SELECT))
     n_failed = sum(item.state == FAILED for item in items)
     title = Div(text=(
         f"<h2 style='margin:4px 0'>{html.escape(str(path))}</h2>"
@@ -172,7 +167,7 @@ def _assemble(path: Any, items: list[ItemRow], layouts: list[Any], headlines: li
         f"{datetime.now().isoformat(timespec='seconds')}. {html.escape(HELP)}</div>"),
         width=1200)
     doc = Document()
-    doc.add_root(column(title, table, hint, row(*layouts), name="viewer"))
+    doc.add_root(column(title, table, hint, box, name="viewer"))
     doc.js_on_event(DocumentReady, CustomJS(args={"src": src}, code=_ON_LOAD))
     doc.title = f"{path.name} - mesmerize-helpers viewer" if hasattr(path, "name") else "viewer"
     return doc
