@@ -121,7 +121,7 @@ def bench(args: argparse.Namespace) -> None:
 
 
 def screenshot(path: Path) -> None:
-    """The demo batch's page with a component clicked, cropped and reduced to 128 colours."""
+    """The demo batch's page with a component clicked, cropped and reduced to 256 colours."""
     from PIL import Image
 
     from mesmerize_helpers.demo import run_demo
@@ -142,8 +142,8 @@ def screenshot(path: Path) -> None:
             time.sleep(0.5)
             driver.save_screenshot(str(Path(tmp) / "full.png"))
         image = Image.open(Path(tmp) / "full.png").convert("RGB")
-        image = image.crop((0, 0, min(image.width, 1225), min(image.height, 1190)))
-        image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        image = image.crop((0, 0, min(image.width, 1225), min(image.height, 1070)))
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
 
 
