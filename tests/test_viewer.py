@@ -249,6 +249,14 @@ def test_long_traces_are_reduced_to_the_size_budget(batch, tmp_path):
     np.testing.assert_allclose(kept.min(axis=1), C.min(axis=1), atol=1e-3)
 
 
+def test_an_item_without_components_still_has_a_view(batch, tmp_path):
+    row = _long_item(batch, tmp_path, n_frames=50, k=0)
+    doc = build_document(batch, progress=False)
+    data = doc.get_model_by_name("batch-table-source").data
+    assert data["results"][0] == "0 components, 0 accepted"
+    assert doc.get_model_by_name(f"contours-{row['uuid']}") is not None
+
+
 # --- entry points ---------------------------------------------------------------------
 
 def test_cli_view_writes_the_page(viewer_batch, tmp_path, capsys):

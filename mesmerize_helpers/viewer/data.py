@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -183,8 +184,10 @@ def _window_means(movie: Any) -> np.ndarray:
     n = movie.shape[0]
     window = max(1, min(RESIDUAL_WINDOW, n // RESIDUAL_SAMPLES))
     starts = np.unique(np.linspace(0, n - window, min(RESIDUAL_SAMPLES, n)).astype(int))
-    return np.stack([np.nanmean(np.asarray(movie[a:a + window], np.float32), axis=0)
-                     for a in starts])
+    with warnings.catch_warnings():  # border_nan=True leaves all-NaN border pixels
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.stack([np.nanmean(np.asarray(movie[a:a + window], np.float32), axis=0)
+                         for a in starts])
 
 
 def _estimates(s: pd.Series) -> Any:
