@@ -79,16 +79,16 @@ def write_viewer(batch: Any, path: str | os.PathLike | None = None,
     (default: beside the batch TSV, ``<batch>.html``). The file replaces an older one
     atomically."""
     if path is None:
-        from .data import batch_path, load
+        from .data import batch_path
 
-        path = default_path(batch_path(load(batch)) if not isinstance(batch, (str, os.PathLike))
-                            else batch)
+        path = default_path(batch if isinstance(batch, (str, os.PathLike)) else batch_path(batch))
     text = batch_html(batch, uuids=uuids, max_mb=max_mb, progress=progress)
     return _write_atomic(Path(path), text)
 
 
 class BatchView:
-    """A viewer page; shows itself in a notebook cell (an iframe holding the page)."""
+    """A viewer page; shows itself in a notebook cell (an iframe holding the page, which the
+    notebook file then stores too: keep ``max_mb`` small there)."""
 
     def __init__(self, page_html: str, height: int = 950):
         self.html = page_html
@@ -106,7 +106,12 @@ class BatchView:
         return f"<BatchView: {len(self.html) / 1e6:.1f} MB page; save(path) to write it>"
 
 
-def view(batch: Any, uuids: list[str] | None = None, max_mb: float = MAX_MB,
+#: Size (MB) of a page shown in a notebook, whose file keeps a copy of it.
+NOTEBOOK_MB = 20.0
+
+
+def view(batch: Any, uuids: list[str] | None = None, max_mb: float = NOTEBOOK_MB,
          progress: bool = True) -> BatchView:
-    """The viewer page of a batch, for a notebook (``df.caiman.view()``)."""
+    """The viewer page of a batch, for a notebook (``df.caiman.view()``); see
+    :func:`batch_html`."""
     return BatchView(batch_html(batch, uuids=uuids, max_mb=max_mb, progress=progress))
