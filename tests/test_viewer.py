@@ -16,6 +16,7 @@ from matplotlib.path import Path as Polygon
 from scipy import ndimage
 from viewer_batch import make_batch
 
+import mesmerize_helpers.viewer as viewer_package
 from mesmerize_helpers.cli import main
 from mesmerize_helpers.engine.cnmf import Estimates
 from mesmerize_helpers.io.estimates import save_estimates
@@ -272,6 +273,17 @@ def test_cli_view_writes_the_page(viewer_batch, tmp_path, capsys):
     assert "no-such-uuid" in capsys.readouterr().err
     default = write_viewer(path, uuids=[viewer_batch.iloc[0]["uuid"]], progress=False)
     assert default == path.with_suffix(".html") and default.is_file()
+
+
+def test_without_bokeh_the_cli_says_how_to_install_it(viewer_batch, monkeypatch, capsys):
+    import sys
+
+    for name in [m for m in sys.modules if m == "bokeh" or m.startswith("bokeh.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if Bokeh were not installed
+    monkeypatch.delitem(sys.modules, "mesmerize_helpers.viewer.page", raising=False)
+    monkeypatch.delattr(viewer_package, "page", raising=False)
+    assert main(["view", str(viewer_batch.paths.get_batch_path())]) == 2
+    assert 'pip install "mesmerize-helpers[viewer]"' in capsys.readouterr().err
 
 
 def test_notebook_view_shows_the_page_in_an_iframe(viewer_batch, tmp_path):

@@ -47,10 +47,11 @@ def batch_html(batch: Any, uuids: list[str] | None = None, max_mb: float = MAX_M
     progress
         Show a progress bar while the items are read.
     """
+    page = _page()
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
 
-    doc = _page().build_document(batch, uuids=uuids, max_mb=max_mb, progress=progress)
+    doc = page.build_document(batch, uuids=uuids, max_mb=max_mb, progress=progress)
     return file_html(doc, INLINE, doc.title)
 
 

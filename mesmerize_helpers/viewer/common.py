@@ -13,12 +13,12 @@ from bokeh.plotting import figure
 
 from .arrays import shrink, to_uint8
 
+TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
+
 
 def greys() -> LinearColorMapper:
     """The grey colour map of uint8 images (a new one per page: models belong to one)."""
     return LinearColorMapper(palette=Greys256, low=0, high=255)
-
-TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
 
 
 class Ranges:
@@ -119,7 +119,7 @@ def header(title: str, lines: list[str], width: int) -> Div:
     return Div(text=f"<h3 style='margin:4px 0'>{html.escape(title)}</h3>{body}", width=width)
 
 
-def time_axis(n_frames: int, fr: float | None) -> tuple[float, str]:
+def time_axis(fr: float | None) -> tuple[float, str]:
     """(seconds per frame, axis label): seconds when the frame rate is known, else frames."""
     if fr:
         return 1.0 / fr, "time (s)"

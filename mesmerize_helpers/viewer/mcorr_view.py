@@ -23,7 +23,7 @@ COLOURS = {"y": "#1f77b4", "x": "#ff7f0e"}
 def shift_source(data: McorrData, n_points: int = SHIFT_POINTS) -> tuple[ColumnDataSource, str]:
     """Rigid shifts (``y``, ``x``) and, for a piecewise-rigid run, the band the patches span
     (``y_lo``/``y_hi``, ``x_lo``/``x_hi``) over time; and the time axis label."""
-    step, label = time_axis(len(data.shifts), data.fr)
+    step, label = time_axis(data.fr)
     series = [data.shifts[:, 0], data.shifts[:, 1]]
     if data.pw_shifts is not None:
         series += [data.pw_shifts[..., 0].min(axis=1), data.pw_shifts[..., 0].max(axis=1),
