@@ -324,6 +324,17 @@ def test_snakemake_report_works_before_and_after_the_item_figures(viewer_batch, 
     assert (folder / "f.png").stat().st_size > 0 and "FAILED" in (folder / "f.html").read_text()
 
 
+def test_mesmerize_helpers_run_makes_the_report_files_too(viewer_batch, capfd):
+    later = viewer_batch.iloc[4]  # not run
+    batch = str(viewer_batch.paths.get_batch_path())
+    assert main(["run", batch, later["uuid"], "--dry-run", "--cores", "1"]) == 0
+    out = capfd.readouterr()
+    plan = out.out + out.err
+    folder = later.caiman.get_output_dir()
+    assert "rule mcorr" in plan and "rule summary_unreported" in plan
+    assert str(folder / "viewer.html") in plan and str(folder / "summary.png") in plan
+
+
 def test_a_run_makes_the_report_files_of_its_item_and_ancestors(tmp_path):
     results = tmp_path / "results"
     child = results / "parent-uuid" / "child-uuid"
