@@ -139,6 +139,8 @@ def test_error_line_is_the_exception_line():
                "Traceback (most recent call last):\n  File \"b.py\", line 2\n"
                "    g()\nRuntimeError: cannot read movie\n")
     assert error_line(chained) == "RuntimeError: cannot read movie"
+    qualified = "Traceback:\n  File x\nmesmerize_helpers.errors.DependencyError: has children: a.b\n"
+    assert error_line(qualified) == "DependencyError: has children: a.b"
 
 
 def test_item_state_from_manifests():

@@ -102,7 +102,10 @@ def error_line(traceback: str) -> str:
                      default=-1)
     for line in lines[last_frame + 1:]:
         if line.strip() and not line[0].isspace():
-            return line
+            name, sep, message = line.partition(": ")
+            if sep and name.replace(".", "").replace("_", "").isalnum():
+                name = name.rsplit(".", 1)[-1]  # the class without its module path
+            return name + sep + message
     return lines[-1] if lines else "failed (no traceback)"
 
 

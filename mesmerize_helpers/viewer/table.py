@@ -9,14 +9,16 @@ import numpy as np
 from bokeh.models import (
     ColumnDataSource,
     DataTable,
+    HTMLTemplateFormatter,
     NumberFormatter,
-    StringFormatter,
     TableColumn,
 )
 
 from .items import DONE, FAILED, NOT_RUN, STALE, CnmfData, ItemRow, McorrData
 
 STATE_COLOURS = {DONE: "#1a7f37", FAILED: "#cf222e", NOT_RUN: "#6e7781", STALE: "#bf8700"}
+# a cell whose whole text shows on hover (long error lines and results are cut by the column)
+_WITH_TOOLTIP = '<span style="{style}" title="<%- value %>"><%- value %></span>'
 
 
 def mcorr_headline(data: McorrData, residual: float) -> str:
@@ -84,13 +86,15 @@ def batch_table(items: list[ItemRow], headlines: list[str], names: dict[str, str
     columns = [
         TableColumn(field="name", title="item", width=110),
         TableColumn(field="algo", title="algo", width=50),
-        TableColumn(field="state", title="state", width=170,
-                    formatter=StringFormatter(text_color="state_colour")),
+        TableColumn(field="state", title="state", width=210,
+                    formatter=HTMLTemplateFormatter(template=_WITH_TOOLTIP.format(
+                        style="color:<%= state_colour %>"))),
         TableColumn(field="duration", title="duration (s)", width=70,
                     formatter=NumberFormatter(format="0.0", nan_format="")),
-        TableColumn(field="diff", title="params that differ", width=220),
-        TableColumn(field="results", title="results", width=330),
-        TableColumn(field="parent", title="parent", width=150),
+        TableColumn(field="diff", title="params that differ", width=200),
+        TableColumn(field="results", title="results", width=330,
+                    formatter=HTMLTemplateFormatter(template=_WITH_TOOLTIP.format(style=""))),
+        TableColumn(field="parent", title="parent", width=130),
         TableColumn(field="short", title="uuid", width=70),
     ]
     height = min(400, 28 + 26 * max(len(items), 1))
