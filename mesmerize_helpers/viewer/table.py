@@ -91,10 +91,10 @@ def batch_table(items: list[ItemRow], headlines: list[str], names: dict[str, str
                         style="color:<%= state_colour %>"))),
         TableColumn(field="duration", title="duration (s)", width=70,
                     formatter=NumberFormatter(format="0.0", nan_format="")),
-        TableColumn(field="diff", title="params that differ", width=200),
+        TableColumn(field="diff", title="params that differ", width=170),
         TableColumn(field="results", title="results", width=330,
                     formatter=HTMLTemplateFormatter(template=_WITH_TOOLTIP.format(style=""))),
-        TableColumn(field="parent", title="parent", width=130),
+        TableColumn(field="parent", title="parent", width=160),
         TableColumn(field="short", title="uuid", width=70),
     ]
     height = min(400, 28 + 26 * max(len(items), 1))
