@@ -103,6 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .batch import load_batch, results_dir_of
     from .legacy import writable_batch
+    from .plots import report_files
     from .runner import (
         RUN_STARTED_ENV,
         raw_data_for_run,
@@ -122,6 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"No item(s) {', '.join(unknown)} in {batch}.")
     targets = [done_path(folders[u]) for u in uuids]
+    targets += [str(p) for u in uuids for p in report_files(folders[u])]  # figure, viewer page
     extra = ["--dry-run"] if args.dry_run else []
     raw = raw_data_for_run(batch, args.raw_data)
     cmd = snakemake_command(batch, targets, profile=args.profile, cores=args.cores,
@@ -153,6 +155,14 @@ def cmd_import(args: argparse.Namespace) -> int:
     done = sum(1 for o in df["outputs"] if o is not None and o["success"])
     print(f"Imported {len(df)} item(s) from {args.pickle} into {args.batch} "
           f"({done} with results readable in place).")
+    return 0
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from .viewer import write_viewer
+
+    path = write_viewer(args.batch, args.output, uuids=args.uuids or None, max_mb=args.max_mb)
+    print(f"Wrote {path} ({path.stat().st_size / 1e6:.1f} MB); open it in a web browser.")
     return 0
 
 
@@ -208,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start every item as not run (default: results readable in place)")
     p.add_argument("--force", action="store_true", help="replace an existing batch TSV")
     p.set_defaults(func=cmd_import)
+    p = sub.add_parser("view", help="write the batch viewer: one self-contained HTML page")
+    p.add_argument("batch")
+    p.add_argument("uuids", nargs="*", help="only these items (default: all)")
+    p.add_argument("-o", "--output", default=None, help="HTML file (default: <batch>.html)")
+    p.add_argument("--max-mb", type=float, default=50.0,
+                   help="size to stay under; long traces are reduced to fit (default 50)")
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("demo", help="simulate a small movie, add mcorr + cnmf items, run them")
     p.add_argument("folder", nargs="?", default="demo")
@@ -226,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except BatchItemUnsuccessfulError as err:
         print(f"mesmerize-helpers {args.command}: {err}", file=sys.stderr)
         return 1
-    except (OSError, ValueError, TypeError, KeyError) as err:
+    except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
         print(f"mesmerize-helpers {args.command}: {err}", file=sys.stderr)
         return 2
 

@@ -107,6 +107,16 @@ def snakemake_command(
     return cmd + SAFE_OPTIONS + list(extra or []) + ["--", *targets]
 
 
+def report_targets(folder: Path, results: Path) -> list[str]:
+    """The report files (summary figure, viewer page) of the item in ``folder`` and of the
+    items it depends on (its enclosing folders), so a run leaves `snakemake --report` ready."""
+    from .plots import report_files
+
+    folders = [folder, *(results / p for p in folder.relative_to(results).parents
+                         if p != Path("."))]
+    return [str(path) for f in folders for path in report_files(f)]
+
+
 def run_environment() -> dict[str, str]:
     """The environment of a snakemake run: this one, plus when the run started."""
     return {**os.environ, RUN_STARTED_ENV: repr(time.time())}
@@ -242,7 +252,8 @@ def run_item(batch_path: Path, uuid: str, folder: Path, backend: str | None = No
     (profile, cores), extra = _backend_options(backend, dict(kwargs))
     batch_path = Path(batch_path)
     raw = raw_data_for_run(batch_path)
-    cmd = snakemake_command(batch_path, [str(folder / DONE)], profile=profile, cores=cores,
+    targets = [str(folder / DONE)] + report_targets(folder, batch_lib.results_dir_of(batch_path))
+    cmd = snakemake_command(batch_path, targets, profile=profile, cores=cores,
                             extra=extra, raw_data=raw)
     logs = batch_path.parent / ".mesmerize_logs"
     logs.mkdir(exist_ok=True)

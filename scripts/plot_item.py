@@ -1,5 +1,5 @@
-"""Snakemake `script:` entry point: the summary figure of one finished item."""
+"""Snakemake `script:` entry point: the summary figure and viewer page of one finished item."""
 
-from mesmerize_helpers.workflow_support import plot_from_snakemake
+from mesmerize_helpers.plots import report_from_snakemake
 
-plot_from_snakemake(snakemake)  # noqa: F821 (injected by Snakemake)
+report_from_snakemake(snakemake)  # noqa: F821 (injected by Snakemake)

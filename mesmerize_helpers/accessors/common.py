@@ -425,6 +425,13 @@ class CaimanDataFrameExtensions:
         """The batch as it is now on disk, with fresh results from the manifests."""
         return batch_lib.load_batch(self._batch_path)
 
+    def view(self, uuids: list[str] | None = None, max_mb: float = 20.0) -> Any:
+        """The batch viewer (table, contours, traces, shifts) for a notebook cell (the
+        notebook keeps a copy: ``max_mb`` caps it); ``save(path)`` writes the page."""
+        from ..viewer import view
+
+        return view(self._batch_path, uuids=uuids, max_mb=max_mb)
+
 
 # --- s.caiman ----------------------------------------------------------------------------
 
