@@ -21,7 +21,15 @@ from . import __version__
 from .batch import SOMATA_SEEDS
 from .io.movies import open_movie
 from .manifest import read_manifest, write_manifest
-from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
+from .outputs import (
+    MovieWriter,
+    describe,
+    open_movie_output,
+    pnr_gsig,
+    save_array,
+    save_images,
+    summary_images_for,
+)
 
 Step = Callable[..., dict[str, str]]
 
@@ -45,13 +53,14 @@ def mcorr_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
     patch_files: list[str] | None = None,
 ) -> dict[str, str]:
-    """Motion-correct ``movie`` into ``folder``: registered movie, shifts, summary images."""
+    """Motion-correct ``movie`` into ``folder``: registered movie, shifts, and the mean / max /
+    std projections and correlation image, all in one pass over the movie."""
+    from .engine.images import SummaryAccumulator
     from .engine.motion import motion_correct
 
-    out = open_movie_output(folder, "mcorr.npy", tuple(movie.shape))
-    result = motion_correct(movie, params["main"], out, progress=progress)
-    out.flush()
-    del out
+    images = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]))
+    with MovieWriter(folder / "mcorr.npy", tuple(movie.shape)) as out:
+        result = motion_correct(movie, params["main"], out, progress=progress, accumulate=images)
     outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy",
                                "add-to-movie": float(result.add_to_movie),
                                "border-to-0": int(result.border_to_0)}
@@ -59,8 +68,7 @@ def mcorr_step(
     if result.shifts_pw is not None:
         outputs["shifts-pw"] = save_array(folder, "shifts_pw.npy", result.shifts_pw)
         outputs["patch-centers"] = save_array(folder, "patch_centers.npy", result.patch_centers)
-    registered = np.load(folder / "mcorr.npy", mmap_mode="r")
-    outputs.update(write_summary_images(registered, folder, pnr_gsig(params["main"]), progress))
+    outputs.update(save_images(folder, images.images()))
     return outputs
 
 
@@ -100,7 +108,8 @@ def cnmf_step(
     estimates = evaluate(estimates, movie, {**params["main"], **params.get("eval", {})})
     save_estimates(folder / "cnmf.hdf5", estimates, params["main"])
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
-    outputs.update(write_summary_images(movie, folder, pnr_gsig(params["main"]), progress))
+    outputs.update(summary_images_for(
+        movie, folder, pnr_gsig(params["main"]) if algo == "cnmfe" else None, progress))
     return outputs
 
 

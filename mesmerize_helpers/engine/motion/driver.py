@@ -33,8 +33,10 @@ def _default_chunk(dims: tuple[int, int]) -> int:
 
 
 def _run_pass(movie: Any, reg: Registrar, n_frames: int, chunk: int, splits: int,
-              out: np.ndarray | None, add: float, bar: Any) -> tuple[np.ndarray, ...]:
-    """Register the whole movie once; write it into ``out`` if given."""
+              out: Any, add: float, bar: Any, accumulate: Any = None
+              ) -> tuple[np.ndarray, ...]:
+    """Register the whole movie once; write it into ``out`` and feed it to ``accumulate``
+    (both optional)."""
     dims = reg.shape
     shifts_rig = np.zeros((n_frames, 2), dtype=np.float32)
     shifts_pw = None
@@ -47,9 +49,11 @@ def _run_pass(movie: Any, reg: Registrar, n_frames: int, chunk: int, splits: int
         if pw is not None:
             shifts_pw[a:b] = pw
         acc.add(registered, a)
+        if add and (out is not None or accumulate is not None):
+            registered += np.float32(add)
+        if accumulate is not None:
+            accumulate.add(registered)
         if out is not None:
-            if add:
-                registered += np.float32(add)
             out[a:b] = registered
         bar.update(b - a)
     return shifts_rig, shifts_pw, acc.template()
@@ -121,8 +125,9 @@ def _thread_limits(workers: int) -> Iterator[None]:
 
 
 def motion_correct(movie: Any, params: Mapping[str, Any] | None = None,
-                   out: np.ndarray | None = None, *, chunk_size: int | None = None,
-                   progress: bool = True, workers: int = 1) -> MotionResult:
+                   out: Any = None, *, chunk_size: int | None = None,
+                   progress: bool = True, workers: int = 1,
+                   accumulate: Any = None) -> MotionResult:
     """Rigid or piecewise-rigid (NoRMCorre) motion correction of a movie, streamed in chunks.
 
     Parameters
@@ -136,8 +141,10 @@ def motion_correct(movie: Any, params: Mapping[str, Any] | None = None,
         :class:`~mesmerize_helpers.engine.params.UnknownParameterError`. Lists are accepted
         where CaImAn has tuples.
     out
-        Writable (frames, y, x) float32 array (e.g. an ``open_memmap``) that receives the
-        registered movie (plus ``add_to_movie``). Allocated in memory if None.
+        Writable (frames, y, x) float32 array-like (an ndarray, an ``open_memmap``, or any
+        object with ``shape`` and ``out[a:b] = frames``, written once in increasing order)
+        that receives the registered movie (plus ``add_to_movie``). Allocated in memory if
+        None.
     chunk_size
         Frames processed at once; by default about 4 Mpixel per chunk.
     progress
@@ -145,6 +152,10 @@ def motion_correct(movie: Any, params: Mapping[str, Any] | None = None,
     workers
         Threads for scipy.fft and OpenCV; 1 (default) keeps the step single-threaded, -1
         uses all cores.
+    accumulate
+        Object with an ``add(frames)`` method (e.g.
+        :class:`~mesmerize_helpers.engine.images.SummaryAccumulator`), given every chunk of
+        the registered movie as it is written, in order: summary images in the same pass.
 
     Returns
     -------
@@ -190,7 +201,7 @@ def motion_correct(movie: Any, params: Mapping[str, Any] | None = None,
             reg = Registrar(template, cfg, kernel, piecewise, cfg.border_nan, workers)
             splits = cfg.splits_els if piecewise else cfg.splits_rig
             shifts_rig, shifts_pw, final = _run_pass(movie, reg, n_frames, chunk, splits, out,
-                                                     add, bar)
+                                                     add, bar, accumulate)
         finally:
             bar.close()
 
