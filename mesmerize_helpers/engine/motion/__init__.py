@@ -35,9 +35,9 @@ Modules: :mod:`.config` (parameters), :mod:`.grid` (patches, masks, dense shift 
 from __future__ import annotations
 
 from .config import MOTION_DEFAULTS, MotionResult
-from .correlation import highpass_filter, highpass_kernel
 from .driver import motion_correct
 from .grid import dense_shift_field, patch_grid
+from .weighting import highpass_filter, highpass_kernel
 
 __all__ = [
     "MOTION_DEFAULTS",

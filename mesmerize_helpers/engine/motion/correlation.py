@@ -1,14 +1,20 @@
-"""Shift estimation: high-pass filtering, masked normalised cross-correlation, sub-pixel peaks."""
+"""Shift estimation: masked, normalised cross-correlation of images with templates, and
+its sub-pixel peak.
+
+:class:`MaskedTemplates` matches images to templates in two stages: the integer peak of the
+masked normalised cross-correlation (FFT, evaluated only in the search window), then the
+same correlation on a 1/4 px grid around it (matrix DFT) and a parabolic fit. Optionally,
+pixels are weighted by how well they can be trusted (``weights``, e.g. low where cells fire)
+and frequencies by their signal-to-noise ratio (``spectral``): see :mod:`.weighting`.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-import cv2
 import numpy as np
 import scipy.fft
-
-from ..params import as_pair
 
 # Upsampling factor of the DFT used to refine correlation peaks, followed by a parabolic fit
 # on that 1/4 px grid: the fit's own error is below 0.002 px for peaks wider than 0.6 px,
@@ -16,82 +22,28 @@ from ..params import as_pair
 _UPSAMPLE_FFT = 4
 
 
-def highpass_kernel(gSig: tuple[float, float] | float) -> np.ndarray:
-    """Zero-sum "centred Gaussian" kernel used to high-pass frames (CaImAn's ``gSig_filt``).
-
-    A Gaussian of width ``gSig`` is kept on the disk where it exceeds its largest value on the
-    kernel's edge, and its mean over that disk is subtracted, so that the kernel sums to zero:
-    it removes smooth background and keeps structures of about the size of a cell.
-
-    Parameters
-    ----------
-    gSig
-        Gaussian standard deviation (y, x) in pixels.
-
-    Returns
-    -------
-    np.ndarray
-        (ky, kx) float32 kernel, odd sizes ``(3 * gSig) // 2 * 2 + 1``.
-    """
-    gy, gx = as_pair(gSig, "gSig_filt")
-    sizes = [int(3 * g) // 2 * 2 + 1 for g in (gy, gx)]
-    axes = [np.arange(n) - (n - 1) / 2 for n in sizes]
-    ker = np.outer(np.exp(-axes[0] ** 2 / (2 * gy**2)), np.exp(-axes[1] ** 2 / (2 * gx**2)))
-    ker /= ker.sum()
-    edge = max(ker[0].max(), ker[:, 0].max())
-    support = ker >= edge
-    ker[support] -= ker[support].mean()
-    ker[~support] = 0.0
-    return ker.astype(np.float32)
-
-
-def highpass_filter(frames: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Filter each frame of a (frames, y, x) float32 stack with ``kernel`` (reflected borders)."""
-    out = np.empty_like(frames, dtype=np.float32)
-    for i, frame in enumerate(frames):
-        cv2.filter2D(frame, cv2.CV_32F, kernel, dst=out[i], borderType=cv2.BORDER_REFLECT)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Cross-correlation peaks
-# --------------------------------------------------------------------------------------------
+def _window_indices(start: np.ndarray, size: int, period: int) -> np.ndarray:
+    """(N, size) indices ``start + [0, size)`` wrapped modulo ``period``."""
+    return (start[:, None] + np.arange(size)) % period
 
 
 def _gather_windows(maps: np.ndarray, lo: np.ndarray, size: tuple[int, int],
-                    which: np.ndarray | None = None) -> np.ndarray:
-    """Cut, from circular correlation maps, the window of displacements ``lo + [0, size)``.
-
-    Parameters
-    ----------
-    maps
-        (Q, h, w) maps indexed by displacement modulo (h, w).
-    lo
-        (N, 2) int first displacement of each item's window (negative allowed, wrapped).
-    size
-        (size_y, size_x) window size.
-    which
-        (N,) index of the map of each item; ``arange(N)`` if None.
-
-    Returns
-    -------
-    np.ndarray
-        (N, size_y, size_x).
-    """
+                    which: np.ndarray) -> np.ndarray:
+    """Cut, from (Q, h, w) circular maps, the (N, size_y, size_x) windows of displacements
+    ``lo + [0, size)`` (``lo`` (N, 2) int, wrapped) of maps ``which`` (N,)."""
     _, h, w = maps.shape
-    rows = (lo[:, 0, None] + np.arange(size[0])) % h  # (N, my)
-    cols = (lo[:, 1, None] + np.arange(size[1])) % w  # (N, mx)
-    idx = np.arange(len(lo)) if which is None else which
-    return maps[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
+    rows = _window_indices(lo[:, 0], size[0], h)
+    cols = _window_indices(lo[:, 1], size[1], w)
+    return maps[which[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
 def _correlation_window(spec: np.ndarray, shape: tuple[int, int], start: np.ndarray,
                         size: tuple[int, int], workers: int) -> np.ndarray:
     """Inverse FFT of cross-power spectra, evaluated only in a window of displacements.
 
-    Only ``size[0]`` of the ``h`` rows are needed: after the inverse transform along y, the
-    inverse real transform along x is done for those rows only, which halves the cost of a
-    full ``irfft2``.
+    The inverse transform along y is needed for the window's ``size[0]`` rows only: a matrix
+    product (about 3x cheaper than a full inverse FFT along y of every column), followed by
+    the inverse real FFT along x of those rows.
 
     Parameters
     ----------
@@ -110,12 +62,14 @@ def _correlation_window(spec: np.ndarray, shape: tuple[int, int], start: np.ndar
         (N, size_y, size_x) correlation values (``irfft2`` normalisation).
     """
     h, w = shape
-    n = len(spec)
-    by_row = scipy.fft.ifft(spec, axis=-2, workers=workers)
-    rows = (start[:, 0, None] + np.arange(size[0])) % h
-    part = by_row[np.arange(n)[:, None], rows]  # (N, size_y, wc)
+    rows = _window_indices(start[:, 0], size[0], h)
+    fy = np.fft.fftfreq(h).astype(np.float32)
+    phase = np.float32(2 * np.pi) * rows[:, :, None].astype(np.float32) * fy
+    ker_y = (np.exp(1j * phase) / np.float32(h)).astype(np.complex64)  # (N, size_y, h)
+    part = np.matmul(ker_y, spec)  # (N, size_y, wc)
     full_rows = scipy.fft.irfft(part, n=w, axis=-1, workers=workers)
-    cols = (start[:, 1, None] + np.arange(size[1])) % w
+    cols = _window_indices(start[:, 1], size[1], w)
+    n = len(spec)
     return full_rows[np.arange(n)[:, None, None], np.arange(size[0])[None, :, None],
                      cols[:, None, :]]
 
@@ -163,13 +117,14 @@ def _parabola_offset(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np
     return np.clip(off, -0.5, 0.5)
 
 
-def _fine_offsets(upsample: int = _UPSAMPLE_FFT) -> np.ndarray:
+def _fine_offsets(reach: float = 0.5, upsample: int = _UPSAMPLE_FFT) -> np.ndarray:
     """Offsets (pixels) of the sub-pixel grid evaluated around an integer peak.
 
-    The true peak is within 1/2 px of the integer one; one more grid step on each side lets
-    the parabola be fitted around any grid maximum inside that range.
+    The true peak is within ``reach`` px of the integer one (1/2 px when both come from the
+    same correlation); one more grid step on each side lets the parabola be fitted around
+    any grid maximum inside that range.
     """
-    half = math.ceil(0.5 * upsample) + 1
+    half = math.ceil(reach * upsample) + 1
     return np.arange(-half, half + 1) / upsample
 
 
@@ -218,6 +173,48 @@ def _periodic_extension(images: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
+def radial_frequency(shape: tuple[int, int]) -> np.ndarray:
+    """|k| (cycles per pixel) on the rfft2 grid of an image of ``shape``."""
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    return np.sqrt(fy**2 + fx**2)
+
+
+def _fine_grid(spec: np.ndarray, shape: tuple[int, int], grid_y: np.ndarray,
+               grid_x: np.ndarray) -> np.ndarray:
+    """(Q, Gy, Gx) circular correlation values, from (Q, h, w // 2 + 1) cross-power spectra,
+    at the displacements ``grid_y`` x ``grid_x`` (any real values)."""
+    h, w = shape
+    ky = np.exp(2j * np.pi * grid_y[:, None] * np.fft.fftfreq(h)[None, :])  # (Gy, h)
+    weight_x = np.full(w // 2 + 1, 2.0)
+    weight_x[0] = 1.0
+    if w % 2 == 0:
+        weight_x[-1] = 1.0
+    kx = weight_x[:, None] * np.exp(2j * np.pi * np.fft.rfftfreq(w)[:, None] * grid_x)
+    return (ky @ spec @ kx).real / (h * w)
+
+
+def _derivative_maps(periodic: np.ndarray, image_shape: tuple[int, int],
+                     workers: int) -> np.ndarray:
+    """(Q, 6, h, w) float32: w, w_y, w_x, w_yy, w_yx, w_xx of periodic (Q, H, W) maps
+    (spectral derivatives), on the image area."""
+    shape = periodic.shape[1:]
+    spec = scipy.fft.rfft2(periodic, workers=workers)
+    dy = 2j * np.pi * np.fft.fftfreq(shape[0])[:, None]
+    dx = 2j * np.pi * np.fft.rfftfreq(shape[1])[None, :]
+    factors = (1.0, dy, dx, dy * dy, dy * dx, dx * dx)
+    maps = np.stack([scipy.fft.irfft2(spec * f, s=shape, workers=workers) for f in factors],
+                    axis=1)
+    return maps[..., :image_shape[0], :image_shape[1]].astype(np.float32)
+
+
+def _taylor_coefficients(offsets: np.ndarray) -> np.ndarray:
+    """(6, K, K): weights of the maps of :func:`_derivative_maps` that give ``w(q - d)`` to
+    second order, for d on the grid ``offsets`` x ``offsets``."""
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    return np.stack([np.ones_like(dy), -dy, -dx, 0.5 * dy * dy, dy * dx, 0.5 * dx * dx])
+
+
 class MaskedTemplates:
     """Templates prepared for masked, normalised matching of images.
 
@@ -238,6 +235,19 @@ class MaskedTemplates:
     values come from the DFT, i.e. from the periodic template, which is therefore extended to
     wrap around smoothly (:func:`_periodic_extension`); images are zero-padded to that size.
 
+    With ``weights`` (a map in template coordinates: it moves with the tissue), the sub-pixel
+    stage maximises the weighted Pearson correlation instead,
+
+    ``r_w(d) = cov_w(f, t_d) / sqrt(var_w(f) var_w(t_d))`` with weights ``m(p) w(p - d)``,
+
+    which needs, per image, ``C_f(d) = sum_p m (f - mu) w(p - d)`` and ``C_ff`` (same with
+    the squared image): they are taken from a second-order Taylor expansion of ``w`` around
+    the integer peak (``w`` is smooth), i.e. six dot products per image, not two more FFTs.
+    The integer peak still comes from the unweighted correlation, so the fine grid spans
+    +/-1 px instead of +/-1/2. With ``spectral``, a function of the spatial frequency |k|
+    (cycles/px), the template is filtered by it first: the correlation then weighs each
+    frequency by it.
+
     Parameters
     ----------
     templates
@@ -250,83 +260,104 @@ class MaskedTemplates:
         Threads for scipy.fft.
     pad
         Minimum number of rows / columns of the smooth periodic extension.
+    weights
+        (Q, h, w) non-negative, smooth pixel weights in template coordinates, or None.
+    spectral
+        Filter gain as a function of |k| (cycles/px), applied to the templates, or None.
     """
 
     def __init__(self, templates: np.ndarray, masks: np.ndarray, radius: tuple[float, float],
-                 workers: int, pad: int = 8) -> None:
+                 workers: int = 1, pad: int = 8, weights: np.ndarray | None = None,
+                 spectral: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         t = templates.astype(np.float64)
         t = t - t.mean(axis=(1, 2), keepdims=True)
         self.image_shape = t.shape[1:]
         t = _periodic_extension(t, pad)
         self.shape = t.shape[1:]
-        masks = np.pad(masks, ((0, 0), (0, self.shape[0] - self.image_shape[0]),
-                               (0, self.shape[1] - self.image_shape[1])))
+        t_spec = scipy.fft.rfft2(t, workers=workers)
+        if spectral is not None:
+            t_spec = t_spec * spectral(radial_frequency(self.shape))
+            t = scipy.fft.irfft2(t_spec, s=self.shape, workers=workers)
+        h, w = self.image_shape
         self.masks = masks.astype(np.float32)
         self.wsum = self.masks.sum(axis=(1, 2)).astype(np.float64)
-        tc = np.conj(scipy.fft.rfft2(t, workers=workers))
-        mask_spec = scipy.fft.rfft2(self.masks.astype(np.float64), workers=workers)
+        padded_masks = np.zeros((len(masks), *self.shape))
+        padded_masks[:, :h, :w] = masks
+        mask_spec = scipy.fft.rfft2(padded_masks, workers=workers)
+        tc = np.conj(t_spec)
         s1_spec = mask_spec * tc
         s2_spec = mask_spec * np.conj(scipy.fft.rfft2(t * t, workers=workers))
         self.s1 = scipy.fft.irfft2(s1_spec, s=self.shape, workers=workers)
         s2 = scipy.fft.irfft2(s2_spec, s=self.shape, workers=workers)
         self.energy = np.maximum(s2 - self.s1**2 / self.wsum[:, None, None], 1e-12)
         self.tc = tc.astype(np.complex64)
-        # S1 and S2 on the sub-pixel grid covering every window the refinement can visit.
-        self.offsets = _fine_offsets()
-        self.fine_origin = np.array([math.ceil(r) + 1 for r in radius])
+        # Fine-grid terms on the sub-pixel grid covering every window the refinement visits.
+        self.weighted = weights is not None
+        self.offsets = _fine_offsets(1.0 if self.weighted else 0.5)
+        reach = math.ceil(self.offsets[-1])  # the grid's extent beyond an integer peak
+        self.fine_origin = np.array([math.ceil(r) + reach for r in radius])
         n_steps = 2 * self.fine_origin * _UPSAMPLE_FFT + 1
-        grid_y = np.arange(n_steps[0]) / _UPSAMPLE_FFT - self.fine_origin[0]
-        grid_x = np.arange(n_steps[1]) / _UPSAMPLE_FFT - self.fine_origin[1]
-        self.s1_fine = self._fine_grid(s1_spec, grid_y, grid_x)
-        self.s2_fine = self._fine_grid(s2_spec, grid_y, grid_x)
+        grid = [np.arange(n) / _UPSAMPLE_FFT - o for n, o in zip(n_steps, self.fine_origin)]
 
-    def _fine_grid(self, spec: np.ndarray, grid_y: np.ndarray, grid_x: np.ndarray) -> np.ndarray:
-        """(Q, Gy, Gx) correlation values at displacements grid_y x grid_x."""
-        h, w = self.shape
-        ky = np.exp(2j * np.pi * grid_y[:, None] * np.fft.fftfreq(h)[None, :])  # (Gy, h)
-        weight_x = np.full(w // 2 + 1, 2.0)
-        weight_x[0] = 1.0
-        if w % 2 == 0:
-            weight_x[-1] = 1.0
-        kx = weight_x[:, None] * np.exp(2j * np.pi * np.fft.rfftfreq(w)[:, None] * grid_x)
-        return (ky @ spec @ kx).real / (h * w)
+        def fine(spec: np.ndarray) -> np.ndarray:
+            return _fine_grid(spec, self.shape, *grid)
 
-    def apply_masks(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Masked images and their means within the masks.
+        if not self.weighted:
+            self.fine_tc = self.tc
+            self.fine_t, self.fine_tt, self.fine_w = fine(s1_spec), fine(s2_spec), None
+            return
+        wext = np.maximum(_periodic_extension(weights.astype(np.float64), pad), 0.0)
+        wt_spec = np.conj(scipy.fft.rfft2(wext * t, workers=workers))
+        self.fine_tc = wt_spec.astype(np.complex64)
+        self.fine_t = fine(mask_spec * wt_spec)
+        self.fine_tt = fine(mask_spec * np.conj(scipy.fft.rfft2(wext * t * t, workers=workers)))
+        self.fine_w = fine(mask_spec * np.conj(scipy.fft.rfft2(wext, workers=workers)))
+        self.taylor_maps = _derivative_maps(wext, self.image_shape, workers)
+        self.taylor_coef = _taylor_coefficients(self.offsets)
+
+    def _apply_masks(self, images: np.ndarray) -> np.ndarray:
+        """(n, Q, H, W) float32: images minus their mean within the masks, times the masks,
+        zero-padded to the extended template size (the FFT buffer)."""
+        h, w = self.image_shape
+        means = np.einsum("nqyx,qyx->nq", images, self.masks) / self.wsum
+        padded = np.zeros((*images.shape[:2], *self.shape), dtype=np.float32)
+        inner = padded[..., :h, :w]
+        np.subtract(images, means[..., None, None].astype(np.float32), out=inner)
+        inner *= self.masks
+        return padded
+
+    def _taylor_terms(self, masked: np.ndarray, peaks: np.ndarray, which: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """C_f and C_ff (N, K, K) on the fine grid around integer ``peaks`` (N, 2).
+
+        ``C(d0 + e) = sum_q G(q + d0) w(q - e)`` for G the masked centred image (and its
+        square), with w(q - e) from its Taylor maps: six dot products per image.
+        """
+        h, w = self.image_shape
+        n_items = len(peaks)
+        r = int(np.abs(peaks).max(initial=0))
+        g = masked.reshape(n_items, *self.shape)[:, :h, :w]
+        both = np.zeros((n_items, 2, h + 2 * r, w + 2 * r), np.float32)
+        both[:, 0, r:r + h, r:r + w] = g
+        np.square(both[:, 0], out=both[:, 1])
+        windows = np.lib.stride_tricks.sliding_window_view(both, (h, w), axis=(2, 3))
+        shifted = windows[np.arange(n_items), :, r + peaks[:, 0], r + peaks[:, 1]]
+        sums = np.empty((n_items, 2, 6))
+        for q in np.unique(which):
+            items = which == q
+            flat = shifted[items].reshape(-1, h * w)
+            sums[items] = (flat @ self.taylor_maps[q].reshape(6, -1).T).reshape(-1, 2, 6)
+        values = np.einsum("ngk,kij->ngij", sums, self.taylor_coef)
+        return values[:, 0], values[:, 1]
+
+    def match(self, images: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+              workers: int) -> np.ndarray:
+        """Displacement of image content relative to the templates, within [lo, hi].
 
         Parameters
         ----------
         images
             (n, Q, h, w) images, image ``q`` to be matched to template ``q``.
-
-        Returns
-        -------
-        masked, means
-            (n, Q, H, W) images times masks, zero-padded to the extended template size;
-            (n, Q) means within the masks. The mean is subtracted from the correlations
-            later through S1 (cheaper than here).
-        """
-        h, w = self.image_shape
-        masks = self.masks[:, :h, :w]
-        sums = np.einsum("nqyx,qyx->nq", images, masks)
-        # Written straight into the zero-padded FFT buffer (one pass instead of two).
-        padded = np.zeros((*images.shape[:2], *self.shape), dtype=np.float32)
-        np.multiply(images, masks, out=padded[..., :h, :w])
-        return padded, sums / self.wsum
-
-    def spectra(self, masked: np.ndarray, workers: int) -> np.ndarray:
-        """rfft2 of masked images from :meth:`apply_masks`."""
-        return scipy.fft.rfft2(masked, workers=workers)
-
-    def displacements(self, spectra: np.ndarray, means: np.ndarray, lo: np.ndarray,
-                      hi: np.ndarray, workers: int) -> np.ndarray:
-        """Displacement of image content relative to the templates, within [lo, hi].
-
-        Parameters
-        ----------
-        spectra
-            (n, Q, h, w // 2 + 1) rfft2 of masked images, and ``means`` (n, Q), from
-            :meth:`apply_masks`.
         lo, hi
             (n, Q, 2) float bounds of the search (pixels, inclusive), within ``radius``.
 
@@ -335,40 +366,43 @@ class MaskedTemplates:
         np.ndarray
             (n, Q, 2) displacement d (pixels) with ``image(p) ~ template(p - d)``.
         """
-        n, q = spectra.shape[:2]
+        n, q = images.shape[:2]
         h, w = self.shape
+        masked = self._apply_masks(images)
+        spectra = scipy.fft.rfft2(masked, workers=workers)
         spec = (spectra * self.tc).reshape(n * q, h, -1)
         lo, hi = lo.reshape(n * q, 2), hi.reshape(n * q, 2)
-        means = means.reshape(n * q)[:, None, None]
         which = np.tile(np.arange(q), n)
         start = np.ceil(lo - 1e-9).astype(int)
         stop = np.floor(hi + 1e-9).astype(int)
         size = tuple(int(v) for v in np.maximum((stop - start).max(axis=0) + 1, 1))
-        s1 = _gather_windows(self.s1, start, size, which)
-        win = _correlation_window(spec, self.shape, start, size, workers) - means * s1
-        energy = _gather_windows(self.energy, start, size, which)
-        ncc = win / np.sqrt(energy)
+        win = _correlation_window(spec, self.shape, start, size, workers)
+        ncc = win / np.sqrt(_gather_windows(self.energy, start, size, which))
         # Items whose window is narrower than the common one: mask the excess displacements.
         too_far_y = np.arange(size[0])[None, :] > (stop - start)[:, 0, None]
         too_far_x = np.arange(size[1])[None, :] > (stop - start)[:, 1, None]
         ncc[too_far_y[:, :, None] | too_far_x[:, None, :]] = -np.inf
-        flat = ncc.reshape(len(ncc), -1).argmax(axis=1)
-        iy, ix = np.divmod(flat, size[1])
+        iy, ix = np.divmod(ncc.reshape(len(ncc), -1).argmax(axis=1), size[1])
         peaks = start + np.stack([iy, ix], axis=1)
-        # Sub-pixel: the same normalised correlation on a fine grid around the integer peak,
-        # the correlation by an upsampled DFT, S1 and S2 from the per-template fine grids.
-        grid = _upsampled_correlation(spec, w, peaks.astype(float), self.offsets)
-        grid = grid.astype(np.float64) / (h * w)  # float64: cc and mean * S1 nearly cancel
+        # Sub-pixel: the normalised correlation on a fine grid around the integer peak, the
+        # correlation by an upsampled DFT, the template terms from the precomputed grids.
+        if self.fine_tc is not self.tc:
+            spec = (spectra * self.fine_tc).reshape(n * q, h, -1)
+        cross = _upsampled_correlation(spec, w, peaks.astype(float), self.offsets)
+        cross = cross.astype(np.float64) / (h * w)
         k = len(self.offsets)
         rows = (peaks[:, 0, None] + self.fine_origin[0]) * _UPSAMPLE_FFT + np.arange(k) - k // 2
         cols = (peaks[:, 1, None] + self.fine_origin[1]) * _UPSAMPLE_FFT + np.arange(k) - k // 2
         fine_idx = (which[:, None, None], rows[:, :, None], cols[:, None, :])
-        fine_s1 = self.s1_fine[fine_idx]
-        fine_energy = self.s2_fine[fine_idx] - fine_s1**2 / self.wsum[which][:, None, None]
-        grid -= means * fine_s1
-        grid /= np.sqrt(np.maximum(fine_energy, 1e-12))
+        c_t, c_tt = self.fine_t[fine_idx], self.fine_tt[fine_idx]
+        if self.fine_w is None:
+            c_w = self.wsum[which][:, None, None]
+            score = cross / np.sqrt(np.maximum(c_tt - c_t**2 / c_w, 1e-12))
+        else:
+            c_w = np.maximum(self.fine_w[fine_idx], 1e-12)
+            c_f, c_ff = self._taylor_terms(masked, peaks, which)
+            variances = np.maximum((c_ff - c_f**2 / c_w) * (c_tt - c_t**2 / c_w), 1e-24)
+            score = (cross - c_f * c_t / c_w) / np.sqrt(variances)
         # The sub-pixel step may leave the search range by < 1 px: keep to the bounds.
-        disp = np.clip(peaks + _locate_peak(grid, self.offsets), lo, hi)
+        disp = np.clip(peaks + _locate_peak(score, self.offsets), lo, hi)
         return disp.reshape(n, q, 2)
-
-

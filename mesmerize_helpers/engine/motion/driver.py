@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 
 from .config import MotionResult, parse_params
-from .correlation import highpass_kernel
 from .registration import Registrar
 from .template import SplitTemplate, frame_chunks, initial_template, read_frames, read_sample
+from .weighting import highpass_kernel
 
 # Number of pixels (frames x y x x) processed at once when chunk_size is not given.
 _CHUNK_PIXELS = 2**22
@@ -187,18 +187,18 @@ def motion_correct(movie: Any, params: Mapping[str, Any] | None = None,
             add = 0.0 - min_mov  # not -0.0
         else:
             add = 0.0
-        template = initial_template(read_sample(movie, n_frames, dims, chunk), cfg, kernel,
-                                     workers)
+        template, weights = initial_template(read_sample(movie, n_frames, dims, chunk), cfg,
+                                             kernel, workers)
 
         # Refinement passes over the whole movie, then the final pass writing the output.
         passes = [False] * (cfg.niter_rig - 1) + [True] * ((cfg.niter_els - 1) * piecewise)
         bar = _progress_bar(n_frames * (len(passes) + 1), progress)
         try:
             for pw in passes:
-                reg = Registrar(template, cfg, kernel, pw, "copy", workers)
+                reg = Registrar(template, cfg, kernel, pw, "copy", workers, weights)
                 splits = cfg.splits_els if pw else cfg.splits_rig
                 template = _run_pass(movie, reg, n_frames, chunk, splits, None, 0.0, bar)[2]
-            reg = Registrar(template, cfg, kernel, piecewise, cfg.border_nan, workers)
+            reg = Registrar(template, cfg, kernel, piecewise, cfg.border_nan, workers, weights)
             splits = cfg.splits_els if piecewise else cfg.splits_rig
             shifts_rig, shifts_pw, final = _run_pass(movie, reg, n_frames, chunk, splits, out,
                                                      add, bar, accumulate)

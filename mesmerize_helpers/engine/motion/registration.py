@@ -8,9 +8,10 @@ import numpy as np
 import scipy.fft
 
 from .config import MotionConfig
-from .correlation import MaskedTemplates, highpass_filter
+from .correlation import MaskedTemplates
 from .grid import border_mask, dense_shift_field, patch_grid
 from .warping import shift_dense, shift_rigid_cv, shift_rigid_fft
+from .weighting import ShiftWeights, highpass_filter
 
 
 class Registrar:
@@ -30,10 +31,14 @@ class Registrar:
         Border handling of the registered frames.
     workers
         Threads for scipy.fft.
+    weights
+        How the correlation weighs pixels and frequencies (:func:`.weighting.estimate_weights`);
+        unweighted by default.
     """
 
     def __init__(self, template: np.ndarray, cfg: MotionConfig, kernel: np.ndarray | None,
-                 piecewise: bool, border_nan: bool | str, workers: int) -> None:
+                 piecewise: bool, border_nan: bool | str, workers: int,
+                 weights: ShiftWeights | None = None) -> None:
         self.cfg = cfg
         self.kernel = kernel
         self.workers = workers
@@ -43,16 +48,23 @@ class Registrar:
         # Rigid search within +/-max_shifts: the frame mask excludes that border (+ margin).
         ms_y, ms_x = cfg.max_shifts
         mask = border_mask(self.shape, (ms_y + 2, ms_y + 2, ms_x + 2, ms_x + 2))
-        self.frame_tmpl = MaskedTemplates(est, mask[None], cfg.max_shifts, workers)
+        weights = weights or ShiftWeights()
+        pixels = None if weights.pixels is None else weights.pixels[None]
+        self.frame_tmpl = MaskedTemplates(est, mask[None], cfg.max_shifts, workers,
+                                          weights=pixels, spectral=weights.spectral)
         self.piecewise = piecewise
+        self.shrink = weights.patch_shrink
         if piecewise:
             self.starts_y, self.starts_x, self.patch = patch_grid(
                 self.shape, cfg.strides, cfg.overlaps)
             self.centers_y = self.starts_y + (self.patch[0] - 1) / 2
             self.centers_x = self.starts_x + (self.patch[1] - 1) / 2
-            radius = (math.ceil(cfg.max_deviation_rigid) + 1,) * 2
-            self.patch_tmpl = MaskedTemplates(self._patches(est)[0], self._patch_masks(),
-                                               radius, workers)
+            self._patch_args = dict(
+                templates=self._patches(est)[0],
+                radius=(math.ceil(cfg.max_deviation_rigid) + 1,) * 2, workers=workers,
+                weights=None if pixels is None else self._patches(pixels)[0],
+                spectral=weights.spectral)
+            self.patch_tmpl = MaskedTemplates(masks=self._patch_masks(), **self._patch_args)
 
     @property
     def patch_centers(self) -> np.ndarray:
@@ -89,18 +101,16 @@ class Registrar:
 
     def rigid(self, est: np.ndarray) -> np.ndarray:
         """(n, 2) displacements of (filtered) frames relative to the template."""
-        n = len(est)
-        masked, means = self.frame_tmpl.apply_masks(est[:, None])
-        spectra = self.frame_tmpl.spectra(masked, self.workers)
-        bound = np.broadcast_to(np.asarray(self.cfg.max_shifts, float), (n, 1, 2))
-        return self.frame_tmpl.displacements(spectra, means, -bound, bound, self.workers)[:, 0]
+        bound = np.broadcast_to(np.asarray(self.cfg.max_shifts, float), (len(est), 1, 2))
+        return self.frame_tmpl.match(est[:, None], -bound, bound, self.workers)[:, 0]
 
-    def patchwise(self, est: np.ndarray, rigid: np.ndarray) -> np.ndarray:
-        """(n, ny, nx, 2) patch displacements, each within rigid +/- max_deviation_rigid."""
+    def _patch_stack(self, est: np.ndarray, rigid: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Patches of each frame pre-shifted by its integer rigid displacement (cut at the
+        patch position + offset from the frame padded by edge replication): (n, n_patches,
+        patch_y, patch_x), the residual rigid displacement (n, n_patches, 2) and the integer
+        offsets (n, 2)."""
         n = len(est)
-        ny, nx = len(self.starts_y), len(self.starts_x)
-        # Patches of each frame pre-shifted by its integer rigid displacement: cut at the
-        # patch position + offset from the frame padded by edge replication.
         offset = np.round(rigid).astype(int)
         margin = np.abs(offset).max(initial=0)
         padded = np.pad(est, ((0, 0), (margin, margin), (margin, margin)), mode="edge")
@@ -108,13 +118,46 @@ class Registrar:
         gy, gx = np.meshgrid(self.starts_y, self.starts_x, indexing="ij")
         top = gy.ravel()[None, :] + offset[:, 0, None] + margin  # (n, n_patches)
         left = gx.ravel()[None, :] + offset[:, 1, None] + margin
-        patches, means = self.patch_tmpl.apply_masks(windows[np.arange(n)[:, None], top, left])
-        spec = self.patch_tmpl.spectra(patches, self.workers)
+        patches = windows[np.arange(n)[:, None], top, left]
+        centre = np.broadcast_to((rigid - offset)[:, None, :], (n, top.shape[1], 2))
+        return patches, centre, offset
+
+    def patchwise(self, est: np.ndarray, rigid: np.ndarray,
+                  templates: MaskedTemplates | None = None) -> np.ndarray:
+        """(n, ny, nx, 2) patch displacements, each within rigid +/- max_deviation_rigid."""
+        patches, centre, offset = self._patch_stack(est, rigid)
         dev = self.cfg.max_deviation_rigid
-        centre = np.broadcast_to((rigid - offset)[:, None, :], (n, ny * nx, 2))
-        disp = self.patch_tmpl.displacements(spec, means, centre - dev, centre + dev,
-                                             self.workers)
-        return disp.reshape(n, ny, nx, 2) + offset[:, None, None, :]
+        disp = (templates or self.patch_tmpl).match(patches, centre - dev, centre + dev,
+                                                    self.workers)
+        ny, nx = len(self.starts_y), len(self.starts_x)
+        return disp.reshape(len(est), ny, nx, 2) + offset[:, None, None, :]
+
+    def patch_noise(self, frames: np.ndarray, rigid: np.ndarray, square: int = 8
+                    ) -> np.ndarray:
+        """(ny, nx, 2) variance (px^2) of the patch displacement estimates of ``frames``
+        (raw, registered with applied rigid shifts ``rigid``).
+
+        Each patch is matched twice more, on complementary halves of its mask (a
+        checkerboard of ``square``-px squares): the two estimates have independent errors of
+        about twice the variance of the whole patch's, so their difference has four times it.
+        """
+        est = self._prefilter(frames)
+        masks = self._patch_masks()
+        yy, xx = np.mgrid[0:self.patch[0], 0:self.patch[1]]
+        board = ((yy // square + xx // square) % 2).astype(np.float32)
+        halves = [self.patchwise(est, -rigid, MaskedTemplates(masks=masks * part,
+                                                              **self._patch_args))
+                  for part in (board, 1 - board)]
+        return np.var(halves[0] - halves[1], axis=0) / 4
+
+    def _shrink(self, shifts_pw: np.ndarray, shifts_rig: np.ndarray) -> np.ndarray:
+        """Patch shifts pulled towards the rigid shift where their deviations are mostly
+        noise (:class:`.weighting.PatchShrinkage`)."""
+        if self.shrink is None:
+            return shifts_pw
+        rig = shifts_rig[:, None, None, :]
+        mean, factor = self.shrink.mean[None], self.shrink.factor[None, :, :, None]
+        return (rig + mean + factor * (shifts_pw - rig - mean)).astype(np.float32)
 
     def register(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Register a chunk of frames.
@@ -136,7 +179,7 @@ class Registrar:
         est = self._prefilter(frames)
         shifts_rig = -self.rigid(est)
         if self.piecewise:
-            shifts_pw = -self.patchwise(est, -shifts_rig)
+            shifts_pw = self._shrink(-self.patchwise(est, -shifts_rig), shifts_rig)
             field = dense_shift_field(shifts_pw, self.centers_y, self.centers_x, self.shape)
             return shifts_rig, shifts_pw, shift_dense(frames, field, self.border_nan)
         if self.cfg.shifts_opencv:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from .config import MotionConfig
 from .registration import Registrar
+from .weighting import ShiftWeights, estimate_weights, highpass_filter, patch_shrinkage
 
 # Template estimation: the first template is the median over bins of this many sampled
 # frames of their means.
@@ -20,6 +22,8 @@ _TEMPLATE_FRACTION = 10
 _TEMPLATE_MIN_FRAMES = 100
 _TEMPLATE_MAX_FRAMES = 200
 _TEMPLATE_PIXELS = 2**25
+# Fewest sampled frames for estimating how much patch shifts deviate beyond their noise.
+_SHRINK_MIN_FRAMES = 20
 
 
 def read_frames(movie: Any, start: int, stop: int) -> np.ndarray:
@@ -88,19 +92,41 @@ def read_sample(movie: Any, n_frames: int, dims: tuple[int, int], chunk: int) ->
 
 
 def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray | None,
-                      workers: int) -> np.ndarray:
-    """Template from the sampled frames: register them to their own bin median, iterate.
+                     workers: int) -> tuple[np.ndarray, ShiftWeights]:
+    """Template from the sampled frames: register them to their own bin median, iterate;
+    and the shift weighting, from how the registered sample differs from its template.
 
     Two rigid rounds, then (piecewise mode) one piecewise-rigid round so that the template is
-    sharp where the deformation varies over time. Border pixels replicate the edge rather
-    than becoming NaN, so that the template has no holes.
+    sharp where the deformation varies over time. The weighting
+    (:func:`.weighting.estimate_weights`) is measured after the second round and used from
+    then on. Border pixels replicate the edge rather than becoming NaN, so that the template
+    has no holes.
     """
     template = _bin_median(sample)
+    weights = ShiftWeights()
     rounds = [False] * 2 + ([True] if cfg.pw_rigid else [])
-    for piecewise in rounds:
-        reg = Registrar(template, cfg, kernel, piecewise, "copy", workers)
-        template = _fill_nan(_bin_median(reg.register(sample)[2]))
-    return template
+    for i, piecewise in enumerate(rounds):
+        reg = Registrar(template, cfg, kernel, piecewise, "copy", workers, weights)
+        shifts_rig, shifts_pw, registered = reg.register(sample)
+        template = _fill_nan(_bin_median(registered))
+        if i == 1:
+            weights = _noise_model(registered, template, cfg, kernel)
+        if piecewise and len(sample) >= _SHRINK_MIN_FRAMES:
+            noise = reg.patch_noise(sample, shifts_rig)
+            shrink = patch_shrinkage(shifts_pw - shifts_rig[:, None, None, :], noise)
+            weights = replace(weights, patch_shrink=shrink)
+    return template, weights
+
+
+def _noise_model(registered: np.ndarray, template: np.ndarray, cfg: MotionConfig,
+                 kernel: np.ndarray | None) -> ShiftWeights:
+    """The shift weighting measured on the registered sample, as the correlation sees it."""
+    if kernel is not None:
+        registered = highpass_filter(registered, kernel)
+        template = highpass_filter(template[None], kernel)[0]
+    # a median over bins of block means: about 2/pi as efficient as the mean of the frames
+    n_template = max(1, int(len(registered) * 2 / np.pi))
+    return estimate_weights(registered, template, max(cfg.max_shifts) + 2, n_template)
 
 
 class SplitTemplate:
