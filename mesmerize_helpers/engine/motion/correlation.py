@@ -4,14 +4,13 @@ its sub-pixel peak.
 :class:`MaskedTemplates` matches images to templates in two stages: the integer peak of the
 masked normalised cross-correlation (FFT, evaluated only in the search window), then the
 same correlation on a 1/4 px grid around it (matrix DFT) and a parabolic fit. Optionally,
-pixels are weighted by how well they can be trusted (``weights``, e.g. low where cells fire)
-and frequencies by their signal-to-noise ratio (``spectral``): see :mod:`.weighting`.
+pixels are weighted by how well they can be trusted (``weights``, e.g. low where cells
+fire): see :mod:`.weighting`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import scipy.fft
@@ -37,8 +36,15 @@ def _gather_windows(maps: np.ndarray, lo: np.ndarray, size: tuple[int, int],
     return maps[which[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
+def _row_phases(h: int) -> np.ndarray:
+    """(h, h) complex64 table ``exp(2 pi i r f_y) / h``: row r of the inverse DFT along y."""
+    fy = np.fft.fftfreq(h)
+    return (np.exp(2j * np.pi * np.outer(np.arange(h), fy)) / h).astype(np.complex64)
+
+
 def _correlation_window(spec: np.ndarray, shape: tuple[int, int], start: np.ndarray,
-                        size: tuple[int, int], workers: int) -> np.ndarray:
+                        size: tuple[int, int], workers: int,
+                        row_phases: np.ndarray | None = None) -> np.ndarray:
     """Inverse FFT of cross-power spectra, evaluated only in a window of displacements.
 
     The inverse transform along y is needed for the window's ``size[0]`` rows only: a matrix
@@ -55,6 +61,8 @@ def _correlation_window(spec: np.ndarray, shape: tuple[int, int], start: np.ndar
         (N, 2) first displacement of each item's window (wrapped modulo the size).
     size
         (size_y, size_x) window size.
+    row_phases
+        :func:`_row_phases` of ``h``, if already computed.
 
     Returns
     -------
@@ -63,10 +71,8 @@ def _correlation_window(spec: np.ndarray, shape: tuple[int, int], start: np.ndar
     """
     h, w = shape
     rows = _window_indices(start[:, 0], size[0], h)
-    fy = np.fft.fftfreq(h).astype(np.float32)
-    phase = np.float32(2 * np.pi) * rows[:, :, None].astype(np.float32) * fy
-    ker_y = (np.exp(1j * phase) / np.float32(h)).astype(np.complex64)  # (N, size_y, h)
-    part = np.matmul(ker_y, spec)  # (N, size_y, wc)
+    table = _row_phases(h) if row_phases is None else row_phases
+    part = np.matmul(table[rows], spec)  # (N, size_y, wc)
     full_rows = scipy.fft.irfft(part, n=w, axis=-1, workers=workers)
     cols = _window_indices(start[:, 1], size[1], w)
     n = len(spec)
@@ -173,13 +179,6 @@ def _periodic_extension(images: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
-def radial_frequency(shape: tuple[int, int]) -> np.ndarray:
-    """|k| (cycles per pixel) on the rfft2 grid of an image of ``shape``."""
-    fy = np.fft.fftfreq(shape[0])[:, None]
-    fx = np.fft.rfftfreq(shape[1])[None, :]
-    return np.sqrt(fy**2 + fx**2)
-
-
 def _fine_grid(spec: np.ndarray, shape: tuple[int, int], grid_y: np.ndarray,
                grid_x: np.ndarray) -> np.ndarray:
     """(Q, Gy, Gx) circular correlation values, from (Q, h, w // 2 + 1) cross-power spectra,
@@ -244,9 +243,7 @@ class MaskedTemplates:
     the squared image): they are taken from a second-order Taylor expansion of ``w`` around
     the integer peak (``w`` is smooth), i.e. six dot products per image, not two more FFTs.
     The integer peak still comes from the unweighted correlation, so the fine grid spans
-    +/-1 px instead of +/-1/2. With ``spectral``, a function of the spatial frequency |k|
-    (cycles/px), the template is filtered by it first: the correlation then weighs each
-    frequency by it.
+    +/-1 px instead of +/-1/2.
 
     Parameters
     ----------
@@ -262,22 +259,16 @@ class MaskedTemplates:
         Minimum number of rows / columns of the smooth periodic extension.
     weights
         (Q, h, w) non-negative, smooth pixel weights in template coordinates, or None.
-    spectral
-        Filter gain as a function of |k| (cycles/px), applied to the templates, or None.
     """
 
     def __init__(self, templates: np.ndarray, masks: np.ndarray, radius: tuple[float, float],
-                 workers: int = 1, pad: int = 8, weights: np.ndarray | None = None,
-                 spectral: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 workers: int = 1, pad: int = 8, weights: np.ndarray | None = None) -> None:
         t = templates.astype(np.float64)
         t = t - t.mean(axis=(1, 2), keepdims=True)
         self.image_shape = t.shape[1:]
         t = _periodic_extension(t, pad)
         self.shape = t.shape[1:]
         t_spec = scipy.fft.rfft2(t, workers=workers)
-        if spectral is not None:
-            t_spec = t_spec * spectral(radial_frequency(self.shape))
-            t = scipy.fft.irfft2(t_spec, s=self.shape, workers=workers)
         h, w = self.image_shape
         self.masks = masks.astype(np.float32)
         self.wsum = self.masks.sum(axis=(1, 2)).astype(np.float64)
@@ -291,6 +282,8 @@ class MaskedTemplates:
         s2 = scipy.fft.irfft2(s2_spec, s=self.shape, workers=workers)
         self.energy = np.maximum(s2 - self.s1**2 / self.wsum[:, None, None], 1e-12)
         self.tc = tc.astype(np.complex64)
+        self._buffer: np.ndarray | None = None
+        self._row_phases = _row_phases(self.shape[0])
         # Fine-grid terms on the sub-pixel grid covering every window the refinement visits.
         self.weighted = weights is not None
         self.offsets = _fine_offsets(1.0 if self.weighted else 0.5)
@@ -320,7 +313,12 @@ class MaskedTemplates:
         zero-padded to the extended template size (the FFT buffer)."""
         h, w = self.image_shape
         means = np.einsum("nqyx,qyx->nq", images, self.masks) / self.wsum
-        padded = np.zeros((*images.shape[:2], *self.shape), dtype=np.float32)
+        # One zero-padded buffer, reused: only its inner part is ever written (a new zeroed
+        # array per chunk costs a page fault per 4 kB).
+        n = len(images)
+        if self._buffer is None or len(self._buffer) < n:
+            self._buffer = np.zeros((n, *images.shape[1:2], *self.shape), dtype=np.float32)
+        padded = self._buffer[:n]
         inner = padded[..., :h, :w]
         np.subtract(images, means[..., None, None].astype(np.float32), out=inner)
         inner *= self.masks
@@ -370,13 +368,14 @@ class MaskedTemplates:
         h, w = self.shape
         masked = self._apply_masks(images)
         spectra = scipy.fft.rfft2(masked, workers=workers)
-        spec = (spectra * self.tc).reshape(n * q, h, -1)
+        fine_spec = None if self.fine_tc is self.tc else spectra * self.fine_tc
+        spec = np.multiply(spectra, self.tc, out=spectra).reshape(n * q, h, -1)
         lo, hi = lo.reshape(n * q, 2), hi.reshape(n * q, 2)
         which = np.tile(np.arange(q), n)
         start = np.ceil(lo - 1e-9).astype(int)
         stop = np.floor(hi + 1e-9).astype(int)
         size = tuple(int(v) for v in np.maximum((stop - start).max(axis=0) + 1, 1))
-        win = _correlation_window(spec, self.shape, start, size, workers)
+        win = _correlation_window(spec, self.shape, start, size, workers, self._row_phases)
         ncc = win / np.sqrt(_gather_windows(self.energy, start, size, which))
         # Items whose window is narrower than the common one: mask the excess displacements.
         too_far_y = np.arange(size[0])[None, :] > (stop - start)[:, 0, None]
@@ -386,8 +385,8 @@ class MaskedTemplates:
         peaks = start + np.stack([iy, ix], axis=1)
         # Sub-pixel: the normalised correlation on a fine grid around the integer peak, the
         # correlation by an upsampled DFT, the template terms from the precomputed grids.
-        if self.fine_tc is not self.tc:
-            spec = (spectra * self.fine_tc).reshape(n * q, h, -1)
+        if fine_spec is not None:
+            spec = fine_spec.reshape(n * q, h, -1)
         cross = _upsampled_correlation(spec, w, peaks.astype(float), self.offsets)
         cross = cross.astype(np.float64) / (h * w)
         k = len(self.offsets)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -25,7 +26,8 @@ _MIN_MOV_FRAMES = 400
 def _min_mov(movie: Any, n_frames: int, chunk: int) -> float:
     """Minimum of the first frames (CaImAn's ``min_mov``)."""
     stop = min(n_frames, _MIN_MOV_FRAMES)
-    return float(min(np.min(read_frames(movie, a, b)) for a, b in frame_chunks(stop, chunk)))
+    # in the movie's own dtype: no conversion of 400 frames to float
+    return float(min(np.min(np.asarray(movie[a:b])) for a, b in frame_chunks(stop, chunk)))
 
 
 def _default_chunk(dims: tuple[int, int]) -> int:
@@ -75,6 +77,7 @@ def _progress_bar(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="frame", desc="motion correction")
 
 
+@functools.cache
 def _openblas_libs() -> list[tuple[Any, Any]]:
     """(get, set) thread-count functions of every OpenBLAS loaded in this process (Linux)."""
     if not sys.platform.startswith("linux"):

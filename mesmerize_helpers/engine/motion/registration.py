@@ -51,7 +51,7 @@ class Registrar:
         weights = weights or ShiftWeights()
         pixels = None if weights.pixels is None else weights.pixels[None]
         self.frame_tmpl = MaskedTemplates(est, mask[None], cfg.max_shifts, workers,
-                                          weights=pixels, spectral=weights.spectral)
+                                          weights=pixels)
         self.piecewise = piecewise
         self.shrink = weights.patch_shrink
         if piecewise:
@@ -62,8 +62,7 @@ class Registrar:
             self._patch_args = dict(
                 templates=self._patches(est)[0],
                 radius=(math.ceil(cfg.max_deviation_rigid) + 1,) * 2, workers=workers,
-                weights=None if pixels is None else self._patches(pixels)[0],
-                spectral=weights.spectral)
+                weights=None if pixels is None else self._patches(pixels)[0])
             self.patch_tmpl = MaskedTemplates(masks=self._patch_masks(), **self._patch_args)
 
     @property

@@ -17,13 +17,17 @@ from .weighting import ShiftWeights, estimate_weights, highpass_filter, patch_sh
 # Template estimation: the first template is the median over bins of this many sampled
 # frames of their means.
 _TEMPLATE_BLOCK = 10
-# Frames sampled: a tenth of the movie, at least 100 and at most 200 (and about 32 Mpixel).
+# Frames sampled: a tenth of the movie, at least 150 and at most 200 (and about 64 Mpixel).
 _TEMPLATE_FRACTION = 10
-_TEMPLATE_MIN_FRAMES = 100
+_TEMPLATE_MIN_FRAMES = 150
 _TEMPLATE_MAX_FRAMES = 200
-_TEMPLATE_PIXELS = 2**25
+_TEMPLATE_PIXELS = 2**26
+# Frames (of the sample) registered in the first, rough round.
+_FIRST_ROUND_FRAMES = 50
 # Fewest sampled frames for estimating how much patch shifts deviate beyond their noise.
 _SHRINK_MIN_FRAMES = 20
+# Frames (of the sample) whose patches are matched on two half-masks to measure that noise.
+_SHRINK_FRAMES = 50
 
 
 def read_frames(movie: Any, start: int, stop: int) -> np.ndarray:
@@ -105,14 +109,17 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
     template = _bin_median(sample)
     weights = ShiftWeights()
     rounds = [False] * 2 + ([True] if cfg.pw_rigid else [])
+    # the first round only needs a rough template: a subset of the sample is enough
+    first = sample[::max(1, len(sample) // _FIRST_ROUND_FRAMES)]
     for i, piecewise in enumerate(rounds):
         reg = Registrar(template, cfg, kernel, piecewise, "copy", workers, weights)
-        shifts_rig, shifts_pw, registered = reg.register(sample)
+        shifts_rig, shifts_pw, registered = reg.register(first if i == 0 else sample)
         template = _fill_nan(_bin_median(registered))
         if i == 1:
             weights = _noise_model(registered, template, cfg, kernel)
         if piecewise and len(sample) >= _SHRINK_MIN_FRAMES:
-            noise = reg.patch_noise(sample, shifts_rig)
+            some = slice(None, None, max(1, len(sample) // _SHRINK_FRAMES))
+            noise = reg.patch_noise(sample[some], shifts_rig[some])
             shrink = patch_shrinkage(shifts_pw - shifts_rig[:, None, None, :], noise)
             weights = replace(weights, patch_shrink=shrink)
     return template, weights
@@ -124,9 +131,7 @@ def _noise_model(registered: np.ndarray, template: np.ndarray, cfg: MotionConfig
     if kernel is not None:
         registered = highpass_filter(registered, kernel)
         template = highpass_filter(template[None], kernel)[0]
-    # a median over bins of block means: about 2/pi as efficient as the mean of the frames
-    n_template = max(1, int(len(registered) * 2 / np.pi))
-    return estimate_weights(registered, template, max(cfg.max_shifts) + 2, n_template)
+    return estimate_weights(registered, template, max(cfg.max_shifts) + 2)
 
 
 class SplitTemplate:

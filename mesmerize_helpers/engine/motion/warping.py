@@ -88,7 +88,7 @@ def shift_rigid_cv(frames: np.ndarray, shifts: np.ndarray, border_nan: bool | st
     for i in range(len(frames)):
         _translate(frames[i], shifts[i], out[i])
         # Cubic interpolation overshoots at sharp edges; keep values within the frame's range.
-        low, high = cv2.minMaxLoc(frames[i])[:2]
+        low, high = _finite_range(frames[i])
         np.clip(out[i], low, high, out=out[i])
         _border_strips(out[i], shifts[i], border_nan, _border_fill(frames[i], border_nan))
     return out
@@ -117,17 +117,37 @@ def shift_dense(frames: np.ndarray, field: np.ndarray, border_nan: bool | str) -
     """
     n, h, w = frames.shape
     grid_y, grid_x = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_y, map_x = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
     out = np.empty_like(frames)
     for i in range(n):
-        map_y = grid_y - field[i, 0]
-        map_x = grid_x - field[i, 1]
+        np.subtract(grid_y, field[i, 0], out=map_y)
+        np.subtract(grid_x, field[i, 1], out=map_x)
         cv2.remap(frames[i], map_x, map_y, cv2.INTER_CUBIC, dst=out[i],
                   borderMode=cv2.BORDER_REPLICATE)
-        np.clip(out[i], frames[i].min(), frames[i].max(), out=out[i])
+        low, high = _finite_range(frames[i])
+        np.clip(out[i], low, high, out=out[i])
         if border_nan != "copy":
-            outside = (map_y < 0) | (map_y > h - 1) | (map_x < 0) | (map_x > w - 1)
             fill = 0.0 if border_nan is False else _border_fill(frames[i], border_nan)
-            out[i][outside] = fill
+            reach = int(np.ceil(np.abs(field[i]).max())) + 1  # only a border band can be outside
+            for band in _border_bands(h, w, reach):
+                outside = ((map_y[band] < 0) | (map_y[band] > h - 1)
+                           | (map_x[band] < 0) | (map_x[band] > w - 1))
+                out[i][band][outside] = fill
     return out
 
 
+def _finite_range(frame: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a frame, ignoring NaN."""
+    low, high = cv2.minMaxLoc(frame)[:2]
+    if np.isnan(low) or np.isnan(high):
+        return float(np.nanmin(frame)), float(np.nanmax(frame))
+    return low, high
+
+
+def _border_bands(h: int, w: int, reach: int) -> list[tuple[slice, slice]]:
+    """Slices of the four bands ``reach`` pixels wide along the edges of an (h, w) frame."""
+    if 2 * reach >= min(h, w):
+        return [(slice(None), slice(None))]
+    middle = slice(reach, h - reach)
+    return [(slice(0, reach), slice(None)), (slice(h - reach, h), slice(None)),
+            (middle, slice(0, reach)), (middle, slice(w - reach, w))]
