@@ -29,6 +29,7 @@ from .outputs import (
     pnr_gsig,
     save_array,
     save_images,
+    sequential_frames,
     summary_images_for,
 )
 
@@ -83,7 +84,8 @@ def mcorr_step(
     keep_freed_memory()
     images = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]))
     with MovieWriter(folder / "mcorr.npy", tuple(movie.shape)) as out:
-        result = motion_correct(movie, params["main"], out, progress=progress, accumulate=images)
+        result = motion_correct(sequential_frames(movie), params["main"], out,
+                                progress=progress, accumulate=images)
     outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy",
                                "add-to-movie": float(result.add_to_movie),
                                "border-to-0": int(result.border_to_0)}

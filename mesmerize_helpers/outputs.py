@@ -112,6 +112,52 @@ class MovieWriter:
         self.close()
 
 
+class FrameReader:
+    """Frames of a memory-mapped movie read with ``pread`` instead of through the mapping.
+
+    Slicing a memmap maps the file's pages into the process and keeps them there: a job
+    reading a 2 GB movie front to back ends with 2 GB of it in its resident memory. Reading
+    each ``reader[a:b]`` with one ``pread`` into a fresh array keeps the job's memory flat in
+    frames (the OS still caches the file). Only for C-contiguous memmaps of whole frames; see
+    :func:`sequential_frames`.
+    """
+
+    def __init__(self, movie: np.memmap) -> None:
+        self.shape = tuple(int(v) for v in movie.shape)
+        self.dtype = movie.dtype
+        self.path = str(movie.filename)
+        self.offset = int(movie.offset)
+        self._frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("FrameReader takes slices of frames, movie[a:b].")
+        start, stop, step = key.indices(self.shape[0])
+        if step != 1:
+            raise TypeError("FrameReader takes contiguous slices of frames, movie[a:b].")
+        out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
+        view = memoryview(out).cast("B")
+        position = self.offset + start * self._frame_bytes
+        with open(self.path, "rb", buffering=0) as f:
+            while view:
+                read = os.preadv(f.fileno(), [view], position)
+                if read <= 0:
+                    raise OSError(f"{self.path}: file ends before frame {stop}.")
+                view, position = view[read:], position + read
+        return out
+
+
+def sequential_frames(movie: Any) -> Any:
+    """A :class:`FrameReader` for a C-contiguous memmapped movie, else ``movie`` itself."""
+    if (isinstance(movie, np.memmap) and movie.flags.c_contiguous and movie.ndim == 3
+            and getattr(movie, "filename", None) and movie.offset is not None):
+        return FrameReader(movie)
+    return movie
+
+
 def pnr_gsig(main: dict[str, Any]) -> Any:
     """The filter width for an item's PNR images: its gSig, else gSig_filt, else a default."""
     return main.get("gSig") or main.get("gSig_filt") or DEFAULT_PNR_GSIG

@@ -555,13 +555,14 @@ def test_activity_weights_are_used_only_on_active_movies(dim_movie, rigid_data):
     from mesmerize_helpers.engine.motion.template import initial_template
 
     cfg = parse_params({})
-    _, weights = initial_template(dim_movie.movie[:150], cfg, None, 1)
+    _, weights = initial_template(dim_movie.movie[:150], cfg, None, 1, 16)
     assert weights.pixels is not None and weights.pixel_gain > 2
     # weights are low where the cells are: their mean over the brightest 5 % of the max image
     peak = dim_movie.movie.max(axis=0)
     active = peak > np.percentile(peak, 95)
     assert weights.pixels[active].mean() < 0.6 * weights.pixels[~active].mean()
-    _, bright = initial_template(rigid_data[0], parse_params({"max_shifts": (10, 10)}), None, 1)
+    _, bright = initial_template(rigid_data[0], parse_params({"max_shifts": (10, 10)}), None, 1,
+                                 16)
     assert bright.pixels is None and bright.pixel_gain < 1.6
 
 
@@ -571,7 +572,8 @@ def test_patch_shrinkage_keeps_real_deformation(warped_data):
     from mesmerize_helpers.engine.motion.template import initial_template
 
     movie, _ = warped_data
-    _, weights = initial_template(movie, parse_params({**PW_PARAMS, "pw_rigid": True}), None, 1)
+    _, weights = initial_template(movie, parse_params({**PW_PARAMS, "pw_rigid": True}), None, 1,
+                                  16)
     shrink = weights.patch_shrink
     assert shrink is not None and shrink.factor.shape == (5, 5)
     assert np.median(shrink.factor) > 0.9

@@ -204,3 +204,19 @@ def test_movie_writer_takes_whole_frames_in_slices(tmp_path):
     loaded = np.load(tmp_path / "m.npy", mmap_mode="r")
     assert loaded.dtype == np.float32 and loaded.flags.c_contiguous
     np.testing.assert_array_equal(loaded, data)
+
+
+def test_frame_reader_reads_what_the_memmap_holds(tmp_path):
+    """mcorr jobs read memmapped movies with pread (flat memory): same frames, any slice."""
+    from mesmerize_helpers.outputs import FrameReader, sequential_frames
+
+    npy = moving_movie(tmp_path / "movie.tif")  # also writes the uint16 TIFF
+    for path in (npy, tmp_path / "movie.tif"):
+        mapped = open_movie(path)
+        reader = sequential_frames(mapped)
+        assert isinstance(reader, FrameReader) and reader.shape == mapped.shape
+        for key in (slice(0, 7), slice(55, 60), slice(59, 80), slice(3, 4)):
+            np.testing.assert_array_equal(reader[key], np.asarray(mapped[key]))
+        assert reader[key].dtype == mapped.dtype
+    in_memory = np.load(npy)
+    assert sequential_frames(in_memory) is in_memory

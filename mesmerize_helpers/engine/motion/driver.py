@@ -84,7 +84,8 @@ def _openblas_libs() -> list[tuple[Any, Any]]:
         return []
     try:
         with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+            text = maps.read()
+        paths = {line.split()[-1] for line in text.splitlines() if "openblas" in line}
     except OSError:
         return []
     found = []
@@ -191,7 +192,7 @@ def motion_correct(movie: Any, params: Mapping[str, Any] | None = None,
         else:
             add = 0.0
         template, weights = initial_template(read_sample(movie, n_frames, dims, chunk), cfg,
-                                             kernel, workers)
+                                             kernel, workers, chunk)
 
         # Refinement passes over the whole movie, then the final pass writing the output.
         passes = [False] * (cfg.niter_rig - 1) + [True] * ((cfg.niter_els - 1) * piecewise)

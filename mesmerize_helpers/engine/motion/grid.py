@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
 
 def _patch_starts(dim: int, stride: int, overlap: int) -> tuple[np.ndarray, int]:
@@ -57,6 +56,8 @@ def _interp_matrix(centers: np.ndarray, n_pixels: int) -> np.ndarray:
     if n == 2:  # a natural spline through two points is the straight line
         t = (coords - centers[0]) / (centers[1] - centers[0])
         return np.stack([1 - t, t], axis=1).astype(np.float32)
+    from scipy.interpolate import CubicSpline  # only piecewise-rigid jobs need it
+
     spline = CubicSpline(centers, np.eye(n), bc_type="natural")
     return spline(coords).astype(np.float32)
 

@@ -131,23 +131,26 @@ class Registrar:
         ny, nx = len(self.starts_y), len(self.starts_x)
         return disp.reshape(len(est), ny, nx, 2) + offset[:, None, None, :]
 
-    def patch_noise(self, frames: np.ndarray, rigid: np.ndarray, square: int = 8
+    def patch_noise(self, frames: np.ndarray, rigid: np.ndarray, chunk: int, square: int = 8
                     ) -> np.ndarray:
         """(ny, nx, 2) variance (px^2) of the patch displacement estimates of ``frames``
-        (raw, registered with applied rigid shifts ``rigid``).
+        (raw, registered with applied rigid shifts ``rigid``; ``chunk`` at a time).
 
         Each patch is matched twice more, on complementary halves of its mask (a
         checkerboard of ``square``-px squares): the two estimates have independent errors of
         about twice the variance of the whole patch's, so their difference has four times it.
         """
-        est = self._prefilter(frames)
         masks = self._patch_masks()
         yy, xx = np.mgrid[0:self.patch[0], 0:self.patch[1]]
         board = ((yy // square + xx // square) % 2).astype(np.float32)
-        halves = [self.patchwise(est, -rigid, MaskedTemplates(masks=masks * part,
-                                                              **self._patch_args))
+        halves = [MaskedTemplates(masks=masks * part, **self._patch_args)
                   for part in (board, 1 - board)]
-        return np.var(halves[0] - halves[1], axis=0) / 4
+        differences = []
+        for start in range(0, len(frames), chunk):
+            est = self._prefilter(frames[start:start + chunk])
+            a, b = (self.patchwise(est, -rigid[start:start + chunk], half) for half in halves)
+            differences.append(a - b)
+        return np.var(np.concatenate(differences), axis=0) / 4
 
     def _shrink(self, shifts_pw: np.ndarray, shifts_rig: np.ndarray) -> np.ndarray:
         """Patch shifts pulled towards the rigid shift where their deviations are mostly

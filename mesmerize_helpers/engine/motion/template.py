@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -60,9 +61,12 @@ def _bin_median(frames: np.ndarray, window: int = _TEMPLATE_BLOCK) -> np.ndarray
     """Median over consecutive blocks of ``window`` frames of the block means (NaN-aware)."""
     n = len(frames)
     n_bins = max(1, n // window)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
-        means = np.stack([np.nanmean(b, axis=0) for b in np.array_split(frames, n_bins)])
+    blocks = np.array_split(frames, n_bins)
+    means = np.stack([b.mean(axis=0) for b in blocks])
+    if np.isnan(means).any():  # only then the slower NaN-aware mean
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+            means = np.stack([np.nanmean(b, axis=0) for b in blocks])
     return _nanmedian0(means).astype(np.float32)
 
 
@@ -96,15 +100,17 @@ def read_sample(movie: Any, n_frames: int, dims: tuple[int, int], chunk: int) ->
 
 
 def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray | None,
-                     workers: int) -> tuple[np.ndarray, ShiftWeights]:
+                     workers: int, chunk: int) -> tuple[np.ndarray, ShiftWeights]:
     """Template from the sampled frames: register them to their own bin median, iterate;
     and the shift weighting, from how the registered sample differs from its template.
 
-    Two rigid rounds, then (piecewise mode) one piecewise-rigid round so that the template is
-    sharp where the deformation varies over time. The weighting
-    (:func:`.weighting.estimate_weights`) is measured after the second round and used from
-    then on. Border pixels replicate the edge rather than becoming NaN, so that the template
-    has no holes.
+    A rough first round on a subset of the sample, a second on all of it, then (piecewise
+    mode) one piecewise-rigid round so that the template is sharp where the deformation
+    varies over time. The pixel weighting (:func:`.weighting.estimate_weights`) is measured
+    after the second round and used from then on; the patch shrinkage
+    (:func:`.weighting.patch_shrinkage`) in the piecewise round. Frames are registered
+    ``chunk`` at a time. Border pixels replicate the edge rather than becoming NaN, so that
+    the template has no holes.
     """
     template = _bin_median(sample)
     weights = ShiftWeights()
@@ -113,25 +119,28 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
     first = sample[::max(1, len(sample) // _FIRST_ROUND_FRAMES)]
     for i, piecewise in enumerate(rounds):
         reg = Registrar(template, cfg, kernel, piecewise, "copy", workers, weights)
-        shifts_rig, shifts_pw, registered = reg.register(first if i == 0 else sample)
+        frames = first if i == 0 else sample
+        shifts_rig, shifts_pw, registered = _register(reg, frames, chunk)
         template = _fill_nan(_bin_median(registered))
         if i == 1:
-            weights = _noise_model(registered, template, cfg, kernel)
+            prefilter = None if kernel is None else partial(highpass_filter, kernel=kernel)
+            weights = estimate_weights(registered, template, max(cfg.max_shifts) + 2,
+                                       prefilter, chunk)
         if piecewise and len(sample) >= _SHRINK_MIN_FRAMES:
             some = slice(None, None, max(1, len(sample) // _SHRINK_FRAMES))
-            noise = reg.patch_noise(sample[some], shifts_rig[some])
+            noise = reg.patch_noise(sample[some], shifts_rig[some], chunk)
             shrink = patch_shrinkage(shifts_pw - shifts_rig[:, None, None, :], noise)
             weights = replace(weights, patch_shrink=shrink)
     return template, weights
 
 
-def _noise_model(registered: np.ndarray, template: np.ndarray, cfg: MotionConfig,
-                 kernel: np.ndarray | None) -> ShiftWeights:
-    """The shift weighting measured on the registered sample, as the correlation sees it."""
-    if kernel is not None:
-        registered = highpass_filter(registered, kernel)
-        template = highpass_filter(template[None], kernel)[0]
-    return estimate_weights(registered, template, max(cfg.max_shifts) + 2)
+def _register(reg: Registrar, frames: np.ndarray, chunk: int
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """:meth:`Registrar.register` of ``frames`` in chunks (bounded working memory)."""
+    parts = [reg.register(frames[a:b]) for a, b in frame_chunks(len(frames), chunk)]
+    shifts_pw = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+    return (np.concatenate([p[0] for p in parts]), shifts_pw,
+            np.concatenate([p[2] for p in parts]))
 
 
 class SplitTemplate:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -114,21 +115,24 @@ def _smooth(frames: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def _pixel_weights(residuals: np.ndarray) -> tuple[np.ndarray, float]:
+def _pixel_weights(residual_chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, float]:
     """Weights (inner area) from the transients in the smoothed residuals, and their gain.
 
     Activity adds positive transients to a pixel's residuals; misregistration (e.g. a
     deformation the rigid template does not follow) adds residuals of either sign. The
     activity power is the excess of the positive over the negative tail,
-    ``A = E[max(r, 0)^2] - E[max(-r, 0)^2]``, and a pixel's weight is ``s2 / (s2 + A)`` with
-    ``s2`` the typical residual variance.
+    ``A = E[max(r, 0)^2] - E[max(-r, 0)^2] = E[r |r|]``, and a pixel's weight is
+    ``s2 / (s2 + A)`` with ``s2`` the typical (median) residual variance.
     """
-    smoothed = _smooth(residuals, _RESIDUAL_SMOOTHING)
-    n = len(smoothed)
-    # sum of r |r| = sum of the positive tail's squares minus the negative tail's
-    excess = np.einsum("tyx,tyx->yx", smoothed, np.abs(smoothed)) / n
-    mean = smoothed.sum(axis=0) / n
-    variance = np.einsum("tyx,tyx->yx", smoothed, smoothed) / n - mean**2
+    n, signed, total, squares = 0, 0.0, 0.0, 0.0
+    for residuals in residual_chunks:
+        smoothed = _smooth(residuals, _RESIDUAL_SMOOTHING)
+        n += len(smoothed)
+        signed = signed + np.einsum("tyx,tyx->yx", smoothed, np.abs(smoothed), dtype=np.float64)
+        total = total + smoothed.sum(axis=0, dtype=np.float64)
+        squares = squares + np.einsum("tyx,tyx->yx", smoothed, smoothed, dtype=np.float64)
+    excess = signed / n
+    variance = squares / n - (total / n) ** 2
     typical = float(np.median(variance))
     if not typical > 0:
         return np.ones(excess.shape, np.float32), 1.0
@@ -137,19 +141,24 @@ def _pixel_weights(residuals: np.ndarray) -> tuple[np.ndarray, float]:
     return weights.astype(np.float32), gain
 
 
-def estimate_weights(registered: np.ndarray, template: np.ndarray, border: int
-                     ) -> ShiftWeights:
+def estimate_weights(registered: np.ndarray, template: np.ndarray, border: int,
+                     prefilter: Callable[[np.ndarray], np.ndarray] | None = None,
+                     chunk: int = 16) -> ShiftWeights:
     """Decide the pixel weighting from frames registered to ``template``.
 
     Parameters
     ----------
     registered
-        (n, y, x) float32 frames registered to ``template`` (as the correlation sees them:
-        high-passed if ``gSig_filt`` is set), no NaN.
+        (n, y, x) float32 frames registered to ``template``, no NaN.
     template
-        (y, x) template they were registered to, same filtering.
+        (y, x) template they were registered to.
     border
         Width (px) of the frame border left out (the correlation's mask border).
+    prefilter
+        What the correlation applies to frames and template (the ``gSig_filt`` high-pass),
+        or None.
+    chunk
+        Frames processed at once.
 
     Returns
     -------
@@ -162,8 +171,18 @@ def estimate_weights(registered: np.ndarray, template: np.ndarray, border: int
     if len(registered) < 4:
         return ShiftWeights()
     inner = (slice(None), slice(b, h - b), slice(b, w - b))
-    residuals = np.asarray(registered[inner], np.float32) - template[inner[1:]].astype(np.float32)
-    weights, gain = _pixel_weights(residuals)
+    if prefilter is not None:
+        template = prefilter(template[None].astype(np.float32))[0]
+    reference = template[inner[1:]].astype(np.float32)
+
+    def residuals() -> Iterator[np.ndarray]:
+        for start in range(0, len(registered), chunk):
+            frames = np.asarray(registered[start:start + chunk], np.float32)
+            if prefilter is not None:
+                frames = prefilter(frames)
+            yield frames[inner] - reference
+
+    weights, gain = _pixel_weights(residuals())
     if gain <= _PIXEL_GAIN:
         return ShiftWeights(pixel_gain=gain)
     full = cv2.copyMakeBorder(weights, b, b, b, b, cv2.BORDER_REPLICATE)
