@@ -10,7 +10,9 @@ correction alone, peak RSS, and the path of the applied shifts (``.npy``).
 
 Usage::
 
-    $CAIMAN_PY benchmarks/caiman_mcorr_item.py MOVIE OUT_DIR '{"max_shifts": [8, 8]}'
+    $CAIMAN_PY benchmarks/caiman_mcorr_item.py MOVIE OUT_DIR '{"max_shifts": [8, 8]}' [motion-only]
+
+With ``motion-only`` the images are skipped (accuracy runs need only the shifts).
 
 This file does not import mesmerize-helpers (CaImAn's environment has numpy < 2).
 """
@@ -34,6 +36,7 @@ def cpu_seconds() -> float:
 
 def main() -> None:
     movie_path, out_dir, params = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+    motion_only = sys.argv[4:] == ["motion-only"]
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["CAIMAN_TEMP"] = str(out_dir)
     import caiman as cm
@@ -48,11 +51,13 @@ def main() -> None:
     wall_mc, cpu_mc = time.perf_counter() - wall0, cpu_seconds() - cpu0
     mmap = mc.mmap_file[0]
     Yr, dims, n_frames = cm.load_memmap(mmap)  # (pixels, frames), F-ordered pixels
-    for kind in ("mean", "std", "max"):
-        image = getattr(np, "nan" + kind)(Yr, axis=1).reshape(dims, order="F")
-        np.save(out_dir / f"{kind}_projection.npy", image)
-    movie = cm.load(mmap)
-    np.save(out_dir / "cn.npy", local_correlations(movie, swap_dim=False))
+    if not motion_only:
+        for kind in ("mean", "std", "max"):
+            image = getattr(np, "nan" + kind)(Yr, axis=1).reshape(dims, order="F")
+            np.save(out_dir / f"{kind}_projection.npy", image)
+        movie = cm.load(mmap)
+        np.save(out_dir / "cn.npy", local_correlations(movie, swap_dim=False))
+        del movie
     wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
     if params.get("pw_rigid"):
         # x_shifts_els holds the row (axis 0) shifts, y_shifts_els the column ones
@@ -60,7 +65,7 @@ def main() -> None:
     else:
         shifts = np.asarray(mc.shifts_rig)
     np.save(out_dir / "shifts.npy", shifts)
-    del Yr, movie
+    del Yr
     Path(mmap).unlink(missing_ok=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"frames": int(n_frames), "wall": wall, "cpu": cpu, "wall_mc": wall_mc,

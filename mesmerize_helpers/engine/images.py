@@ -4,6 +4,9 @@ Every function reads ``movie[a:b]`` chunk by chunk (any (frames, y, x) array-lik
 memmap, lazy reader), so memory does not grow with the number of frames, and gives the same
 result (up to float rounding) as the computation on the whole movie at once:
 
+- :class:`SummaryAccumulator`: fed chunk by chunk (by motion correction, while each
+  registered chunk is in memory), it makes the images below in that one pass;
+  :func:`summary_images` runs it over a movie;
 - :func:`projections`: mean, max and standard-deviation images (NaN-aware, like
   mesmerize-core's ``np.nan*`` projections of a registered movie with NaN borders);
 - :func:`local_correlations`: CaImAn's correlation image, the mean Pearson correlation of each
@@ -222,6 +225,14 @@ class SummaryAccumulator:
         return out
 
 
+def _fill(acc: SummaryAccumulator, movie: Any, chunk_size: int | None, progress: bool,
+          desc: str) -> SummaryAccumulator:
+    """Feed ``acc`` every frame of ``movie``, a chunk at a time."""
+    for frames in _chunks(movie, chunk_size or _default_chunk(movie.shape), progress, desc):
+        acc.add(frames)
+    return acc
+
+
 def _pair_shape(dims: tuple[int, int], offset: tuple[int, int]) -> tuple[int, int]:
     return dims[0] - abs(offset[0]), dims[1] - abs(offset[1])
 
@@ -247,11 +258,8 @@ def summary_images(movie: Any, chunk_size: int | None = None, *, correlation: bo
     dict
         ``"mean"``, ``"max"``, ``"std"`` (and ``"corr"``): (y, x) float32 images.
     """
-    chunk = chunk_size or _default_chunk(movie.shape)
     acc = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]), correlation=correlation)
-    for frames in _chunks(movie, chunk, progress, "summary images"):
-        acc.add(frames)
-    return acc.images()
+    return _fill(acc, movie, chunk_size, progress, "summary images").images()
 
 
 def projections(movie: Any, chunk_size: int | None = None, *,
@@ -301,12 +309,9 @@ def local_correlations(movie: Any, chunk_size: int | None = None, *,
     np.ndarray
         (y, x) float32 image in [-1, 1]. Border pixels average over their fewer neighbours.
     """
-    chunk = chunk_size or _default_chunk(movie.shape)
     acc = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]),
                              eight_neighbours=eight_neighbours)
-    for frames in _chunks(movie, chunk, progress, "correlation image"):
-        acc.add(frames)
-    return acc.correlation_image()
+    return _fill(acc, movie, chunk_size, progress, "correlation image").correlation_image()
 
 
 # --------------------------------------------------------------------------------------------

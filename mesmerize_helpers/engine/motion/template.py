@@ -94,9 +94,16 @@ def read_sample(movie: Any, n_frames: int, dims: tuple[int, int], chunk: int) ->
     wanted = max(_TEMPLATE_MIN_FRAMES, n_frames // _TEMPLATE_FRACTION)
     n_sample = min(n_frames, _TEMPLATE_MAX_FRAMES, budget, wanted)
     if n_sample >= n_frames:
-        return np.concatenate([read_frames(movie, a, b) for a, b in frame_chunks(n_frames, chunk)])
-    picks = np.unique(np.round(np.linspace(0, n_frames - 1, n_sample)).astype(int))
-    return np.concatenate([read_frames(movie, i, i + 1) for i in picks])
+        spans = list(frame_chunks(n_frames, chunk))
+    else:
+        picks = np.unique(np.round(np.linspace(0, n_frames - 1, n_sample)).astype(int))
+        spans = [(i, i + 1) for i in picks]
+    sample = np.empty((sum(b - a for a, b in spans), *dims), np.float32)
+    position = 0
+    for a, b in spans:  # into one array: no list of pieces plus their concatenation
+        sample[position:position + b - a] = read_frames(movie, a, b)
+        position += b - a
+    return sample
 
 
 def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray | None,
@@ -137,10 +144,14 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
 def _register(reg: Registrar, frames: np.ndarray, chunk: int
               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """:meth:`Registrar.register` of ``frames`` in chunks (bounded working memory)."""
-    parts = [reg.register(frames[a:b]) for a, b in frame_chunks(len(frames), chunk)]
-    shifts_pw = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
-    return (np.concatenate([p[0] for p in parts]), shifts_pw,
-            np.concatenate([p[2] for p in parts]))
+    registered = np.empty_like(frames, dtype=np.float32)
+    shifts_rig, shifts_pw = [], []
+    for a, b in frame_chunks(len(frames), chunk):
+        rig, pw, registered[a:b] = reg.register(frames[a:b])
+        shifts_rig.append(rig)
+        shifts_pw.append(pw)
+    pw = None if shifts_pw[0] is None else np.concatenate(shifts_pw)
+    return np.concatenate(shifts_rig), pw, registered
 
 
 class SplitTemplate:
