@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_motion import fft_pair_time  # noqa: E402
+
 MODES = {
     "rigid": {"max_shifts": [8, 8]},
     "pw-rigid": {"max_shifts": [8, 8], "pw_rigid": True, "max_deviation_rigid": 3},
@@ -76,18 +78,6 @@ def write_movie(path: Path, n_frames: int, size: int, chunk: int = 100) -> Path:
     del out
     tmp.rename(path)
     return path
-
-
-def fft_pair_cpu(size: int, repeats: int = 30) -> float:
-    """CPU seconds of one rfft2 + irfft2 of a (size, size) float32 frame (best of 5)."""
-    frame = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
-    best = np.inf
-    for _ in range(5):
-        t0 = time.process_time()
-        for _ in range(repeats):
-            scipy.fft.irfft2(scipy.fft.rfft2(frame, workers=1), s=frame.shape, workers=1)
-        best = min(best, (time.process_time() - t0) / repeats)
-    return best
 
 
 def cpu_seconds() -> float:
@@ -150,7 +140,7 @@ def measure(n_frames: int, size: int, mode: str, movie: Path, work: Path,
             caiman: str | None) -> dict:
     params = MODES[mode]
     row = {"movie": f"{n_frames}x{size}x{size}", "mode": mode, "load_before": os.getloadavg()[0]}
-    row["fft"] = fft_pair_cpu(size)
+    row["fft"] = fft_pair_time(size)
     row["batch"] = run_batch_item(movie, params, work / "batch")
     shutil.rmtree(work / "batch", ignore_errors=True)
     row["job"] = run_probe("job", movie, params, work / "job")
