@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .outputs import open_movie_output, pnr_gsig, save_array, write_summary_images
+from .engine.images import SummaryAccumulator
+from .outputs import MovieWriter, pnr_gsig, save_array, save_images, summary_images_for
 
 __all__ = ["CAIMAN_MISSING", "require_caiman", "mcorr_step", "cnmf_step", "cnmfe_step",
            "STEPS", "caiman_version", "save_caiman_memmap"]
@@ -186,12 +187,15 @@ def mcorr_step(
                                    f"{expected} ({n_frames} float32 frames of {dims}).")
             Yr = np.memmap(registered_mmap, np.float32, "r", shape=(int(np.prod(dims)), n_frames),
                            order="F")
-            out = open_movie_output(folder, "mcorr.npy", (n_frames, *dims))
-            for start in range(0, n_frames, _CHUNK):
-                block = np.asarray(Yr[:, start:start + _CHUNK])  # (pixels, n), F pixel order
-                out[start:start + _CHUNK] = block.reshape(*dims, -1, order="F").transpose(2, 0, 1)
-            out.flush()
-            del out, Yr
+            # copied in C order, the summary images accumulated on the way (one pass)
+            images = SummaryAccumulator(dims)
+            with MovieWriter(folder / "mcorr.npy", (n_frames, *dims)) as out:
+                for start in range(0, n_frames, _CHUNK):
+                    block = np.asarray(Yr[:, start:start + _CHUNK])  # (pixels, n), F order
+                    frames = block.reshape(*dims, -1, order="F").transpose(2, 0, 1)
+                    out[start:start + len(frames)] = frames
+                    images.add(frames)
+            del Yr
         finally:
             _remove(source, registered_mmap)
 
@@ -216,8 +220,7 @@ def mcorr_step(
         grid = np.stack(np.meshgrid(cy, cx, indexing="ij"), axis=-1).astype(np.float32)
         outputs["shifts-pw"] = save_array(folder, "shifts_pw.npy", shifts_pw)
         outputs["patch-centers"] = save_array(folder, "patch_centers.npy", grid)
-    registered = np.load(folder / "mcorr.npy", mmap_mode="r")
-    outputs.update(write_summary_images(registered, folder, pnr_gsig(main), progress))
+    outputs.update(save_images(folder, images.images()))
     return outputs
 
 
@@ -331,7 +334,8 @@ def cnmf_step(
             _remove(source)
     save_estimates(folder / "cnmf.hdf5", estimates, main)
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
-    outputs.update(write_summary_images(movie, folder, pnr_gsig(main), progress))
+    outputs.update(summary_images_for(movie, folder, pnr_gsig(main) if algo == "cnmfe" else None,
+                                      progress))
     return outputs
 
 

@@ -7,6 +7,7 @@ writes its files into ``folder`` and returns mesmerize-core's ``outputs`` keys.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -37,11 +38,40 @@ from .io.movies import open_movie
 from .io.seeds import load_seed_masks
 from .locks import RUN_LOCK, item_lock, log_waiting
 from .manifest import read_manifest
-from .outputs import describe, open_movie_output, pnr_gsig, save_array, write_summary_images
+from .outputs import (
+    MovieWriter,
+    describe,
+    pnr_gsig,
+    save_array,
+    save_images,
+    sequential_frames,
+    summary_images_for,
+)
 from .runstate import file_stat, run_params
 from .step_support import cnmf_input_memmap, n_processes  # noqa: F401 (re-exported)
 
 Step = Callable[..., dict[str, str]]
+
+
+def keep_freed_memory() -> None:
+    """Let this (job) process reuse the memory it frees instead of returning it to the OS.
+
+    glibc hands large blocks (a chunk of frames, its spectra) back to the OS when freed and
+    maps fresh, zeroed pages for the next one: a page fault per 4 kB, which cost a job as
+    much system time as the FFTs' user time. Raising malloc's mmap and trim thresholds keeps
+    a few chunks' worth of memory in the heap; it stays bounded by the largest chunk
+    working set. No-op where glibc's ``mallopt`` is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    limit = 1 << 30
+    for option in (_M_MMAP_THRESHOLD, _M_TRIM_THRESHOLD):
+        libc.mallopt(option, limit)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt option numbers
 
 
 # --- steps --------------------------------------------------------------------------------
@@ -50,13 +80,16 @@ def mcorr_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
     patch_files: list[str] | None = None,
 ) -> dict[str, str]:
-    """Motion-correct ``movie`` into ``folder``: registered movie, shifts, summary images."""
+    """Motion-correct ``movie`` into ``folder``: registered movie, shifts, and the mean / max /
+    std projections and correlation image, all in one pass over the movie."""
+    from .engine.images import SummaryAccumulator
     from .engine.motion import motion_correct
 
-    out = open_movie_output(folder, "mcorr.npy", tuple(movie.shape))
-    result = motion_correct(movie, params["main"], out, progress=progress)
-    out.flush()
-    del out
+    keep_freed_memory()
+    images = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]))
+    with MovieWriter(folder / "mcorr.npy", tuple(movie.shape)) as out:
+        result = motion_correct(sequential_frames(movie), params["main"], out,
+                                progress=progress, accumulate=images)
     outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy",
                                "add-to-movie": float(result.add_to_movie),
                                "border-to-0": int(result.border_to_0)}
@@ -64,8 +97,7 @@ def mcorr_step(
     if result.shifts_pw is not None:
         outputs["shifts-pw"] = save_array(folder, "shifts_pw.npy", result.shifts_pw)
         outputs["patch-centers"] = save_array(folder, "patch_centers.npy", result.patch_centers)
-    registered = np.load(folder / "mcorr.npy", mmap_mode="r")
-    outputs.update(write_summary_images(registered, folder, pnr_gsig(params["main"]), progress))
+    outputs.update(save_images(folder, images.images()))
     return outputs
 
 
@@ -105,7 +137,8 @@ def cnmf_step(
     estimates = evaluate(estimates, movie, {**params["main"], **params.get("eval", {})})
     save_estimates(folder / "cnmf.hdf5", estimates, params["main"])
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
-    outputs.update(write_summary_images(movie, folder, pnr_gsig(params["main"]), progress))
+    outputs.update(summary_images_for(
+        movie, folder, pnr_gsig(params["main"]) if algo == "cnmfe" else None, progress))
     return outputs
 
 

@@ -1,13 +1,24 @@
-"""Writing an item's output files, and the summary images that mcorr and cnmf items share."""
+"""Writing an item's output files, and the summary images that mcorr and cnmf items share.
+
+Summary images are computed once per movie: an mcorr item makes the mean / max / std
+projections and the local correlation image in the same pass as the registration
+(:class:`~.engine.images.SummaryAccumulator`); a cnmf item on that item's output links the
+parent's files into its own folder instead of computing them again. CNMF-E's images (PNR and
+the correlation image of the ``gSig``-filtered movie) are made for cnmfe items, and for other
+items only when asked for (:func:`add_pnr_images`, behind ``s.caiman.get_pnr_image()``).
+"""
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .manifest import read_manifest
 
 SUMMARY_IMAGES = {
     "mean-projection-path": "mean_projection.npy",
@@ -17,6 +28,16 @@ SUMMARY_IMAGES = {
     "pnr-image-path": "pnr_img.npy",
     "corr-pnr-img-path": "corr_pnr_img.npy",
 }
+#: Output key of each image kind made by :class:`~.engine.images.SummaryAccumulator` and
+#: :func:`~.engine.images.correlation_pnr`.
+IMAGE_KEYS = {"mean": "mean-projection-path", "std": "std-projection-path",
+              "max": "max-projection-path", "corr": "corr-img-path",
+              "pnr": "pnr-image-path", "corr_pnr": "corr-pnr-img-path"}
+#: The images every mcorr and cnmf item has; cnmfe items also have the PNR pair.
+PLAIN_IMAGES = ("mean", "max", "std", "corr")
+PNR_IMAGES = ("pnr", "corr_pnr")
+#: Output key recording the filter width (px, (y, x)) the PNR pair was computed with.
+PNR_GSIG_KEY = "pnr-gSig"
 #: Filter width (px) of the PNR images when an item's params name none (gSig, gSig_filt).
 DEFAULT_PNR_GSIG = (3, 3)
 
@@ -66,32 +87,214 @@ def _preallocate(path: Path) -> None:
         os.close(fd)
 
 
+class MovieWriter:
+    """A C-order float32 ``.npy`` written front to back with large sequential writes.
+
+    Behaves as the write side of a (frames, y, x) array: ``writer[a:b] = frames``. Each
+    assignment is one ``pwrite`` of the chunk at its offset, so nothing of the movie stays
+    mapped in the process (its memory does not grow with the number of frames, unlike a
+    memmap's dirty pages). Use as a context manager; the file is flushed to the OS on exit.
+
+    Parameters
+    ----------
+    path
+        The ``.npy`` to create (replaced if present).
+    shape
+        (frames, y, x).
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...]) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(v) for v in shape)
+        self._frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        with open(self.path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                    "shape": self.shape})
+            self._offset = f.tell()
+            f.truncate(self._offset + self.shape[0] * self._frame_bytes)
+        self._fd = os.open(self.path, os.O_WRONLY)
+
+    def __setitem__(self, key: slice, frames: np.ndarray) -> None:
+        start, stop, step = key.indices(self.shape[0])
+        data = np.ascontiguousarray(frames, dtype=self.dtype)
+        if step != 1 or data.shape != (stop - start, *self.shape[1:]):
+            raise ValueError(f"MovieWriter takes whole frames [a:b] of shape {self.shape[1:]}; "
+                             f"got {data.shape} for [{start}:{stop}:{step}].")
+        view = memoryview(data).cast("B")
+        position = self._offset + start * self._frame_bytes
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> MovieWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class FrameReader:
+    """Frames of a memory-mapped movie read with ``pread`` instead of through the mapping.
+
+    Slicing a memmap maps the file's pages into the process and keeps them there: a job
+    reading a 2 GB movie front to back ends with 2 GB of it in its resident memory. Reading
+    each ``reader[a:b]`` with one ``pread`` into a fresh array keeps the job's memory flat in
+    frames (the OS still caches the file). Only for C-contiguous memmaps of whole frames; see
+    :func:`sequential_frames`.
+    """
+
+    def __init__(self, movie: np.memmap) -> None:
+        self.shape = tuple(int(v) for v in movie.shape)
+        self.dtype = movie.dtype
+        self.path = str(movie.filename)
+        self.offset = int(movie.offset)
+        self._frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("FrameReader takes slices of frames, movie[a:b].")
+        start, stop, step = key.indices(self.shape[0])
+        if step != 1:
+            raise TypeError("FrameReader takes contiguous slices of frames, movie[a:b].")
+        out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
+        view = memoryview(out).cast("B")
+        position = self.offset + start * self._frame_bytes
+        with open(self.path, "rb", buffering=0) as f:
+            while view:
+                read = os.preadv(f.fileno(), [view], position)
+                if read <= 0:
+                    raise OSError(f"{self.path}: file ends before frame {stop}.")
+                view, position = view[read:], position + read
+        return out
+
+
+def sequential_frames(movie: Any) -> Any:
+    """A :class:`FrameReader` for a C-contiguous memmapped movie, else ``movie`` itself."""
+    if (isinstance(movie, np.memmap) and movie.flags.c_contiguous and movie.ndim == 3
+            and getattr(movie, "filename", None) and movie.offset is not None):
+        return FrameReader(movie)
+    return movie
+
+
 def pnr_gsig(main: dict[str, Any]) -> Any:
     """The filter width for an item's PNR images: its gSig, else gSig_filt, else a default."""
     return main.get("gSig") or main.get("gSig_filt") or DEFAULT_PNR_GSIG
 
 
-def write_summary_images(
-    movie: Any, folder: Path, gSig: Any = DEFAULT_PNR_GSIG, progress: bool = True
-) -> dict[str, str]:
-    """Summary images of ``movie`` (frames, y, x), each (y, x) float32, saved in ``folder``.
+def _gsig_pair(gSig: Any) -> list[float]:
+    from .engine.params import as_pair
 
-    Mean/max/std projections, the local (8-neighbour) correlation image, and CNMF-E's seeding
-    images: the peak-to-noise ratio and the correlation image of the movie filtered with a
-    zero-mean kernel of width ``gSig`` (pixels), which removes a smooth one-photon background.
+    return [float(v) for v in as_pair(gSig, "gSig")]
+
+
+def save_images(folder: Path, images: dict[str, np.ndarray]) -> dict[str, str]:
+    """Save summary images (kinds of :data:`IMAGE_KEYS`) into ``folder``; their outputs."""
+    return {IMAGE_KEYS[kind]: save_array(folder, SUMMARY_IMAGES[IMAGE_KEYS[kind]], image)
+            for kind, image in images.items()}
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` as ``target`` (a copy where links are not possible)."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def source_item(movie: Any) -> tuple[Path, dict[str, Any]] | None:
+    """The folder and outputs of the item whose registered movie ``movie`` is.
+
+    ``movie`` is such a movie when it is a memmap of the file that a successful item's
+    manifest names as its ``mcorr-output-path``; anything else gives None.
+    """
+    filename = getattr(movie, "filename", None)
+    if not filename:
+        return None
+    path = Path(filename).resolve()
+    manifest = read_manifest(path.parent)
+    if not manifest or not manifest.get("success"):
+        return None
+    outputs = manifest.get("outputs") or {}
+    name = outputs.get("mcorr-output-path")
+    if not isinstance(name, str) or (path.parent / name).resolve() != path:
+        return None
+    return path.parent, outputs
+
+
+def reuse_images(movie: Any, folder: Path, kinds: tuple[str, ...], gSig: Any = None
+                 ) -> dict[str, Any]:
+    """Link into ``folder`` the images of ``kinds`` that the item which made ``movie`` has.
+
+    PNR images are reused only when made with the same filter width ``gSig``. Returns the
+    outputs of the images linked (with :data:`PNR_GSIG_KEY` when the PNR pair is).
+    """
+    found = source_item(movie)
+    if found is None:
+        return {}
+    parent, parent_outputs = found
+    if any(k in PNR_IMAGES for k in kinds):
+        same = (gSig is not None and parent_outputs.get(PNR_GSIG_KEY) is not None
+                and _gsig_pair(parent_outputs[PNR_GSIG_KEY]) == _gsig_pair(gSig))
+        if not same:
+            kinds = tuple(k for k in kinds if k not in PNR_IMAGES)
+    outputs: dict[str, Any] = {}
+    for kind in kinds:
+        name = parent_outputs.get(IMAGE_KEYS[kind])
+        if isinstance(name, str) and (parent / name).is_file():
+            target = SUMMARY_IMAGES[IMAGE_KEYS[kind]]
+            link_or_copy(parent / name, folder / target)
+            outputs[IMAGE_KEYS[kind]] = target
+    if IMAGE_KEYS["pnr"] in outputs:
+        outputs[PNR_GSIG_KEY] = _gsig_pair(gSig)
+    return outputs
+
+
+def pnr_images(movie: Any, folder: Path, gSig: Any, progress: bool = True) -> dict[str, Any]:
+    """CNMF-E's PNR image and filtered correlation image of ``movie`` (two streaming passes),
+    saved into ``folder``; their outputs, with the filter width under :data:`PNR_GSIG_KEY`."""
+    from .engine.images import correlation_pnr
+
+    corr_pnr, pnr = correlation_pnr(movie, gSig, progress=progress)
+    outputs: dict[str, Any] = save_images(folder, {"pnr": pnr, "corr_pnr": corr_pnr})
+    outputs[PNR_GSIG_KEY] = _gsig_pair(gSig)
+    return outputs
+
+
+def summary_images_for(movie: Any, folder: Path, pnr_gsig: Any = None,
+                       progress: bool = True) -> dict[str, Any]:
+    """The summary images of a source-extraction item, each made at most once per movie.
+
+    Images the item that made ``movie`` already has are linked (:func:`reuse_images`); the
+    plain ones it lacks are computed in one pass (:func:`~.engine.images.summary_images`);
+    with ``pnr_gsig`` (cnmfe items) the PNR pair too, unless reused.
 
     Returns
     -------
     dict
-        mesmerize-core's output keys (``mean-projection-path``, ``corr-img-path``,
-        ``pnr-image-path``, ...) to file names in ``folder``.
+        mesmerize-core's output keys (``mean-projection-path``, ``corr-img-path``, ...) to file
+        names in ``folder``.
     """
-    from .engine.images import correlation_pnr, local_correlations, projections
+    from .engine.images import summary_images
 
-    images = projections(movie, progress=progress)
-    images["corr"] = local_correlations(movie, progress=progress)
-    images["corr_pnr"], images["pnr"] = correlation_pnr(movie, gSig, progress=progress)
-    names = {"mean": "mean-projection-path", "std": "std-projection-path",
-             "max": "max-projection-path", "corr": "corr-img-path",
-             "pnr": "pnr-image-path", "corr_pnr": "corr-pnr-img-path"}
-    return {key: save_array(folder, SUMMARY_IMAGES[key], images[kind]) for kind, key in names.items()}
+    kinds = PLAIN_IMAGES + (PNR_IMAGES if pnr_gsig is not None else ())
+    outputs = reuse_images(movie, folder, kinds, pnr_gsig)
+    missing = [k for k in PLAIN_IMAGES if IMAGE_KEYS[k] not in outputs]
+    if missing:
+        images = summary_images(movie, correlation="corr" in missing, progress=progress)
+        outputs.update(save_images(folder, {k: images[k] for k in missing}))
+    if pnr_gsig is not None and IMAGE_KEYS["pnr"] not in outputs:
+        outputs.update(pnr_images(movie, folder, pnr_gsig, progress))
+    return outputs
+

@@ -8,6 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from mesmerize_helpers.engine.images import (
+    SummaryAccumulator,
     _filtered_stats,
     corr_image_filtered,
     correlation_pnr,
@@ -15,6 +16,7 @@ from mesmerize_helpers.engine.images import (
     pnr_filter_kernel,
     pnr_image,
     projections,
+    summary_images,
 )
 
 
@@ -201,3 +203,69 @@ def test_correlation_pnr_fills_nan_borders():
     assert np.isfinite(cn).all() and np.isfinite(pnr).all()
     np.testing.assert_allclose(pnr, pnr_ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(cn, cn_ref, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# The one-pass accumulator (what motion correction feeds chunk by chunk)
+# --------------------------------------------------------------------------------------------
+
+
+def nan_bordered(movie: np.ndarray, seed: int = 4) -> np.ndarray:
+    """The movie with registration-like NaN strips of random width in random frames, and a
+    pixel that never has data."""
+    rng = np.random.default_rng(seed)
+    m = movie.copy()
+    for t in range(len(m)):
+        top, left = rng.integers(0, 4, 2)
+        m[t, :top] = np.nan
+        m[t, :, m.shape[2] - left:] = np.nan
+    m[:, 20, 20] = np.nan
+    return m
+
+
+@pytest.mark.parametrize("chunks", [(90,), (1,) * 90, (7, 40, 3, 40), (33, 57)])
+def test_accumulator_equals_whole_movie_images(movie, chunks):
+    """Any chunking gives the whole-movie numpy projections and the reference correlation."""
+    acc = SummaryAccumulator(movie.shape[1:])
+    start = 0
+    for n in chunks:
+        acc.add(movie[start:start + n])
+        start += n
+    images = acc.images()
+    np.testing.assert_allclose(images["mean"], movie.astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_array_equal(images["max"], movie.max(0))
+    np.testing.assert_allclose(images["std"], movie.astype(np.float64).std(0), rtol=1e-4)
+    np.testing.assert_allclose(images["corr"], reference_local_correlations(movie), atol=2e-5)
+
+
+def test_accumulator_with_nan_borders_matches_nan_aware_numpy(movie):
+    m = nan_bordered(movie)
+    acc = SummaryAccumulator(m.shape[1:])
+    for start in range(0, len(m), 16):
+        acc.add(m[start:start + 16])
+    images = acc.images()
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+        expected = {"mean": np.nanmean(m.astype(np.float64), 0), "max": np.nanmax(m, 0),
+                    "std": np.nanstd(m.astype(np.float64), 0)}
+    for key, value in expected.items():
+        np.testing.assert_allclose(images[key], value, rtol=1e-4, equal_nan=True)
+    # correlation: pixels that lack data in some frame are left out, the rest is exact
+    complete = ~np.isnan(m).any(axis=0)
+    reference = reference_local_correlations(np.where(complete, m, 0.0))
+    inner = np.zeros_like(complete)
+    inner[1:-1, 1:-1] = True
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            inner &= np.roll(complete, (dy, dx), (0, 1))
+    np.testing.assert_allclose(images["corr"][inner], reference[inner], atol=2e-5)
+    assert np.isfinite(images["corr"]).all() and images["corr"][20, 20] == 0.0
+
+
+def test_summary_images_is_projections_and_local_correlations(movie):
+    """The one-pass function equals the separate ones (which the accessors and CNMF-E use)."""
+    images = summary_images(movie, chunk_size=17)
+    for key, value in projections(movie, chunk_size=5).items():
+        np.testing.assert_allclose(images[key], value, rtol=1e-5)
+    np.testing.assert_allclose(images["corr"], local_correlations(movie, chunk_size=29),
+                               atol=1e-6)
+    assert set(summary_images(movie, correlation=False)) == {"mean", "max", "std"}

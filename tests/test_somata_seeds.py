@@ -71,14 +71,15 @@ def test_somata_seeds_reuse_the_parents_mean_image(tmp_path, monkeypatch):
     write_manifest(parent, {"success": True, "outputs": {
         "mcorr-output-path": "mcorr.npy", "mean-projection-path": "mean_projection.npy"}})
     seen = []
-    real = images.projections
-    monkeypatch.setattr(images, "projections", lambda movie, *a, **k: seen.append(
-        movie.shape) or real(movie, *a, **k))
+    for name in ("projections", "summary_images"):  # every pass that makes a mean image
+        real = getattr(images, name)
+        monkeypatch.setattr(images, name, lambda movie, *a, _real=real, **k: seen.append(
+            movie.shape) or _real(movie, *a, **k))
     params = {**SEEDED, "scatter_patches": False, "refit": False}
     manifest = run_item(tmp_path / "item", uuid="x", algo="cnmf", params=params,
                         input_movie="unused", parent_dir=parent, progress=False)
     assert manifest["success"], manifest["traceback"]
-    assert len(seen) == 1  # the cnmf step's summary images only, not the seeds
+    assert len(seen) == 1  # the images the parent lacks (max, std, corr), not the seeds
     seeds = np.load(tmp_path / "item" / manifest["outputs"]["seed-masks-path"])
     assert seeds.shape[:2] == (48, 48) and seeds.shape[2] >= 3
 

@@ -70,3 +70,31 @@ def test_simulate_1p_background_dominates(tmp_path):
     import tifffile
 
     assert tifffile.imread(path).shape == (100, 64, 64)
+
+
+def test_simulate_dim_2p_photon_counts_and_exact_shifts():
+    from scipy import ndimage
+
+    from mesmerize_helpers.synthetic import simulate_dim_2p
+
+    sim = simulate_dim_2p(n_frames=120, shape=(64, 80), seed=3)
+    assert sim.movie.shape == (120, 64, 80) and sim.movie.dtype == np.float32
+    assert sim.shifts.shape == (120, 2) and np.abs(sim.shifts).max() <= 5
+    whole = np.all(sim.shifts == np.round(sim.shifts), axis=1)
+    assert 0.3 < whole.mean() < 0.7  # about half the frames move by whole pixels
+    # a few photons per pixel: neuropil 2-10 under a vignette, neurons up to 30-60
+    assert 3 < np.median(sim.movie) < 9
+    assert 25 < np.percentile(sim.movie, 99.99) < 90
+    assert sim.calcium.shape == (sim.n_neurons, 120) and sim.footprints.shape[1:] == (64, 80)
+    # the scene moves exactly by the shifts: without noise, frame b is frame a moved by
+    # shifts[b] - shifts[a] (the vignette does not move; divide it out)
+    bright = simulate_dim_2p(n_frames=120, shape=(64, 80), seed=3, photons=1e6,
+                             read_noise=0.0, dff=0.0)
+    light = bright.background["light"]
+    a, b = 0, 1 + int(np.argmax(np.abs(bright.shifts[1:] - bright.shifts[0]).sum(axis=1)))
+    moved = ndimage.shift(bright.movie[a] / light, bright.shifts[b] - bright.shifts[a], order=3)
+    inner = (slice(12, -12), slice(12, -12))
+    target = bright.movie[b] / light
+    assert np.abs(moved - target)[inner].max() < 0.02 * target[inner].mean()
+    np.testing.assert_array_equal(sim.shifts, simulate_dim_2p(n_frames=120, shape=(64, 80),
+                                                             seed=3).shifts)

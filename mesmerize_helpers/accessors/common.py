@@ -29,9 +29,9 @@ from ..errors import (
     ReadOnlyBatchError,
     WrongAlgorithmExtensionError,
 )
-from ..io.movies import read_input_movie
+from ..io.movies import open_movie, read_input_movie
 from ..legacy import checked_legacy_outputs, is_legacy, read_pickle_batch, writable_batch
-from ..manifest import MANIFEST, read_manifest
+from ..manifest import MANIFEST, read_manifest, update_manifest
 from ..param_types import decode_types, encode_types
 from ..status import check_current
 from .editing import save_frame, split_updates
@@ -527,12 +527,37 @@ class CaimanSeriesExtensions:
         """
         if filtered is None:
             filtered = self._series["algo"] == "cnmfe"
-        key = "corr-pnr-img-path" if filtered else "corr-img-path"
-        return np.load(output_file(self._series, key))
+        if filtered:
+            return np.load(self._pnr_images()["corr-pnr-img-path"])
+        return np.load(output_file(self._series, "corr-img-path"))
 
     def get_pnr_image(self) -> np.ndarray:
-        """The peak-to-noise ratio image of the gSig-filtered movie, (y, x)."""
-        return np.load(output_file(self._series, "pnr-image-path"))
+        """The peak-to-noise ratio image of the gSig-filtered movie, (y, x).
+
+        cnmfe items make it when they run; for other items it is computed on the first
+        request (from the registered movie of an mcorr item, the input movie of a cnmf item,
+        filtered at the item's ``gSig``, else ``gSig_filt``, else 3 px), saved in the item's
+        folder and recorded in its manifest, then read from there.
+        """
+        return np.load(self._pnr_images()["pnr-image-path"])
+
+    def _pnr_images(self) -> dict[str, Path]:
+        """Paths of the item's PNR image and filtered correlation image, made if missing."""
+        from ..outputs import describe, pnr_gsig, pnr_images
+
+        manifest, folder = checked_manifest(self._series)
+        outputs = manifest["outputs"]
+        keys = ("pnr-image-path", "corr-pnr-img-path")
+        if not all(k in outputs for k in keys) and not is_legacy(batch_path_of(self._series)):
+            if self._series["algo"] == "mcorr":
+                movie = open_movie(folder / outputs["mcorr-output-path"])
+            else:
+                movie = self.get_input_movie()
+            made = pnr_images(movie, folder, pnr_gsig(manifest["params"]["main"]), progress=False)
+            files = {k: {"path": made[k], **describe(folder / made[k])} for k in keys}
+            outputs = update_manifest(folder, {"outputs": made, "files": files})["outputs"]
+        return {k: output_file(self._series, k) for k in keys} if is_legacy(
+            batch_path_of(self._series)) else {k: (folder / outputs[k]).resolve() for k in keys}
 
     def get_projection(self, proj_type: str) -> np.ndarray:
         """``"mean"``, ``"max"`` or ``"std"`` projection of the movie, (y, x)."""

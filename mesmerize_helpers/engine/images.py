@@ -4,6 +4,9 @@ Every function reads ``movie[a:b]`` chunk by chunk (any (frames, y, x) array-lik
 memmap, lazy reader), so memory does not grow with the number of frames, and gives the same
 result (up to float rounding) as the computation on the whole movie at once:
 
+- :class:`SummaryAccumulator`: fed chunk by chunk (by motion correction, while each
+  registered chunk is in memory), it makes the images below in that one pass;
+  :func:`summary_images` runs it over a movie;
 - :func:`projections`: mean, max and standard-deviation images (NaN-aware, like
   mesmerize-core's ``np.nan*`` projections of a registered movie with NaN borders);
 - :func:`local_correlations`: CaImAn's correlation image, the mean Pearson correlation of each
@@ -16,6 +19,7 @@ result (up to float rounding) as the computation on the whole movie at once:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +29,8 @@ import numpy as np
 from .params import as_pair
 
 __all__ = [
+    "SummaryAccumulator",
+    "summary_images",
     "projections",
     "local_correlations",
     "correlation_pnr",
@@ -87,8 +93,173 @@ def _pair_slices(dy: int, dx: int) -> tuple[tuple[slice, slice], tuple[slice, sl
 
 
 # --------------------------------------------------------------------------------------------
-# Projections
+# Projections and local correlations: one accumulator, fed chunk by chunk
 # --------------------------------------------------------------------------------------------
+
+
+class SummaryAccumulator:
+    """Running sums for the mean / max / std projections and the local correlation image.
+
+    Fed with chunks of frames in order (:meth:`add`), e.g. by motion correction while each
+    registered chunk is in memory, it gives the same images as the whole movie would
+    (:meth:`images`), whatever the chunking. Per pixel it keeps the count, sum and sum of
+    squares of its finite values about a reference (the first chunk's mean, which keeps the
+    variance free of cancellation on a large baseline) and its maximum; per neighbour pair
+    the sum of products. Sums are float64; each chunk's products are formed in float32.
+
+    Parameters
+    ----------
+    dims
+        (y, x) frame size.
+    correlation
+        Also accumulate the local correlation image (four products per pixel and frame).
+    eight_neighbours
+        Correlate with the 8 surrounding pixels (as CaImAn) or only the 4 edge neighbours.
+    """
+
+    def __init__(self, dims: tuple[int, int], correlation: bool = True,
+                 eight_neighbours: bool = True) -> None:
+        self.dims = (int(dims[0]), int(dims[1]))
+        self.n_frames = 0
+        self.ref: np.ndarray | None = None
+        self.count = np.zeros(self.dims)
+        self.total = np.zeros(self.dims)
+        self.total_sq = np.zeros(self.dims)
+        self.peak = np.full(self.dims, -np.inf, dtype=np.float32)
+        self.has_nan = np.zeros(self.dims, dtype=bool)
+        self.offsets = (_OFFSETS_8 if eight_neighbours else _OFFSETS_4) if correlation else ()
+        self.cross = [np.zeros(_pair_shape(self.dims, o)) for o in self.offsets]
+
+    def add(self, frames: np.ndarray) -> None:
+        """Accumulate a (n, y, x) chunk (any real dtype; NaN marks missing data)."""
+        frames = np.asarray(frames, dtype=np.float32)
+        if not len(frames):
+            return
+        self._set_reference(frames)
+        x = frames - self.ref
+        chunk_sum = x.sum(axis=0, dtype=np.float64)
+        chunk_sq = np.einsum("tyx,tyx->yx", x, x).astype(np.float64)
+        chunk_max = frames.max(axis=0)
+        chunk_count: Any = len(x)
+        holes = np.isnan(chunk_sum)
+        if holes.any():  # missing data (registration borders): redo just those pixels
+            self.has_nan |= holes
+            sub = x[:, holes]
+            finite = np.isfinite(sub)
+            zeroed = np.where(finite, sub, 0.0)
+            chunk_sum[holes] = zeroed.sum(axis=0)
+            chunk_sq[holes] = (zeroed * zeroed).sum(axis=0)
+            chunk_max[holes] = np.max(np.where(finite, frames[:, holes], -np.inf), axis=0)
+            chunk_count = np.full(self.dims, len(x))
+            chunk_count[holes] = finite.sum(axis=0)
+        self.n_frames += len(x)
+        self.count += chunk_count
+        self.total += chunk_sum
+        self.total_sq += chunk_sq
+        np.maximum(self.peak, chunk_max, out=self.peak)
+        for k, offset in enumerate(self.offsets):
+            a, b = _pair_slices(*offset)
+            self.cross[k] += np.einsum("tyx,tyx->yx", x[(slice(None), *a)], x[(slice(None), *b)])
+
+    def _set_reference(self, frames: np.ndarray) -> None:
+        """Reference of each pixel: its mean over the first chunk where it has data (the
+        sums are centred on it; a pixel's sums are all zero until then)."""
+        if self.ref is None:
+            self.ref = np.zeros(self.dims, np.float32)
+            fresh: Any = slice(None)
+        else:
+            fresh = self.count == 0
+            if not fresh.any():
+                return
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.ref[fresh] = np.nan_to_num(np.nanmean(frames[:, fresh], axis=0))
+
+    def projections(self) -> dict[str, np.ndarray]:
+        """``"mean"``, ``"max"``, ``"std"``: (y, x) float32, NaN-aware (ddof 0); a pixel
+        without any finite value is NaN."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_c = self.total / self.count
+            var = np.maximum(self.total_sq / self.count - mean_c**2, 0.0)
+        ref = np.zeros(self.dims, np.float32) if self.ref is None else self.ref
+        peak = np.where(np.isinf(self.peak), np.nan, self.peak)
+        return {"mean": (mean_c + ref).astype(np.float32), "max": peak.astype(np.float32),
+                "std": np.sqrt(var).astype(np.float32)}
+
+    def correlation_image(self) -> np.ndarray:
+        """(y, x) float32 mean correlation of each pixel with its neighbours.
+
+        A pair involving a constant pixel has correlation 0 (CaImAn divides by an infinite
+        std); pixels missing data (NaN) in any frame are left out of their neighbours' means;
+        pixels with no finite pair get 0 (as mesmerize-core does with NaN correlation values).
+        """
+        if not self.offsets:
+            raise ValueError("This accumulator was made with correlation=False.")
+        n = max(self.n_frames, 1)
+        mean = np.where(self.has_nan, np.nan, self.total / n)
+        var = np.maximum(self.total_sq / n - mean**2, 0.0)
+        std = np.sqrt(var)
+        total = np.zeros(self.dims)
+        count = np.zeros(self.dims)
+        for offset, cross in zip(self.offsets, self.cross):
+            a, b = _pair_slices(*offset)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                cov = cross / n - mean[a] * mean[b]
+                denom = std[a] * std[b]
+                rho = np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), 0.0)
+            rho = np.where(np.isnan(cov) | np.isnan(denom), np.nan, rho)
+            valid = np.isfinite(rho)
+            rho = np.where(valid, rho, 0.0)
+            for side in (a, b):  # the pair counts for both of its pixels
+                total[side] += rho
+                count[side] += valid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            image = np.where(count > 0, total / np.maximum(count, 1), 0.0)
+        return image.astype(np.float32)
+
+    def images(self) -> dict[str, np.ndarray]:
+        """The projections, plus ``"corr"`` when correlations are accumulated."""
+        out = self.projections()
+        if self.offsets:
+            out["corr"] = self.correlation_image()
+        return out
+
+
+def _fill(acc: SummaryAccumulator, movie: Any, chunk_size: int | None, progress: bool,
+          desc: str) -> SummaryAccumulator:
+    """Feed ``acc`` every frame of ``movie``, a chunk at a time."""
+    for frames in _chunks(movie, chunk_size or _default_chunk(movie.shape), progress, desc):
+        acc.add(frames)
+    return acc
+
+
+def _pair_shape(dims: tuple[int, int], offset: tuple[int, int]) -> tuple[int, int]:
+    return dims[0] - abs(offset[0]), dims[1] - abs(offset[1])
+
+
+def summary_images(movie: Any, chunk_size: int | None = None, *, correlation: bool = True,
+                   progress: bool = False) -> dict[str, np.ndarray]:
+    """Mean, max, std projections and (``correlation``) the local correlation image of a
+    movie, in one streaming pass (see :class:`SummaryAccumulator`).
+
+    Parameters
+    ----------
+    movie
+        (frames, y, x) array-like supporting ``movie[a:b]``.
+    chunk_size
+        Frames per chunk; about 4 Mpixel by default.
+    correlation
+        Include ``"corr"``, the 8-neighbour correlation image.
+    progress
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    dict
+        ``"mean"``, ``"max"``, ``"std"`` (and ``"corr"``): (y, x) float32 images.
+    """
+    acc = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]), correlation=correlation)
+    return _fill(acc, movie, chunk_size, progress, "summary images").images()
 
 
 def projections(movie: Any, chunk_size: int | None = None, *,
@@ -111,102 +282,7 @@ def projections(movie: Any, chunk_size: int | None = None, *,
         a pixel are skipped (``np.nanmean``/``np.nanmax``/``np.nanstd``, ddof 0); a pixel that
         is NaN in every frame is NaN.
     """
-    chunk = chunk_size or _default_chunk(movie.shape)
-    dims = tuple(int(v) for v in movie.shape[1:])
-    count = np.zeros(dims)
-    total = np.zeros(dims)
-    total_sq = np.zeros(dims)
-    peak = np.full(dims, np.nan)
-    ref = None
-    for frames in _chunks(movie, chunk, progress, "projections"):
-        finite = np.isfinite(frames)
-        if ref is None:
-            # Sums of squares about a per-pixel reference (the first chunk's mean) keep the
-            # variance free of cancellation when the baseline is large.
-            with np.errstate(invalid="ignore", divide="ignore"):
-                ref = np.nan_to_num(np.nansum(frames, axis=0, dtype=np.float64)
-                                    / finite.sum(axis=0))
-        centred = np.where(finite, frames - ref, 0.0)
-        count += finite.sum(axis=0)
-        total += centred.sum(axis=0)
-        total_sq += np.einsum("tyx,tyx->yx", centred, centred)
-        peak = np.fmax(peak, np.nanmax(np.where(finite, frames, -np.inf), axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_c = total / count
-        var = np.maximum(total_sq / count - mean_c**2, 0.0)
-    peak[np.isinf(peak)] = np.nan
-    return {
-        "mean": (mean_c + ref).astype(np.float32),
-        "max": peak.astype(np.float32),
-        "std": np.sqrt(var).astype(np.float32),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Local correlations
-# --------------------------------------------------------------------------------------------
-
-
-class _NeighbourCorrelation:
-    """Running sums for the correlation of each pixel with its neighbours.
-
-    Keeps, per pixel, the sum and sum of squares of its trace (about a per-pixel reference
-    value, to avoid cancellation), and per neighbour pair the sum of products: enough to give
-    every neighbour Pearson correlation at the end, whatever the chunking.
-    """
-
-    def __init__(self, dims: tuple[int, int], eight_neighbours: bool) -> None:
-        self.dims = dims
-        self.offsets = _OFFSETS_8 if eight_neighbours else _OFFSETS_4
-        self.n = 0
-        self.ref: np.ndarray | None = None
-        self.s = np.zeros(dims)
-        self.ss = np.zeros(dims)
-        self.cross = [np.zeros(self._pair_shape(o)) for o in self.offsets]
-
-    def _pair_shape(self, offset: tuple[int, int]) -> tuple[int, int]:
-        return self.dims[0] - abs(offset[0]), self.dims[1] - abs(offset[1])
-
-    def add(self, frames: np.ndarray) -> None:
-        """Accumulate a (n, y, x) chunk."""
-        if self.ref is None:
-            self.ref = frames.mean(axis=0, dtype=np.float64)
-        x = frames - self.ref
-        self.n += len(x)
-        self.s += x.sum(axis=0)
-        self.ss += np.einsum("tyx,tyx->yx", x, x)
-        for k, offset in enumerate(self.offsets):
-            a, b = _pair_slices(*offset)
-            self.cross[k] += np.einsum("tyx,tyx->yx", x[(slice(None), *a)], x[(slice(None), *b)])
-
-    def image(self) -> np.ndarray:
-        """(y, x) float32 mean correlation of each pixel with its neighbours.
-
-        A pair involving a constant pixel has correlation 0 (CaImAn divides by an infinite
-        std); pairs with NaN statistics are left out of a pixel's mean; pixels with no finite
-        pair get 0 (as mesmerize-core does with NaN correlation values).
-        """
-        n = max(self.n, 1)
-        mean = self.s / n
-        var = np.maximum(self.ss / n - mean**2, 0.0)
-        std = np.sqrt(var)
-        total = np.zeros(self.dims)
-        count = np.zeros(self.dims)
-        for offset, cross in zip(self.offsets, self.cross):
-            a, b = _pair_slices(*offset)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                cov = cross / n - mean[a] * mean[b]
-                denom = std[a] * std[b]
-                rho = np.where(denom > 0, cov / np.where(denom > 0, denom, 1.0), 0.0)
-            rho = np.where(np.isnan(cov) | np.isnan(denom), np.nan, rho)
-            valid = np.isfinite(rho)
-            rho = np.where(valid, rho, 0.0)
-            for side in (a, b):  # the pair counts for both of its pixels
-                total[side] += rho
-                count[side] += valid
-        with np.errstate(invalid="ignore", divide="ignore"):
-            image = np.where(count > 0, total / np.maximum(count, 1), 0.0)
-        return image.astype(np.float32)
+    return summary_images(movie, chunk_size, correlation=False, progress=progress)
 
 
 def local_correlations(movie: Any, chunk_size: int | None = None, *,
@@ -233,11 +309,9 @@ def local_correlations(movie: Any, chunk_size: int | None = None, *,
     np.ndarray
         (y, x) float32 image in [-1, 1]. Border pixels average over their fewer neighbours.
     """
-    chunk = chunk_size or _default_chunk(movie.shape)
-    acc = _NeighbourCorrelation(tuple(int(v) for v in movie.shape[1:]), eight_neighbours)
-    for frames in _chunks(movie, chunk, progress, "correlation image"):
-        acc.add(frames)
-    return acc.image()
+    acc = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]),
+                             eight_neighbours=eight_neighbours)
+    return _fill(acc, movie, chunk_size, progress, "correlation image").correlation_image()
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,12 +499,12 @@ def correlation_pnr(movie: Any, gSig: float | tuple[float, float] | None, *,
     mean, peak, noise = _filtered_stats(movie, kernel, segment, chunk, progress)
     safe_noise = np.where(noise > 0, noise, np.inf)
     dims = tuple(int(v) for v in movie.shape[1:])
-    corr = _NeighbourCorrelation(dims, eight_neighbours=True)
+    corr = SummaryAccumulator(dims)
     for frames in _chunks(movie, chunk, progress, "correlation image (filtered)"):
         z = (_filter_frames(frames, kernel) - mean) / safe_noise
         z[z < _CORR_THRESHOLD] = 0.0
         corr.add(z.astype(np.float32))
-    return corr.image(), _pnr(mean, peak, noise).astype(np.float32)
+    return corr.correlation_image(), _pnr(mean, peak, noise).astype(np.float32)
 
 
 def pnr_image(movie: Any, gSig: float | tuple[float, float] | None, *,

@@ -1,0 +1,190 @@
+"""Templates: the first one from frames sampled over the movie, and the final one from
+the registered movie split in parts."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from .config import MotionConfig
+from .registration import Registrar
+from .weighting import ShiftWeights, estimate_weights, highpass_filter, patch_shrinkage
+
+# Template estimation: the first template is the median over bins of this many sampled
+# frames of their means.
+_TEMPLATE_BLOCK = 10
+# Frames sampled: a tenth of the movie, at least 150 and at most 200 (and about 64 Mpixel).
+_TEMPLATE_FRACTION = 10
+_TEMPLATE_MIN_FRAMES = 150
+_TEMPLATE_MAX_FRAMES = 200
+_TEMPLATE_PIXELS = 2**26
+# Frames (of the sample) registered in the first, rough round.
+_FIRST_ROUND_FRAMES = 50
+# Fewest sampled frames for estimating how much patch shifts deviate beyond their noise.
+_SHRINK_MIN_FRAMES = 20
+# Frames (of the sample) whose patches are matched on two half-masks to measure that noise.
+_SHRINK_FRAMES = 50
+
+
+def read_frames(movie: Any, start: int, stop: int) -> np.ndarray:
+    """Frames [start, stop) as float32 (a view when already float32: it is never written)."""
+    return np.asarray(movie[start:stop], dtype=np.float32)
+
+
+def frame_chunks(n_frames: int, chunk: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n_frames, chunk):
+        yield start, min(n_frames, start + chunk)
+
+
+def _nanmedian0(stack: np.ndarray) -> np.ndarray:
+    """NaN-aware median over axis 0 of a (k, y, x) stack, k small (NaN if all NaN).
+
+    ``np.nanmedian`` goes through masked arrays for a short axis, ~10x slower than sorting.
+    """
+    k = len(stack)
+    flat = np.sort(stack.reshape(k, -1).T, axis=1)  # NaNs sort last
+    n_finite = np.isfinite(flat).sum(axis=1)
+    lo = np.clip((n_finite - 1) // 2, 0, k - 1)
+    hi = np.clip(n_finite // 2, 0, k - 1)
+    rows = np.arange(len(flat))
+    med = 0.5 * (flat[rows, lo] + flat[rows, hi])
+    med[n_finite == 0] = np.nan
+    return med.reshape(stack.shape[1:])
+
+
+def _bin_median(frames: np.ndarray, window: int = _TEMPLATE_BLOCK) -> np.ndarray:
+    """Median over consecutive blocks of ``window`` frames of the block means (NaN-aware)."""
+    n = len(frames)
+    n_bins = max(1, n // window)
+    blocks = np.array_split(frames, n_bins)
+    means = np.stack([b.mean(axis=0) for b in blocks])
+    if np.isnan(means).any():  # only then the slower NaN-aware mean
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+            means = np.stack([np.nanmean(b, axis=0) for b in blocks])
+    return _nanmedian0(means).astype(np.float32)
+
+
+def _fill_nan(image: np.ndarray) -> np.ndarray:
+    """Replace NaN pixels of a template with its minimum (pixels that never held data)."""
+    nan = np.isnan(image)
+    if nan.all():
+        return np.zeros_like(image)
+    if nan.any():
+        image = image.copy()
+        image[nan] = np.nanmin(image)
+    return image
+
+
+def read_sample(movie: Any, n_frames: int, dims: tuple[int, int], chunk: int) -> np.ndarray:
+    """Single frames spread evenly over the movie, for the first template (a short movie is
+    read whole, ``chunk`` frames at a time).
+
+    Single frames rather than blocks of consecutive ones: neighbouring frames share their
+    position and their cells' activity, so they add little to the template but noise, and
+    on noise-limited movies the template's noise sets the shifts' accuracy (see
+    ``benchmarks/README.md``).
+    """
+    budget = max(2 * _TEMPLATE_BLOCK, _TEMPLATE_PIXELS // (dims[0] * dims[1]))
+    wanted = max(_TEMPLATE_MIN_FRAMES, n_frames // _TEMPLATE_FRACTION)
+    n_sample = min(n_frames, _TEMPLATE_MAX_FRAMES, budget, wanted)
+    if n_sample >= n_frames:
+        spans = list(frame_chunks(n_frames, chunk))
+    else:
+        picks = np.unique(np.round(np.linspace(0, n_frames - 1, n_sample)).astype(int))
+        spans = [(i, i + 1) for i in picks]
+    sample = np.empty((sum(b - a for a, b in spans), *dims), np.float32)
+    position = 0
+    for a, b in spans:  # into one array: no list of pieces plus their concatenation
+        sample[position:position + b - a] = read_frames(movie, a, b)
+        position += b - a
+    return sample
+
+
+def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray | None,
+                     workers: int, chunk: int) -> tuple[np.ndarray, ShiftWeights]:
+    """Template from the sampled frames: register them to their own bin median, iterate;
+    and the shift weighting, from how the registered sample differs from its template.
+
+    A rough first round on a subset of the sample, a second on all of it, then (piecewise
+    mode) one piecewise-rigid round so that the template is sharp where the deformation
+    varies over time. The pixel weighting (:func:`.weighting.estimate_weights`) is measured
+    after the second round and used from then on; the patch shrinkage
+    (:func:`.weighting.patch_shrinkage`) in the piecewise round. Frames are registered
+    ``chunk`` at a time. Border pixels replicate the edge rather than becoming NaN, so that
+    the template has no holes.
+    """
+    template = _bin_median(sample)
+    weights = ShiftWeights()
+    rounds = [False] * 2 + ([True] if cfg.pw_rigid else [])
+    # the first round only needs a rough template: a subset of the sample is enough
+    first = sample[::max(1, len(sample) // _FIRST_ROUND_FRAMES)]
+    for i, piecewise in enumerate(rounds):
+        reg = Registrar(template, cfg, kernel, piecewise, "copy", workers, weights)
+        frames = first if i == 0 else sample
+        shifts_rig, shifts_pw, registered = _register(reg, frames, chunk)
+        template = _fill_nan(_bin_median(registered))
+        if i == 1:
+            prefilter = None if kernel is None else partial(highpass_filter, kernel=kernel)
+            weights = estimate_weights(registered, template, max(cfg.max_shifts) + 2,
+                                       prefilter, chunk)
+        if piecewise and len(sample) >= _SHRINK_MIN_FRAMES:
+            some = slice(None, None, max(1, len(sample) // _SHRINK_FRAMES))
+            noise = reg.patch_noise(sample[some], shifts_rig[some], chunk)
+            shrink = patch_shrinkage(shifts_pw - shifts_rig[:, None, None, :], noise)
+            weights = replace(weights, patch_shrink=shrink)
+    return template, weights
+
+
+def _register(reg: Registrar, frames: np.ndarray, chunk: int
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """:meth:`Registrar.register` of ``frames`` in chunks (bounded working memory)."""
+    registered = np.empty_like(frames, dtype=np.float32)
+    shifts_rig, shifts_pw = [], []
+    for a, b in frame_chunks(len(frames), chunk):
+        rig, pw, registered[a:b] = reg.register(frames[a:b])
+        shifts_rig.append(rig)
+        shifts_pw.append(pw)
+    pw = None if shifts_pw[0] is None else np.concatenate(shifts_pw)
+    return np.concatenate(shifts_rig), pw, registered
+
+
+class SplitTemplate:
+    """Accumulates registered frames per part of the movie; the template is the median of the
+    parts' NaN-aware mean frames (CaImAn's ``total_template``)."""
+
+    def __init__(self, n_frames: int, dims: tuple[int, int], splits: int) -> None:
+        splits = max(1, min(splits, n_frames))
+        self.edges = np.linspace(0, n_frames, splits + 1).astype(int)
+        self.sums = np.zeros((splits, *dims))
+        self.counts = np.zeros((splits, *dims), dtype=np.int32)
+
+    def add(self, frames: np.ndarray, start: int) -> None:
+        stop = start + len(frames)
+        for k in range(len(self.sums)):
+            a, b = max(start, self.edges[k]), min(stop, self.edges[k + 1])
+            if a < b:
+                part = frames[a - start:b - start]
+                total = part.sum(axis=0, dtype=np.float64)
+                count = np.full(total.shape, len(part), dtype=np.int32)
+                # NaN (no data) only occurs near the borders: redo just those pixels.
+                holes = np.isnan(total)
+                if holes.any():
+                    sub = part[:, holes]
+                    finite = np.isfinite(sub)
+                    total[holes] = np.where(finite, sub, 0).sum(axis=0)
+                    count[holes] = finite.sum(axis=0)
+                self.sums[k] += total
+                self.counts[k] += count
+
+    def template(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(self.counts > 0, self.sums / self.counts, np.nan)
+        return _fill_nan(_nanmedian0(means).astype(np.float32))
+
+

@@ -1,0 +1,190 @@
+"""How the shift estimate weighs pixels and spatial frequencies.
+
+- :func:`highpass_kernel`, :func:`highpass_filter`: CaImAn's ``gSig_filt`` high-pass, applied
+  to frames and template for the shift estimate only.
+- :func:`estimate_weights`: pixel weights measured on the registered template sample.
+  Where cells fire, a frame differs from the template by far more than its noise, and an
+  unweighted correlation is pulled by those transients (0.1-0.2 px on dim two-photon
+  movies). Pixels are weighted by how much activity their residuals (frame minus template,
+  smoothed to cell size) show beyond the typical residual variance; the weights are used
+  only when they are predicted to reduce the variance of the shifts by a useful factor (on
+  bright movies without such transients they are not, and registration is unchanged).
+- :func:`patch_shrinkage`: how far piecewise-rigid patch shifts may deviate from the rigid
+  one, from the noise of patch estimates measured on the template sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..params import as_pair
+
+# Width (px) of the Gaussian that smooths residuals (activity is cell-sized, noise is not)
+# and then the weights (the Taylor expansion of the weights needs them smooth).
+_RESIDUAL_SMOOTHING = 2.0
+_WEIGHT_SMOOTHING = 2.0
+# Use pixel weights when the predicted variance gain mean(w) * mean(1/w) exceeds this (below
+# about 1.5 they did not help on any test movie, and hurt a little on simulate_2p); the
+# weighted fine stage costs about 15 % more per frame.
+_PIXEL_GAIN = 1.6
+
+
+def highpass_kernel(gSig: tuple[float, float] | float) -> np.ndarray:
+    """Zero-sum "centred Gaussian" kernel used to high-pass frames (CaImAn's ``gSig_filt``).
+
+    A Gaussian of width ``gSig`` is kept on the disk where it exceeds its largest value on the
+    kernel's edge, and its mean over that disk is subtracted, so that the kernel sums to zero:
+    it removes smooth background and keeps structures of about the size of a cell.
+
+    Parameters
+    ----------
+    gSig
+        Gaussian standard deviation (y, x) in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        (ky, kx) float32 kernel, odd sizes ``(3 * gSig) // 2 * 2 + 1``.
+    """
+    gy, gx = as_pair(gSig, "gSig_filt")
+    sizes = [int(3 * g) // 2 * 2 + 1 for g in (gy, gx)]
+    axes = [np.arange(n) - (n - 1) / 2 for n in sizes]
+    ker = np.outer(np.exp(-axes[0] ** 2 / (2 * gy**2)), np.exp(-axes[1] ** 2 / (2 * gx**2)))
+    ker /= ker.sum()
+    edge = max(ker[0].max(), ker[:, 0].max())
+    support = ker >= edge
+    ker[support] -= ker[support].mean()
+    ker[~support] = 0.0
+    return ker.astype(np.float32)
+
+
+def highpass_filter(frames: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Filter each frame of a (frames, y, x) float32 stack with ``kernel`` (reflected borders)."""
+    out = np.empty_like(frames, dtype=np.float32)
+    for i, frame in enumerate(frames):
+        cv2.filter2D(frame, cv2.CV_32F, kernel, dst=out[i], borderType=cv2.BORDER_REFLECT)
+    return out
+
+
+@dataclass(frozen=True)
+class PatchShrinkage:
+    """Piecewise-rigid patch shifts as ``rigid + mean + factor * (patch - rigid - mean)``.
+
+    A patch's deviation from the rigid shift is the true deformation plus the error of a
+    patch-sized estimate (several times the rigid one's). With ``v`` the variance of the
+    deviations over the template sample and ``s2`` that of the estimation error, the
+    posterior-mean (Wiener) factor is ``max(0, 1 - s2 / v)``: 1 where the tissue really
+    deforms, 0 where the deviations are noise. ``mean`` (ny, nx, 2) is the sample's mean
+    deviation, ``factor`` (ny, nx).
+    """
+
+    mean: np.ndarray
+    factor: np.ndarray
+
+
+def patch_shrinkage(deviations: np.ndarray, noise: np.ndarray) -> PatchShrinkage:
+    """The :class:`PatchShrinkage` from (n, ny, nx, 2) deviations of patch shifts from the
+    rigid ones over a sample, and the (ny, nx, 2) variance of their estimation error."""
+    mean = deviations.mean(axis=0)
+    spread = ((deviations - mean) ** 2).mean(axis=0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.clip(1.0 - noise.sum(axis=-1) / spread, 0.0, 1.0)
+    return PatchShrinkage(mean.astype(np.float32), np.nan_to_num(factor).astype(np.float32))
+
+
+@dataclass(frozen=True)
+class ShiftWeights:
+    """What the shift estimate weighs: pixel weights (y, x) in template coordinates (None:
+    unweighted), with ``pixel_gain`` the predicted reduction of the shift variance that
+    decided them; ``patch_shrink``: how piecewise-rigid patch shifts are pulled towards the
+    rigid one, or None."""
+
+    pixels: np.ndarray | None = None
+    pixel_gain: float = 1.0
+    patch_shrink: PatchShrinkage | None = None
+
+
+def _smooth(frames: np.ndarray, sigma: float) -> np.ndarray:
+    out = np.empty_like(frames, dtype=np.float32)
+    for i, frame in enumerate(frames):
+        cv2.GaussianBlur(frame, (0, 0), sigma, dst=out[i], borderType=cv2.BORDER_REFLECT)
+    return out
+
+
+def _pixel_weights(residual_chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, float]:
+    """Weights (inner area) from the transients in the smoothed residuals, and their gain.
+
+    Activity adds positive transients to a pixel's residuals; misregistration (e.g. a
+    deformation the rigid template does not follow) adds residuals of either sign. The
+    activity power is the excess of the positive over the negative tail,
+    ``A = E[max(r, 0)^2] - E[max(-r, 0)^2] = E[r |r|]``, and a pixel's weight is
+    ``s2 / (s2 + A)`` with ``s2`` the typical (median) residual variance.
+    """
+    n, signed, total, squares = 0, 0.0, 0.0, 0.0
+    for residuals in residual_chunks:
+        smoothed = _smooth(residuals, _RESIDUAL_SMOOTHING)
+        n += len(smoothed)
+        signed = signed + np.einsum("tyx,tyx->yx", smoothed, np.abs(smoothed), dtype=np.float64)
+        total = total + smoothed.sum(axis=0, dtype=np.float64)
+        squares = squares + np.einsum("tyx,tyx->yx", smoothed, smoothed, dtype=np.float64)
+    excess = signed / n
+    variance = squares / n - (total / n) ** 2
+    typical = float(np.median(variance))
+    if not typical > 0:
+        return np.ones(excess.shape, np.float32), 1.0
+    weights = typical / (typical + np.maximum(excess, 0.0))
+    gain = float(weights.mean() * (1.0 / weights).mean())
+    return weights.astype(np.float32), gain
+
+
+def estimate_weights(registered: np.ndarray, template: np.ndarray, border: int,
+                     prefilter: Callable[[np.ndarray], np.ndarray] | None = None,
+                     chunk: int = 16) -> ShiftWeights:
+    """Decide the pixel weighting from frames registered to ``template``.
+
+    Parameters
+    ----------
+    registered
+        (n, y, x) float32 frames registered to ``template``, no NaN.
+    template
+        (y, x) template they were registered to.
+    border
+        Width (px) of the frame border left out (the correlation's mask border).
+    prefilter
+        What the correlation applies to frames and template (the ``gSig_filt`` high-pass),
+        or None.
+    chunk
+        Frames processed at once.
+
+    Returns
+    -------
+    ShiftWeights
+        Smooth pixel weights (full frame, the border replicating the inner edge) if they are
+        predicted to reduce the variance of the shifts by more than a factor 1.6, else none.
+    """
+    h, w = template.shape
+    b = int(min(border, h // 3, w // 3))
+    if len(registered) < 4:
+        return ShiftWeights()
+    inner = (slice(None), slice(b, h - b), slice(b, w - b))
+    if prefilter is not None:
+        template = prefilter(template[None].astype(np.float32))[0]
+    reference = template[inner[1:]].astype(np.float32)
+
+    def residuals() -> Iterator[np.ndarray]:
+        for start in range(0, len(registered), chunk):
+            frames = np.asarray(registered[start:start + chunk], np.float32)
+            if prefilter is not None:
+                frames = prefilter(frames)
+            yield frames[inner] - reference
+
+    weights, gain = _pixel_weights(residuals())
+    if gain <= _PIXEL_GAIN:
+        return ShiftWeights(pixel_gain=gain)
+    full = cv2.copyMakeBorder(weights, b, b, b, b, cv2.BORDER_REPLICATE)
+    pixels = cv2.GaussianBlur(full, (0, 0), _WEIGHT_SMOOTHING, borderType=cv2.BORDER_REFLECT)
+    return ShiftWeights(pixels=pixels, pixel_gain=gain)
