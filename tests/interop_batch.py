@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from viewer_batch import run_in_process
 
 import mesmerize_helpers as mh
@@ -41,3 +42,9 @@ def make_batch(folder: Path) -> pd.DataFrame:
     df = df.caiman.reload_from_disk()
     df.iloc[1].cnmf.run_detrend_dfof()
     return df.caiman.reload_from_disk()
+
+
+@pytest.fixture(scope="session")
+def interop_batch(tmp_path_factory) -> pd.DataFrame:
+    """The batch of :func:`make_batch`, made once for every test module that imports this."""
+    return make_batch(tmp_path_factory.mktemp("interop"))

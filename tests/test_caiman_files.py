@@ -13,19 +13,14 @@ import warnings
 import h5py
 import numpy as np
 import pytest
-from interop_batch import make_batch
+from interop_batch import interop_batch  # noqa: F401 (a fixture)
 
 roiextractors = pytest.importorskip("roiextractors")
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    return make_batch(tmp_path_factory.mktemp("caiman_files"))
-
-
 @pytest.fixture(params=[1, 2], ids=["cnmf", "cnmfe"])
-def row(request, batch):
-    return batch.iloc[request.param]
+def row(request, interop_batch):  # noqa: F811
+    return interop_batch.iloc[request.param]
 
 
 #: (path, dtype) of what CaImAn 1.12's CNMF.save writes and its readers use.

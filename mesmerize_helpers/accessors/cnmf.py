@@ -316,6 +316,17 @@ class CNMFExtensions:
                                        ".cnmf.run_detrend_dfof() first.")
         return np.asarray(F_dff)[component_indices]
 
+    # --- sharing -------------------------------------------------------------------------
+
+    def export_nwb(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write this item as an NWB file: footprints, traces (raw, denoised, deconvolved,
+        dF/F), summary images, the parent's motion-correction shifts; keyword arguments
+        (``session_description``, ``subject``, ``imaging_plane``, ``masks``, ``movie``, ...)
+        as :func:`mesmerize_helpers.nwb.export_nwb`. Needs the ``nwb`` extra (pynwb)."""
+        from ..nwb import export_nwb
+
+        return export_nwb(self._series, path, **kwargs)
+
 
 #: The name mesmerize-core 0.4 and earlier used (and this package until now).
 CNMFExtension = CNMFExtensions
