@@ -243,6 +243,20 @@ def _dims(fh: h5py.File) -> tuple[int, int]:
     raise ValueError(f"{fh.filename}: no frame size (dims) in /estimates/dims or /dims.")
 
 
+def _numbers(value: Any) -> Any:
+    """Per-component values CaImAn saved as text (``|S32``: its fallback when a list mixes
+    number types, e.g. ``bl`` of CNMF-E) as float64; NaN where one is not a number."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "SU":
+        return value
+    out = np.full(value.shape, np.nan)
+    for index, text in np.ndenumerate(value):
+        try:
+            out[index] = float(text)
+        except ValueError:
+            pass
+    return out
+
+
 def _is_none(node: Any) -> bool:
     return isinstance(node, h5py.Dataset) and node.shape == () and _read(node) is None
 
@@ -278,7 +292,7 @@ def load_estimates(path: str | Path) -> Any:
     with h5py.File(Path(path), "r") as fh:
         grp = fh["estimates"]
         A = sp.csc_matrix(_read_any(grp["A"]))
-        vals = {name: _read(grp[name]) for name in _ARRAYS if name in grp}
+        vals = {name: _numbers(_read(grp[name])) for name in _ARRAYS if name in grp}
         dims = _dims(fh)
         params: dict[str, Any] = {}
         if PARAMS_ATTR in fh.attrs:
