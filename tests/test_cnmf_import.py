@@ -114,6 +114,9 @@ def test_evaluation_dff_and_nwb_on_imported_results(imported, tmp_path):
     df = df.caiman.reload_from_disk()
     row = df.caiman.uloc(uuid)
     assert row.cnmf.get_output_path() == row.caiman.get_output_dir() / "cnmf.hdf5"
+    with h5py.File(row.cnmf.get_output_path(), "r") as fh:  # now complete for CaImAn's readers
+        np.testing.assert_array_equal(fh["estimates/Cn"][()], row.caiman.get_corr_image())
+        assert fh["params/data/fr"][()] == FR and fh["params/init/K"][()] == 6
     assert batch_states(df.paths.get_batch_path())[uuid].state == "done"
     good = row.cnmf.get_good_components()
     assert 0 < len(good) <= 6 and row.cnmf.get_output().params.quality["min_SNR"] == 3.0

@@ -248,6 +248,11 @@ class CNMFExtensions:
         current = self.get_output_path()
         target = current if current.parent == folder.resolve() else folder / "cnmf.hdf5"
         tmp = target.with_name(target.name + ".tmp")
+        if getattr(fit.estimates, "Cn", None) is None:  # an imported file's: CaImAn's readers
+            try:                                         # find the correlation image there
+                fit.estimates.Cn = self._series.caiman.get_corr_image()
+            except FileNotFoundError:
+                pass
         save_estimates(tmp, fit.estimates, fit.estimates.extra.get("params", {}))
         os.replace(tmp, target)
         update_manifest(folder, {**manifest_changes,
