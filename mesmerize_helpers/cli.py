@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata", default=None,
                    help="YAML/JSON file of export_nwb's metadata: session_description, "
                         "session_start_time, experimenter, lab, institution, subject: {...}, "
-                        "device: {...}, optical_channel: {...}, imaging_plane: {...}")
+                        "device: {...}, optical_channel: {...}, imaging_plane: {...}, "
+                        "nwbfile: {keywords: [...], ...}")
     p.add_argument("--masks", choices=["image", "pixel", "both"], default="image",
                    help="footprints as image masks (default), sparse pixel masks, or both")
     p.add_argument("--movie", action="store_true",
