@@ -1,5 +1,5 @@
-"""A small batch for the interoperability tests, run in-process (no Snakemake): an mcorr
-item and a cnmf item on it (two-photon, dF/F computed), and a cnmfe item (one-photon).
+"""A small batch for the interoperability tests, run in-process (no Snakemake): a
+piecewise-rigid mcorr item and a cnmf item on it (two-photon, dF/F computed), and a cnmfe item (one-photon).
 
 Fields are not square (48 x 64, 40 x 56), so that a swapped (y, x) anywhere shows.
 """
@@ -15,7 +15,8 @@ from viewer_batch import run_in_process
 import mesmerize_helpers as mh
 from mesmerize_helpers.synthetic import save_tiff, simulate_1p, simulate_2p
 
-MCORR = {"main": {"max_shifts": [4, 4], "pw_rigid": False, "border_nan": "copy"}}
+MCORR = {"main": {"max_shifts": [4, 4], "pw_rigid": True, "strides": [24, 24],
+                  "overlaps": [12, 12], "max_deviation_rigid": 2, "border_nan": "copy"}}
 CNMF = {"main": {"fr": 20, "decay_time": 0.5, "p": 1, "nb": 1, "K": 8, "gSig": [3, 3],
                  "rf": None, "min_SNR": 2.0, "rval_thr": 0.8},
         "refit": True}

@@ -87,9 +87,13 @@ def test_export_passes_nwbinspector_and_reads_back_equal(row, tmp_path):
             np.testing.assert_array_equal(ophys["DfOverF"]["RoiResponseSeries"].data[:],
                                           s.get_detrend_dfof().T)
             parent = row.caiman.get_input_movie_path().parent.name
-            y, x = interop_batch_row(row, parent).mcorr.get_shifts()
+            y, x = interop_batch_row(row, parent).mcorr.get_shifts(pw_rigid=False)
             np.testing.assert_array_equal(ophys["MotionCorrectionShifts"].data[:],
                                           np.stack([y, x], axis=1))
+            y, x = interop_batch_row(row, parent).mcorr.get_shifts(pw_rigid=True)
+            assert y.shape[1] > 1  # (frames, patches)
+            np.testing.assert_array_equal(ophys["PiecewiseMotionCorrectionShifts"].data[:],
+                                          np.stack([y, x], axis=-1))
         else:
             assert "DfOverF" not in ophys.data_interfaces
             assert "MotionCorrectionShifts" not in ophys.data_interfaces

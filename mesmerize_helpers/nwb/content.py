@@ -89,7 +89,7 @@ def add_plane_segmentation(ophys: Any, plane: Any, s: pd.Series, fit: Any, masks
                     "rejected; row k is component k of the item",
         id=ElementIdentifiers(name="id", data=np.arange(K)), columns=columns)
     segmentation = ImageSegmentation(name="ImageSegmentation")
-    segmentation.addadd_plane_segmentation(ps)
+    segmentation.add_plane_segmentation(ps)
     ophys.add(segmentation)
     return ps
 
@@ -182,7 +182,7 @@ def add_shifts(ophys: Any, s: pd.Series, fr: float) -> None:
     from hdmf.backends.hdf5 import H5DataIO
 
     try:
-        rigid = np.stack(parent.mcorr.getadd_shifts(pw_rigid=False), axis=1)
+        rigid = np.stack(parent.mcorr.get_shifts(pw_rigid=False), axis=1)
         ophys.add(TimeSeries(
             name="MotionCorrectionShifts", data=H5DataIO(rigid, **COMPRESSION),
             unit="pixels", rate=float(fr), starting_time=0.0,
@@ -191,7 +191,7 @@ def add_shifts(ophys: Any, s: pd.Series, fr: float) -> None:
     except ValueError:
         pass  # a mesmerize-core pw-rigid item keeps only its patch shifts
     try:
-        piecewise = np.stack(parent.mcorr.getadd_shifts(pw_rigid=True), axis=-1)
+        piecewise = np.stack(parent.mcorr.get_shifts(pw_rigid=True), axis=-1)
     except ValueError:
         return  # run rigid
     ophys.add(TimeSeries(

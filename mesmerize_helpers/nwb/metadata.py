@@ -21,7 +21,7 @@ def _start_time(s: pd.Series, value: datetime | str | None) -> tuple[datetime, s
         when = datetime.fromisoformat(value) if isinstance(value, str) else value
         return (when if when.tzinfo else when.astimezone()), None
     try:
-        movie = _rawadd_movie(s)
+        movie = _raw_movie(s)
         when = datetime.fromtimestamp(os.stat(movie).st_mtime).astimezone()
         return when, (f"session_start_time was not given: it is the modification time of "
                       f"the raw movie {movie}.")
@@ -30,7 +30,7 @@ def _start_time(s: pd.Series, value: datetime | str | None) -> tuple[datetime, s
         return when, "session_start_time was not given: it is the time of the export."
 
 
-def _rawadd_movie(s: pd.Series) -> Path:
+def _raw_movie(s: pd.Series) -> Path:
     """The raw movie at the root of the item's lineage."""
     from ..accessors.common import batch_path_of
     from ..batch import load_batch
@@ -102,6 +102,6 @@ def add_imaging_plane(nwbfile: Any, s: pd.Series, fr: float, options: Mapping[st
              "indicator": "unknown", "location": "unknown",
              "excitation_lambda": float("nan"), **(options.get("imaging_plane") or {})}
     plane["imaging_rate"] = float(fr)
-    return nwbfile.createadd_imaging_plane(
+    return nwbfile.create_imaging_plane(
         device=nwbfile.create_device(**device), optical_channel=OpticalChannel(**channel),
         **plane)
