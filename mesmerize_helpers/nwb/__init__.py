@@ -124,7 +124,8 @@ def export_nwb(
     path = Path(path).expanduser()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
-    fit = s.cnmf.get_output()  # raises the accessors' errors for an item not done
+    # read only: the cached object itself (raises the accessors' errors for an item not done)
+    fit = s.cnmf.get_output(return_copy=False)
     fr = float(fit.params.data["fr"])
     options = {"session_description": session_description, "identifier": identifier,
                "session_start_time": session_start_time, "experimenter": experimenter,

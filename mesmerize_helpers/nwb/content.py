@@ -17,26 +17,41 @@ BUFFER_BYTES = 64 * 2**20
 
 # --- footprints ----------------------------------------------------------------------
 
-def _mask_iterator(A: sp.csc_matrix, dims: tuple[int, int]) -> Any:
-    """Image masks (K, x, y) float32, made a few components at a time while writing."""
+def blocks(shape: tuple[int, ...], read: Any, dtype: Any = np.float32,
+           chunk_rows: int | None = None, progress: str | None = None) -> Any:
+    """A dataset of ``shape`` that h5py writes block by block along axis 0: ``read(rows)``
+    (a slice) gives those rows whole, so memory stays near :data:`BUFFER_BYTES` whatever
+    the size. HDF5 chunks of at most ``chunk_rows`` rows and about 1 MB, compressed
+    (:data:`COMPRESSION`)."""
+    from hdmf.backends.hdf5 import H5DataIO
     from hdmf.data_utils import GenericDataChunkIterator
 
-    class FootprintMasks(GenericDataChunkIterator):
+    class Blocks(GenericDataChunkIterator):
         def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-            block = A[:, selection[0]].toarray().T.astype(np.float32)  # (k, pixels)
-            images = block.reshape(-1, dims[1], dims[0])  # Fortran pixels: (k, x, y)
-            return images[:, selection[1], selection[2]]
+            return np.asarray(read(selection[0]), dtype)[(slice(None), *selection[1:])]
 
         def _get_maxshape(self) -> tuple[int, ...]:
-            return (A.shape[1], dims[1], dims[0])
+            return shape
 
         def _get_dtype(self) -> np.dtype:
-            return np.dtype(np.float32)
+            return np.dtype(dtype)
 
-    per_roi = dims[0] * dims[1] * 4
-    n = max(1, min(A.shape[1], BUFFER_BYTES // per_roi))
-    return FootprintMasks(buffer_shape=(n, dims[1], dims[0]), chunk_shape=(1, dims[1], dims[0]),
-                          display_progress=False)
+    row_bytes = np.dtype(dtype).itemsize * int(np.prod(shape[1:]))
+    rows = max(1, min(shape[0], BUFFER_BYTES // row_bytes))
+    chunk = max(1, min(shape[0], chunk_rows or rows, 2**20 // row_bytes or 1))
+    show = progress is not None and os.environ.get("MESMERIZE_PROGRESS", "1") != "0"
+    iterator = Blocks(buffer_shape=(rows, *shape[1:]), chunk_shape=(chunk, *shape[1:]),
+                      display_progress=show, progress_bar_options={"desc": progress})
+    return H5DataIO(iterator, **COMPRESSION)
+
+
+def _image_masks(A: sp.csc_matrix, dims: tuple[int, int]) -> Any:
+    """Image masks (K, x, y), made a few components at a time while writing."""
+    def read(rows: slice) -> np.ndarray:
+        block = A[:, rows].toarray().T  # (k, pixels), Fortran pixel order: y + x * d1
+        return block.reshape(-1, dims[1], dims[0])
+
+    return blocks((A.shape[1], dims[1], dims[0]), read, chunk_rows=1)
 
 
 def _pixel_masks(A: sp.csc_matrix, dims: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -51,21 +66,20 @@ def _pixel_masks(A: sp.csc_matrix, dims: tuple[int, int]) -> tuple[np.ndarray, n
 
 
 def add_plane_segmentation(ophys: Any, plane: Any, s: pd.Series, fit: Any, masks: str) -> Any:
-    from hdmf.backends.hdf5 import H5DataIO
     from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
     from pynwb.ophys import ImageSegmentation, PlaneSegmentation
 
     est = fit.estimates
     A = sp.csc_matrix(est.A)
     K = A.shape[1]
-    good = np.asarray(s.cnmf.get_good_components(), int)
+    good = np.asarray(s.cnmf.get_good_components(return_copy=False), int)
     accepted = np.zeros(K, bool)
     accepted[good] = True
     columns = []
     if masks in ("image", "both"):
         columns.append(VectorData(
             name="image_mask", description="footprint weights (x, y) of each component",
-            data=H5DataIO(_mask_iterator(A, fit.dims), **COMPRESSION)))
+            data=_image_masks(A, fit.dims)))
     if masks in ("pixel", "both"):
         records, ends = _pixel_masks(A, fit.dims)
         pixel = VectorData(name="pixel_mask", data=records,
@@ -98,11 +112,11 @@ def add_plane_segmentation(ophys: Any, plane: Any, s: pd.Series, fit: Any, masks
 
 def _series(name: str, data: np.ndarray, rois: Any, fr: float, description: str,
             unit: str = "a.u.") -> Any:
-    from hdmf.backends.hdf5 import H5DataIO
+    """A RoiResponseSeries of (K, T) traces, written as NWB's (T, K) a block at a time."""
     from pynwb.ophys import RoiResponseSeries
 
-    return RoiResponseSeries(name=name, data=H5DataIO(np.ascontiguousarray(data.T),
-                                                      **COMPRESSION),
+    return RoiResponseSeries(name=name, data=blocks(data.shape[::-1], lambda t: data[:, t].T,
+                                                    data.dtype),
                              rois=rois, unit=unit, rate=float(fr), starting_time=0.0,
                              description=description)
 
@@ -120,16 +134,16 @@ def add_traces(ophys: Any, ps: Any, s: pd.Series, fit: Any, fr: float) -> None:
     fluorescence = Fluorescence(name="Fluorescence")
     ophys.add(fluorescence)  # first: a series' ROI region must share the file with its table
     fluorescence.add_roi_response_series(_series(
-        "RoiResponseSeries", s.cnmf.get_temporal(add_residuals=True), rois(), fr,
+        "RoiResponseSeries", s.cnmf.get_temporal(add_residuals=True, return_copy=False), rois(), fr,
         "raw fluorescence of each component: denoised trace plus residual (C + YrA)"))
     fluorescence.add_roi_response_series(_series(
-        "Denoised", s.cnmf.get_temporal(), rois(), fr,
+        "Denoised", s.cnmf.get_temporal(return_copy=False), rois(), fr,
         "denoised calcium trace of each component (C)"))
     fluorescence.add_roi_response_series(_series(
         "Deconvolved", np.asarray(fit.estimates.S, np.float32), rois(), fr,
         "deconvolved activity of each component (S)"))
     try:
-        dff = s.cnmf.get_detrend_dfof()
+        dff = s.cnmf.get_detrend_dfof(return_copy=False)
     except DfofNotComputedError:
         return
     dfof = DfOverF(name="DfOverF")
@@ -212,37 +226,15 @@ def _parent_mcorr(s: pd.Series) -> pd.Series | None:
     return parent if parent["algo"] == "mcorr" else None
 
 
-def _movie_iterator(movie: Any) -> Any:
-    """The (frames, y, x) movie as NWB's (frames, x, y), a block of frames at a time."""
-    from hdmf.data_utils import GenericDataChunkIterator
-
-    T, d1, d2 = movie.shape
-
-    class Frames(GenericDataChunkIterator):
-        def _get_data(self, selection: tuple[slice, ...]) -> np.ndarray:
-            block = np.asarray(movie[selection[0]], np.float32)
-            return block.transpose(0, 2, 1)[:, selection[1], selection[2]]
-
-        def _get_maxshape(self) -> tuple[int, ...]:
-            return (T, d2, d1)
-
-        def _get_dtype(self) -> np.dtype:
-            return np.dtype(np.float32)
-
-    frames = max(1, min(T, BUFFER_BYTES // (d1 * d2 * 4)))
-    return Frames(buffer_shape=(frames, d2, d1), chunk_shape=(min(T, 64), d2, d1),
-                  display_progress=os.environ.get("MESMERIZE_PROGRESS", "1") != "0",
-                  progress_bar_options={"desc": "movie to NWB"})
-
-
 def add_movie(ophys: Any, s: pd.Series, plane: Any, fr: float) -> None:
-    from hdmf.backends.hdf5 import H5DataIO
     from pynwb.ophys import OnePhotonSeries, TwoPhotonSeries
 
     kind = OnePhotonSeries if s["algo"] == "cnmfe" else TwoPhotonSeries
     movie = s.cnmf.get_cnmf_memmap()
     ophys.add(kind(
         name=kind.__name__, imaging_plane=plane, unit="a.u.", rate=float(fr),
-        starting_time=0.0, data=H5DataIO(_movie_iterator(movie), **COMPRESSION),
+        starting_time=0.0, data=blocks((movie.shape[0], *movie.shape[:0:-1]),
+                                        lambda t: np.asarray(movie[t]).transpose(0, 2, 1),
+                                        chunk_rows=64, progress="movie to NWB"),
         description="the movie the item was fitted on (after motion correction when it "
                     "has an mcorr parent), axes (frames, x, y)"))
