@@ -66,6 +66,8 @@ def _pixel_masks(A: sp.csc_matrix, dims: tuple[int, int]) -> tuple[np.ndarray, n
 
 
 def add_plane_segmentation(ophys: Any, plane: Any, s: pd.Series, fit: Any, masks: str) -> Any:
+    """Add ``ImageSegmentation/PlaneSegmentation``: one row per component, its footprint
+    as ``masks`` says, Accepted/Rejected and the evaluation's metrics; return the table."""
     from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
     from pynwb.ophys import ImageSegmentation, PlaneSegmentation
 
@@ -122,6 +124,8 @@ def _series(name: str, data: np.ndarray, rois: Any, fr: float, description: str,
 
 
 def add_traces(ophys: Any, ps: Any, s: pd.Series, fit: Any, fr: float) -> None:
+    """Add ``Fluorescence`` (raw C + YrA, Denoised C, Deconvolved S) and, once computed,
+    ``DfOverF``, each (frames, components) at ``fr`` Hz over every row of ``ps``."""
     from pynwb.ophys import DfOverF, Fluorescence
 
     from ..errors import DfofNotComputedError
@@ -154,6 +158,7 @@ def add_traces(ophys: Any, ps: Any, s: pd.Series, fit: Any, fr: float) -> None:
 
 
 def add_summary_images(ophys: Any, s: pd.Series) -> None:
+    """Add ``SegmentationImages``: the item's projections and correlation images, (x, y)."""
     from pynwb.base import Images
     from pynwb.image import GrayscaleImage
 
@@ -188,6 +193,7 @@ def _output_image(s: pd.Series, key: str) -> np.ndarray | None:
 
 
 def add_shifts(ophys: Any, s: pd.Series, fr: float) -> None:
+    """Add the parent mcorr item's rigid and piecewise shifts (pixels), if it has one."""
     from pynwb import TimeSeries
 
     parent = _parent_mcorr(s)
@@ -227,6 +233,7 @@ def _parent_mcorr(s: pd.Series) -> pd.Series | None:
 
 
 def add_movie(ophys: Any, s: pd.Series, plane: Any, fr: float) -> None:
+    """Add the movie the item was fitted on as a Two/OnePhotonSeries, (frames, x, y)."""
     from pynwb.ophys import OnePhotonSeries, TwoPhotonSeries
 
     kind = OnePhotonSeries if s["algo"] == "cnmfe" else TwoPhotonSeries

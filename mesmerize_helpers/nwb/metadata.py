@@ -44,6 +44,8 @@ def _raw_movie(s: pd.Series) -> Path:
 
 
 def new_file(s: pd.Series, fit: Any, options: Mapping[str, Any]) -> Any:
+    """The ``NWBFile`` of item ``s`` with the metadata of ``options`` (export_nwb's keyword
+    arguments) and defaults for what they leave out; notes say which run it holds."""
     from pynwb import NWBFile
     from pynwb.file import Subject
 
@@ -91,6 +93,7 @@ def _manifest(s: pd.Series) -> dict[str, Any]:
 
 
 def add_imaging_plane(nwbfile: Any, s: pd.Series, fr: float, options: Mapping[str, Any]) -> Any:
+    """Add the device, optical channel and imaging plane (rate ``fr``, Hz); return the plane."""
     from pynwb.ophys import OpticalChannel
 
     modality = MODALITY[s["algo"]]
