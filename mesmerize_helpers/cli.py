@@ -166,6 +166,32 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_nwb(args: argparse.Namespace) -> int:
+    from .batch import load_batch
+    from .nwb import export_batch_nwb, export_nwb
+
+    df = load_batch(args.batch)
+    *uuids, output = args.targets
+    options = _read_mapping(args.metadata, "metadata") if args.metadata else {}
+    options.update(masks=args.masks, movie=args.movie, overwrite=args.overwrite)
+    if len(uuids) == 1:
+        paths = [export_nwb(df.caiman.uloc(uuids[0]), output, **options)]
+    else:
+        if uuids:
+            df = df[df["uuid"].isin(uuids)]
+            missing = sorted(set(uuids) - set(df["uuid"]))
+            if missing:
+                raise KeyError(f"No item with uuid {', '.join(missing)} in {args.batch}.")
+        paths = export_batch_nwb(df, output, **options)
+    for path in paths:
+        print(path)
+    skipped = len(uuids) if len(uuids) == 1 else int(df["algo"].isin(["cnmf", "cnmfe"]).sum())
+    skipped -= len(paths)
+    print(f"Wrote {len(paths)} NWB file(s)" + (f"; skipped {skipped} cnmf/cnmfe item(s) that "
+          "are not done" if skipped else "") + ".", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -225,6 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mb", type=float, default=50.0,
                    help="size to stay under; long traces are reduced to fit (default 50)")
     p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("export-nwb", help="write cnmf/cnmfe items as NWB files: "
+                                          "'BATCH UUID OUT.nwb', or 'BATCH [UUID ...] OUTDIR' "
+                                          "(no uuid: every finished item, one <uuid>.nwb each)")
+    p.add_argument("batch")
+    p.add_argument("targets", nargs="+", metavar="UUID... OUTPUT",
+                   help="item uuid(s), then the .nwb file (one uuid) or a folder")
+    p.add_argument("--metadata", default=None,
+                   help="YAML/JSON file of export_nwb's metadata: session_description, "
+                        "session_start_time, experimenter, lab, institution, subject: {...}, "
+                        "device: {...}, optical_channel: {...}, imaging_plane: {...}, "
+                        "nwbfile: {keywords: [...], ...}")
+    p.add_argument("--masks", choices=["image", "pixel", "both"], default="image",
+                   help="footprints as image masks (default), sparse pixel masks, or both")
+    p.add_argument("--movie", action="store_true",
+                   help="also write the movie the item was fitted on (big)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_export_nwb)
 
     p = sub.add_parser("demo", help="simulate a small movie, add mcorr + cnmf items, run them")
     p.add_argument("folder", nargs="?", default="demo")

@@ -34,6 +34,7 @@ from .commit import (
 )
 from .engine.params import flatten_main
 from .failures import explain_failure
+from .io.estimates import store_correlation_image
 from .io.movies import open_movie
 from .io.seeds import load_seed_masks
 from .locks import RUN_LOCK, item_lock, log_waiting
@@ -424,6 +425,7 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
         outputs = steps[algo](job_input.movie, params, staging, progress=progress, Ain=Ain,
                               patch_files=patch_files)
         outputs.update(seed_outputs)
+        store_correlation_image(staging, outputs, algo)  # CaImAn's estimates/Cn, any engine
         if "mcorr-output-path" in outputs:  # for its children: NaN borders or not
             registered = np.load(staging / outputs["mcorr-output-path"], mmap_mode="r")
             manifest["nonfinite_pixels"] = validation.nonfinite_pixels(registered)[0]

@@ -161,21 +161,58 @@ def _stored_input(value: Any, old_dir: Path, new_dir: Path) -> str:
     return value.as_posix()
 
 
-def _imported_manifest(row: pd.Series, stored: dict[str, Any], folder: Path, old_dir: Path,
-                       input_path: str, source: Path) -> dict[str, Any]:
-    """A manifest for an imported item: its outputs re-based onto its new folder."""
+def imported_manifest(stored: dict[str, Any], outputs: Mapping[str, Any], folder: Path,
+                      base: Path, input_path: str, source: Path, *, success: bool = True,
+                      traceback: str | None = None, ran_time: Any = None,
+                      duration: float | None = None, engine_version: str = "mesmerize-core (imported)",
+                      identity: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of an item whose results were made elsewhere (by mesmerize-core or
+    CaImAn) and are read in place: its output paths, resolved as mesmerize-core resolves them
+    (``base``, else the raw data dir), made relative to the item's ``folder``.
+
+    Parameters
+    ----------
+    stored
+        The item's batch row (``uuid``, ``algo``, ``params``, ``parent``).
+    outputs
+        mesmerize-core's output keys to paths (relative to ``base``, or absolute).
+    input_path
+        The movie the results were made from (recorded as ``input_movie_path``).
+    source
+        The file imported from (a batch pickle, an estimates file).
+    identity
+        The run identity (:mod:`.runstate`) when it is known; without one the item is
+        current as long as its params and parent match.
+    """
     from .batch import resolve_path
 
-    outputs = {}
-    for key, value in legacy_outputs(row["outputs"]).items():
+    rebased = {}
+    for key, value in outputs.items():
         if key in ("success", "traceback"):
             continue
         if isinstance(value, str):
             try:  # as mesmerize-core resolves it: the batch dir, else the raw data dir
-                value = os.path.relpath(resolve_path(value, old_dir), folder)
+                value = os.path.relpath(resolve_path(value, base), folder)
             except FileNotFoundError:
                 pass  # a file that is gone stays named as it was
-        outputs[key] = value
+        rebased[key] = value
+    manifest = {
+        "uuid": stored["uuid"], "algo": stored["algo"], "params": stored["params"],
+        "engine": "caiman", "engine_version": engine_version,
+        "parent": stored["parent"], "input_movie_path": input_path,
+        "ran_time": ran_time, "algo_duration": duration,
+        "success": success, "traceback": traceback,
+        "outputs": rebased if success else {}, "imported_from": str(source),
+        "imported_time": datetime.now().isoformat(timespec="seconds"),
+    }
+    if identity is not None:
+        manifest["identity"] = identity
+    return manifest
+
+
+def _legacy_manifest(row: pd.Series, stored: dict[str, Any], folder: Path, old_dir: Path,
+                     input_path: str, source: Path) -> dict[str, Any]:
+    """The manifest of an item of a mesmerize-core batch, from its row."""
     duration = row.get("algo_duration")
     if isinstance(duration, str):  # mesmerize-core writes "12.3 sec"
         duration = duration.removesuffix(" sec")
@@ -183,16 +220,10 @@ def _imported_manifest(row: pd.Series, stored: dict[str, Any], folder: Path, old
         duration = float(duration) if duration is not None else None
     except ValueError:
         duration = None
-    success = bool(row["outputs"].get("success"))
-    return {
-        "uuid": stored["uuid"], "algo": stored["algo"], "params": stored["params"],
-        "engine": "caiman", "engine_version": "mesmerize-core (imported)",
-        "parent": stored["parent"], "input_movie_path": input_path,
-        "ran_time": row.get("ran_time"), "algo_duration": duration,
-        "success": success, "traceback": row["outputs"].get("traceback"),
-        "outputs": outputs if success else {}, "imported_from": str(source),
-        "imported_time": datetime.now().isoformat(timespec="seconds"),
-    }
+    return imported_manifest(
+        stored, legacy_outputs(row["outputs"]), folder, old_dir, input_path, source,
+        success=bool(row["outputs"].get("success")), traceback=row["outputs"].get("traceback"),
+        ran_time=row.get("ran_time"), duration=duration)
 
 
 def import_batch(pickle_path: str | os.PathLike, tsv_path: str | os.PathLike,
@@ -252,6 +283,6 @@ def import_batch(pickle_path: str | os.PathLike, tsv_path: str | os.PathLike,
                 input_path = str(batch_lib.resolve_path(stored["input_movie_path"], new_dir))
             except FileNotFoundError:
                 input_path = os.path.normpath(new_dir / stored["input_movie_path"])
-            write_manifest(folder, _imported_manifest(row, stored, folder, old_dir, input_path,
+            write_manifest(folder, _legacy_manifest(row, stored, folder, old_dir, input_path,
                                                       Path(old.attrs["batch_path"])))
     return batch_lib.load_batch(tsv_path)

@@ -283,3 +283,23 @@ def test_cli_import(old_batch, tmp_path, capsys):
     df = mh.load_batch(elsewhere)
     np.testing.assert_array_equal(df.iloc[1].cnmf.get_temporal(), old_batch["C"])
     np.testing.assert_array_equal(df.iloc[0].mcorr.get_output(), old_batch["registered"])
+
+
+def test_nwb_export_of_a_mesmerize_core_item(old_batch, tmp_path):
+    """A cnmf item of a mesmerize-core batch, read in place, exports as any other."""
+    pynwb = pytest.importorskip("pynwb")
+    row = mh.load_batch(old_batch["pickle"]).iloc[1]
+    path = row.cnmf.export_nwb(tmp_path / "old.nwb", subject={
+        "subject_id": "m", "species": "Mus musculus", "sex": "U", "age": "P30D"})
+    with pynwb.NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        ophys = nwb.processing["ophys"]
+        assert nwb.imaging_planes["ImagingPlane"].imaging_rate == 30
+        np.testing.assert_array_equal(ophys["Fluorescence"]["Denoised"].data[:],
+                                      old_batch["C"].T.astype(np.float32))
+        # a mesmerize-core pw-rigid parent keeps only its patch shifts
+        assert "MotionCorrectionShifts" not in ophys.data_interfaces
+        np.testing.assert_array_equal(ophys["PiecewiseMotionCorrectionShifts"].data[:],
+                                      np.stack([old_batch["x_els"], old_batch["y_els"]], -1))
+        np.testing.assert_array_equal(ophys["SegmentationImages"]["mean"].data[:],
+                                      old_batch["registered"].mean(axis=0).T)

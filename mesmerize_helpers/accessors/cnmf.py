@@ -248,6 +248,11 @@ class CNMFExtensions:
         current = self.get_output_path()
         target = current if current.parent == folder.resolve() else folder / "cnmf.hdf5"
         tmp = target.with_name(target.name + ".tmp")
+        if getattr(fit.estimates, "Cn", None) is None:  # an imported file's: CaImAn's readers
+            try:                                         # find the correlation image there
+                fit.estimates.Cn = self._series.caiman.get_corr_image()
+            except FileNotFoundError:
+                pass
         save_estimates(tmp, fit.estimates, fit.estimates.extra.get("params", {}))
         os.replace(tmp, target)
         update_manifest(folder, {**manifest_changes,
@@ -315,6 +320,17 @@ class CNMFExtensions:
             raise DfofNotComputedError(f"Item {self._series['uuid']} has no dF/F yet: call "
                                        ".cnmf.run_detrend_dfof() first.")
         return np.asarray(F_dff)[component_indices]
+
+    # --- sharing -------------------------------------------------------------------------
+
+    def export_nwb(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """Write this item as an NWB file: footprints, traces (raw, denoised, deconvolved,
+        dF/F), summary images, the parent's motion-correction shifts; keyword arguments
+        (``session_description``, ``subject``, ``imaging_plane``, ``masks``, ``movie``, ...)
+        as :func:`mesmerize_helpers.nwb.export_nwb`. Needs the ``nwb`` extra (pynwb)."""
+        from ..nwb import export_nwb
+
+        return export_nwb(self._series, path, **kwargs)
 
 
 #: The name mesmerize-core 0.4 and earlier used (and this package until now).

@@ -228,6 +228,13 @@ class CaimanDataFrameExtensions:
             movie = batch_lib.resolve_path(stored, self._batch_path.parent)
             validation.check_item(algo, params, item_name, movie)
         row = batch_lib.new_row(algo, item_name, stored, params, parent, comments)
+        self._append_row(row)
+        return row["uuid"]
+
+    def _append_row(self, row: dict[str, Any]) -> None:
+        """Write a new row into the batch file (its parent must still be there) and append
+        it to this DataFrame."""
+        parent = row["parent"]
 
         def append(rows: list[dict]) -> None:
             if parent is not None and parent not in {r["uuid"] for r in rows}:
@@ -239,7 +246,15 @@ class CaimanDataFrameExtensions:
                   "ran_time": None, "algo_duration": None}
         index = 0 if self._df.empty else int(self._df.index.max()) + 1
         self._df.loc[index] = pd.Series(record, dtype=object)[list(self._df.columns)]
-        return row["uuid"]
+
+    def import_cnmf(self, hdf5_path: str | os.PathLike, input_movie_path: Any, item_name: str,
+                    algo: str | None = None, comments: str | None = None) -> str:
+        """Add results CaImAn (or mesmerize-core) saved, an ``.hdf5`` of ``CNMF.save``, as
+        a finished cnmf / cnmfe item on ``input_movie_path`` (a movie, or an mcorr item's row
+        or output); returns its uuid. See :func:`mesmerize_helpers.cnmf_import.import_cnmf`."""
+        from ..cnmf_import import import_cnmf
+
+        return import_cnmf(self._df, hdf5_path, input_movie_path, item_name, algo, comments)
 
     def add_grid(
         self,

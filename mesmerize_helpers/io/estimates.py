@@ -1,14 +1,23 @@
 """Saving and loading CNMF estimates as HDF5, in the layout of CaImAn's ``CNMF.save``.
 
-Layout (what ``caiman.source_extraction.cnmf.cnmf.load_CNMF`` reads)::
+Layout (what CaImAn's ``load_CNMF`` and roiextractors' ``CaimanSegmentationExtractor``
+read; the names and dtypes of CaImAn 1.12's own files)::
 
-    /dims                       (2,) frame size (y, x)
-    /estimates/A/{data,indices,indptr,shape}   footprints, CSC sparse (pixels, K)
-    /estimates/{b,C,f,S,YrA,R,sn,g,bl,c1,neurons_sn,dims,idx_components,...}
-    /params/<group>/<key>       CaImAn params by group (data, init, temporal, ...)
+    /dims                       (2,) int64 frame size (y, x)
+    /dview, /remove_very_bad_comps, /skip_refinement     CNMF's other attributes
+    /estimates/A/{data,indices,indptr,shape}   footprints, CSC sparse (pixels, K):
+                                float32 data, int32 indices and indptr, int64 shape
+    /estimates/{C,f,b,S,YrA,R,sn}              float32; pixels in Fortran order on dims
+    /estimates/{g,bl,c1,neurons_sn,SNR_comp,r_values,cnn_preds,center}   float64
+    /estimates/{idx_components,idx_components_bad,dims}                  int64
+    /estimates/F_dff            dF/F once computed, else "NoneType"
+    /estimates/Cn               the correlation image (y, x) (see store_correlation_image)
+    /params/<group>/<key>       every group of CaImAn's CNMFParams: its defaults, the
+                                engine's, then the item's values (data/dims, data/fr,
+                                data/decay_time, quality/min_SNR, ...)
 
 ``None`` is stored as the string dataset ``"NoneType"`` and strings as attributes, as CaImAn
-does. The root attribute ``mesmerize_helpers_params`` holds the params as JSON too.
+does. The root attribute ``mesmerize_helpers_params`` holds the item's params as JSON too.
 
 CNMF-E's ring-model background goes where CaImAn puts it, ``/estimates/W`` (CSC sparse) and
 ``/estimates/b0``; its settings (``ssub_B``, ``nb``, ``ring_radius``) in the root attribute
@@ -18,6 +27,7 @@ CNMF-E's ring-model background goes where CaImAn puts it, ``/estimates/W`` (CSC 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,52 +36,92 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["CNMF", "CNMFParams", "load_cnmf", "load_estimates", "save_estimates"]
+__all__ = ["CNMF", "CNMFParams", "load_cnmf", "load_estimates", "save_estimates",
+           "store_correlation_image"]
 
 _ARRAYS = ("b", "C", "f", "S", "YrA", "R", "sn", "g", "bl", "c1", "neurons_sn",
            "idx_components", "idx_components_bad", "SNR_comp", "r_values", "cnn_preds", "F_dff",
            "seed_index")
 
+#: The dtypes CaImAn's own files have (its float32 movie arithmetic, float64 per-component
+#: results, int64 indices); arrays not named here are saved as they are.
+_DTYPES = {
+    **dict.fromkeys(("b", "C", "f", "S", "YrA", "R", "sn", "b0"), np.float32),
+    **dict.fromkeys(("g", "bl", "c1", "neurons_sn", "SNR_comp", "r_values", "cnn_preds",
+                     "center"), np.float64),
+    **dict.fromkeys(("idx_components", "idx_components_bad", "dims"), np.int64),
+}
 
 _RING_SETTINGS = ("ssub_B", "nb", "ring_radius")
+#: Root attribute holding the item's params as JSON.
+PARAMS_ATTR = "mesmerize_helpers_params"
 
 
 def _write(group: h5py.Group, key: str, value: Any) -> None:
     """Write one value the way CaImAn's ``recursively_save_dict_contents_to_group`` does."""
     if value is None:
         group[key] = "NoneType"
-    elif isinstance(value, str):
-        group.attrs[key] = value
+    elif isinstance(value, (str, os.PathLike)):
+        group.attrs[key] = os.fspath(value)
     elif sp.issparse(value):
         m = sp.csc_matrix(value)
         sub = group.create_group(key)
-        sub["data"], sub["indices"] = m.data, m.indices
-        sub["indptr"], sub["shape"] = m.indptr, np.array(m.shape)
+        sub["data"] = m.data.astype(np.float32, copy=False)
+        sub["indices"] = m.indices.astype(np.int32, copy=False)
+        sub["indptr"] = m.indptr.astype(np.int32, copy=False)
+        sub["shape"] = np.array(m.shape, np.int64)
     elif isinstance(value, Mapping):
         sub = group.create_group(key)
         for k, v in value.items():
             _write(sub, str(k), v)
     elif isinstance(value, (list, tuple)):
-        if value and all(isinstance(v, str) for v in value):
-            group[key] = np.array(value, dtype="S")
+        if value and all(isinstance(v, (str, os.PathLike)) for v in value):
+            group[key] = np.array([os.fspath(v) for v in value], dtype="S")
         elif any(v is None for v in value):
             return  # not representable; CaImAn does not save such values either
         else:
-            group[key] = np.asarray(value)
+            _write_array(group, key, value)
     else:
-        group[key] = np.asarray(value) if not np.isscalar(value) else value
+        _write_array(group, key, value)
 
 
-def _params_by_group(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Sort flat params into CaImAn's groups (a key of several groups goes into each)."""
-    from ..engine.params import CAIMAN_PARAM_GROUPS
+def _write_array(group: h5py.Group, key: str, value: Any) -> None:
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged nested lists
+        array = np.asarray(None)
+    if array.dtype == object:  # nothing HDF5 stores as numbers: keep its text
+        group.attrs[key] = str(value)
+    else:
+        group[key] = array if array.ndim else array[()]
 
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in params.items():
-        for group, keys in CAIMAN_PARAM_GROUPS.items():
-            if key in keys:
-                out.setdefault(group, {})[key] = value
-    return out
+
+def _typed(name: str, value: Any) -> Any:
+    """``value`` in the dtype CaImAn's files have for ``name`` (None stays None)."""
+    if value is None or name not in _DTYPES:
+        return value
+    return np.asarray(value, dtype=_DTYPES[name])
+
+
+def _caiman_params(estimates: Any, params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every group of CaImAn's params as the fit used them: CaImAn's defaults, the groups
+    of the file the estimates were read from, the engine's resolved params
+    (``extra["params"]`` of a fresh fit), then ``params``; ``data/dims`` the frame size."""
+    groups = CNMFParams()
+    groups.change_params(estimates.extra.get("caiman_params") or {})
+    groups.change_params(estimates.extra.get("params") or {})
+    groups.change_params(params)
+    groups.data["dims"] = tuple(int(d) for d in estimates.dims)
+    return groups.to_dict()
+
+
+def _centers(A: sp.csc_matrix, dims: tuple[int, int]) -> np.ndarray:
+    """Centre of mass (row, column) of each footprint, (K, 2): CaImAn's ``center``."""
+    pixels = np.arange(A.shape[0])
+    rows, cols = pixels % dims[0], pixels // dims[0]  # Fortran pixel order
+    weight = np.asarray(A.sum(axis=0)).ravel()
+    weight[weight == 0] = np.nan
+    return np.stack([A.T @ rows / weight, A.T @ cols / weight], axis=1)
 
 
 def _jsonable(value: Any) -> Any:
@@ -85,17 +135,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def save_estimates(path: str | Path, estimates: Any, params: Mapping[str, Any] | None) -> Path:
-    """Write estimates and params to an HDF5 file (overwritten if present).
+    """Write estimates and params to an HDF5 file (overwritten if present), in CaImAn's
+    layout (module docstring).
 
     Parameters
     ----------
     path
         Output file (``.hdf5``).
     estimates
-        :class:`~mesmerize_helpers.engine.cnmf.Estimates`.
+        :class:`~mesmerize_helpers.engine.cnmf.Estimates`. An attribute ``Cn`` (the
+        correlation image, (y, x)) is saved as CaImAn's ``estimates/Cn``.
     params
-        Flat CaImAn params dict used for the fit (keys outside CaImAn's groups are kept only
-        in the JSON root attribute).
+        Flat CaImAn params of the item (stored as they are in the JSON root attribute, and
+        over the engine's resolved values in the ``/params`` groups).
 
     Returns
     -------
@@ -104,30 +156,68 @@ def save_estimates(path: str | Path, estimates: Any, params: Mapping[str, Any] |
     """
     path = Path(path)
     params = dict(params or {})
+    dims = tuple(int(d) for d in estimates.dims)
+    A = sp.csc_matrix(estimates.A)
     with h5py.File(path, "w") as fh:
-        fh["dims"] = np.array(estimates.dims)
+        fh["dims"] = np.array(dims, np.int64)
+        fh["dview"] = "NoneType"
+        fh["remove_very_bad_comps"] = False
+        fh["skip_refinement"] = False
         est = fh.create_group("estimates")
-        _write(est, "A", sp.csc_matrix(estimates.A))
-        _write(est, "dims", np.array(estimates.dims))
+        _write(est, "A", A)
+        _write(est, "dims", np.array(dims, np.int64))
         for name in _ARRAYS:
-            _write(est, name, getattr(estimates, name, None))
+            _write(est, name, _typed(name, getattr(estimates, name, None)))
+        _write(est, "center", _typed("center", _centers(A, dims)))
+        Cn = getattr(estimates, "Cn", None)
+        if Cn is not None:
+            _write(est, "Cn", np.asarray(Cn))
         if "W" in estimates.extra:
             _write(est, "W", sp.csc_matrix(estimates.extra["W"]))
-            _write(est, "b0", np.asarray(estimates.extra["b0"]))
+            _write(est, "b0", _typed("b0", estimates.extra["b0"]))
             ring = {k: _jsonable(estimates.extra[k]) for k in _RING_SETTINGS
                     if k in estimates.extra}
             fh.attrs["mesmerize_helpers_ring"] = json.dumps(ring)
-        _write(fh, "params", _params_by_group(params))
-        fh.attrs["mesmerize_helpers_params"] = json.dumps(
+        _write(fh, "params", _caiman_params(estimates, params))
+        fh.attrs[PARAMS_ATTR] = json.dumps(
             {k: _jsonable(v) for k, v in params.items()}, default=str
         )
     return path
 
 
+def store_correlation_image(folder: Path, outputs: Mapping[str, str], algo: str) -> None:
+    """Add the item's correlation image to its estimates file as CaImAn's
+    ``estimates/Cn`` (where CaImAn's ``fit_file`` and its readers keep it).
+
+    It is the image ``s.caiman.get_corr_image()`` gives: the local correlation of the
+    movie for cnmf, of the gSig-filtered movie (what CNMF-E seeds from) for cnmfe.
+
+    Parameters
+    ----------
+    folder
+        Where the step wrote its files (``outputs`` are relative to it).
+    outputs
+        The step's outputs: ``cnmf-hdf5-path`` and the summary images.
+    algo
+        ``"cnmf"`` or ``"cnmfe"``.
+    """
+    key = "corr-pnr-img-path" if algo == "cnmfe" else "corr-img-path"
+    if "cnmf-hdf5-path" not in outputs or key not in outputs:
+        return
+    image = np.load(folder / outputs[key])
+    with h5py.File(folder / outputs["cnmf-hdf5-path"], "r+") as fh:
+        if "Cn" in fh["estimates"]:
+            del fh["estimates/Cn"]
+        fh["estimates/Cn"] = image
+
+
 def _read(item: h5py.Dataset) -> Any:
+    """A dataset's value as CaImAn's loader gives it (None, and bool for a stored bool)."""
     val = item[()]
     if isinstance(val, bytes) and val == b"NoneType" or isinstance(val, str) and val == "NoneType":
         return None
+    if isinstance(val, np.bool_):
+        return bool(val)
     return val
 
 
@@ -153,6 +243,37 @@ def _dims(fh: h5py.File) -> tuple[int, int]:
     raise ValueError(f"{fh.filename}: no frame size (dims) in /estimates/dims or /dims.")
 
 
+def _numbers(value: Any) -> Any:
+    """Per-component values CaImAn saved as text (``|S32``: its fallback when a list mixes
+    number types, e.g. ``bl`` of CNMF-E) as float64; NaN where one is not a number."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "SU":
+        return value
+    out = np.full(value.shape, np.nan)
+    for index, text in np.ndenumerate(value):
+        try:
+            out[index] = float(text)
+        except ValueError:
+            pass
+    return out
+
+
+def _is_none(node: Any) -> bool:
+    return isinstance(node, h5py.Dataset) and node.shape == () and _read(node) is None
+
+
+def _caiman_ring(groups: Mapping[str, Any]) -> dict[str, Any]:
+    """CNMF-E ring settings of a CaImAn file, from its params (as CaImAn fits them)."""
+    from ..engine.ring import ring_radius
+
+    init = groups.get("init") or {}
+    try:
+        gsiz = init["gSiz"]
+        return {"ssub_B": int(init.get("ssub_B", 2)), "nb": int(init.get("nb", 0)),
+                "ring_radius": ring_radius(float(init.get("ring_size_factor", 1.5)), gsiz)}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def load_estimates(path: str | Path) -> Any:
     """Read estimates written by :func:`save_estimates` or by CaImAn's ``CNMF.save`` (e.g. a
     mesmerize-core batch's ``<uuid>.hdf5``).
@@ -160,31 +281,35 @@ def load_estimates(path: str | Path) -> Any:
     Returns
     -------
     Estimates
-        With ``extra["params"]`` holding the saved params (flat dict) when available. Arrays
-        of a CaImAn file that ``Estimates`` has no field for (``W``, ``b0``, ``Cn``, ...) are
-        set as attributes of the same name.
+        With ``extra["params"]`` holding the item's params (flat dict) when the file has
+        them, ``extra["caiman_params"]`` the file's CaImAn groups (nested). Arrays of the
+        file that ``Estimates`` has no field for (``Cn``, ``center``, ...) are set as
+        attributes of the same name. A CNMF-E ring model (``W``, ``b0``) goes into
+        ``extra`` with its settings (ours, or for a CaImAn file those of its params).
     """
     from ..engine.cnmf import Estimates
 
     with h5py.File(Path(path), "r") as fh:
         grp = fh["estimates"]
         A = sp.csc_matrix(_read_any(grp["A"]))
-        vals = {name: _read(grp[name]) for name in _ARRAYS if name in grp}
+        vals = {name: _numbers(_read(grp[name])) for name in _ARRAYS if name in grp}
         dims = _dims(fh)
         params: dict[str, Any] = {}
-        if "mesmerize_helpers_params" in fh.attrs:
-            params = json.loads(fh.attrs["mesmerize_helpers_params"])
+        if PARAMS_ATTR in fh.attrs:
+            params = json.loads(fh.attrs[PARAMS_ATTR])
+        groups = _read_any(fh["params"]) if "params" in fh else {}
+        groups = {g: v for g, v in groups.items() if isinstance(v, dict)}
         ring: dict[str, Any] = {}
-        others: dict[str, Any] = {}
-        if "W" in grp and "mesmerize_helpers_ring" in fh.attrs:  # our CNMF-E ring model
-            ring["W"] = sp.csc_matrix(_read_any(grp["W"]))
-            ring["b0"] = np.asarray(grp["b0"][()])
-            ring.update(json.loads(fh.attrs["mesmerize_helpers_ring"]))
-        else:
-            known = {"A", "dims", *_ARRAYS}
-            others = {k: _read_any(v) for k, v in grp.items()
-                      if k not in known and not isinstance(v, h5py.Group)
-                      or k in ("W", "b0")}
+        if "W" in grp and isinstance(grp["W"], h5py.Group):  # a CNMF-E ring model
+            ring = (json.loads(fh.attrs["mesmerize_helpers_ring"])
+                    if "mesmerize_helpers_ring" in fh.attrs else _caiman_ring(groups))
+            if ring:
+                ring["W"] = sp.csc_matrix(_read_any(grp["W"]))
+                ring["b0"] = np.asarray(grp["b0"][()], np.float32).ravel()
+        known = {"A", "dims", *_ARRAYS, *(("W", "b0") if ring else ())}
+        others = {k: _read_any(v) for k, v in grp.items()
+                  if k not in known and not _is_none(v)
+                  and (isinstance(v, h5py.Dataset) or k == "W")}
     K = A.shape[1]
     T = np.shape(vals["C"])[1] if vals.get("C") is not None else 0
 
@@ -204,6 +329,7 @@ def load_estimates(path: str | Path) -> Any:
         seed_index=vals.get("seed_index"),
     )
     est.extra["params"] = params
+    est.extra["caiman_params"] = groups
     est.extra.update(ring)
     for name, value in others.items():
         if not hasattr(type(est), name):  # never shadow a method or property
@@ -340,18 +466,10 @@ class CNMF:
                 f"{np.shape(self.estimates.C)[1]} frames, from {self.path})")
 
 
-def _saved_params(path: Path) -> dict[str, Any]:
-    """The params saved in an estimates file: CaImAn's /params groups, then our flat JSON."""
-    with h5py.File(path, "r") as fh:
-        nested = _read_any(fh["params"]) if "params" in fh else {}
-        flat = json.loads(fh.attrs.get("mesmerize_helpers_params", "{}"))
-    return {**{g: v for g, v in nested.items() if isinstance(v, dict)}, **flat}
-
-
 def load_cnmf(path: str | Path) -> CNMF:
     """An estimates file (ours or CaImAn's ``CNMF.save``) as a :class:`CNMF` object."""
     path = Path(path).resolve()  # CaImAn's load_CNMF (to_caiman) relocates bare names
     estimates = load_estimates(path)
-    params = CNMFParams(_saved_params(path))
+    params = CNMFParams({**estimates.extra["caiman_params"], **estimates.extra["params"]})
     params.data["dims"] = tuple(estimates.dims)
     return CNMF(estimates, params, path)
