@@ -134,11 +134,10 @@ def run_case(case: str, n_processes: int) -> dict:
         cnmf_params,
         evaluate_components,
         fit_cnmf,
-        fit_field,
         movie_to_Y,
-        refine,
         to_estimates,
     )
+    from mesmerize_helpers.engine.cnmf_field import fit_field, refine
     from mesmerize_helpers.engine.noise import pixel_noise
 
     if case == "synthetic":

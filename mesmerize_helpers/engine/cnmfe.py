@@ -45,8 +45,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .cnmf import (
-    CNMF_DEFAULTS,
+from .cnmf_field import CNMF_DEFAULTS
+from .corr_pnr import init_neurons_corr_pnr
+from .footprints import areas, as_footprints
+from .initialization import downsample, upsample_footprints
+from .merging import merge_components
+from .model import (
     Components,
     Estimates,
     Y_to_movie,
@@ -54,10 +58,6 @@ from .cnmf import (
     normalize_components,
     to_estimates,
 )
-from .corr_pnr import init_neurons_corr_pnr
-from .footprints import areas, as_footprints
-from .initialization import downsample, upsample_footprints
-from .merging import merge_components
 from .noise import ar_from_decay_time, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
 from .ring import compute_W, ring_background, ring_radius, subtract_background
