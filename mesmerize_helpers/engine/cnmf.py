@@ -95,12 +95,12 @@ def fit_cnmf(
             m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress,
                             results=patch_results)
             bar.update(1)
-            m = refine(Y, dims, m, P, bar, drop_background=True)
+            m = refine(Y, dims, m, P, sn, bar, drop_background=True)
         else:
-            m = fit_field(Y, dims, P, K=int(P["K"]), nb=nb, Ain=masks)
+            m = fit_field(Y, dims, P, K=int(P["K"]), nb=nb, Ain=masks, sn=sn)
             bar.update(1)
         if refit:
-            m = refine(Y, dims, m, P, bar, drop_background=masks is None)
+            m = refine(Y, dims, m, P, sn, bar, drop_background=masks is None)
     finally:
         bar.close()
     est = to_estimates(m, sn, dims, int(P["p"]))

@@ -28,8 +28,9 @@ from .initialization import (
 )
 from .merging import merge_components
 from .model import CNMFModel, Y_to_movie, normalize_components
-from .noise import ar_from_decay_time, noise_fft
+from .noise import ar_from_decay_time, noise_fft, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
+from .shaping import SHAPE_DEFAULTS, shaping_params
 from .spatial import dilated_supports, update_spatial
 from .temporal import update_temporal
 
@@ -53,8 +54,8 @@ CNMF_DEFAULTS: dict[str, Any] = {
     "p": 2, "ITER": 2, "bas_nonneg": True, "s_min": None, "noise_range": [0.25, 0.5],
     "noise_method": "mean", "lags": 5, "fudge_factor": 0.96, "optimize_g": False,
     "method_deconvolution": "oasis",
-    # spatial
-    "update_background_components": True,
+    # spatial (and CaImAn's thresholding of footprints, see .shaping)
+    "update_background_components": True, **SHAPE_DEFAULTS,
     # merging
     "do_merge": True, "merge_thr": 0.8,
     # quality
@@ -99,6 +100,7 @@ def cnmf_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     else:
         P["gSiz"] = tuple(int(s) for s in as_pair(P["gSiz"], "gSiz"))
     P["noise_range"] = tuple(P["noise_range"])
+    shaping_params(P)  # clear errors for bad thresholding keys now, not in the first update
     return P
 
 
@@ -264,9 +266,11 @@ def seed_regions(A: Any, dims: tuple[int, int], radius: int) -> sp.csc_matrix:
 
 
 def spatial_step(
-    Y: np.ndarray, dims: tuple[int, int], m: CNMFModel, P: Mapping[str, Any], prune: bool = True
+    Y: np.ndarray, dims: tuple[int, int], m: CNMFModel, P: Mapping[str, Any],
+    sn: np.ndarray, prune: bool = True,
 ) -> CNMFModel:
-    """Update footprints and background footprints; drop empty and oversized components.
+    """Update footprints and background footprints, shape the footprints (``sn``: (pixels,)
+    noise of ``Y``, see :mod:`.shaping`); drop empty and oversized components.
 
     A footprint spread over many times the area of a soma is background that a component
     has taken over (typically neuropil); removing it lets the background model take it back.
@@ -275,6 +279,7 @@ def spatial_step(
         Y, m.A, m.C, m.b, m.f, dims, radius=growth_radius(P),
         update_background=bool(P["update_background_components"]),
         max_radius=MAX_RADIUS_FACTOR * float(max(P["gSig"])), allowed=m.region,
+        shaping=shaping_params(P), sn=sn,
     )
     m = replace(m, A=A, b=b)
     if prune:
@@ -302,23 +307,24 @@ def refine(
     dims: tuple[int, int],
     m: CNMFModel,
     P: Mapping[str, Any],
+    sn: np.ndarray,
     progress: Any = None,
     drop_background: bool = False,
 ) -> CNMFModel:
     """One round of CNMF: spatial and temporal updates, then merge and update again until
-    nothing is left to merge (at most three times).
+    nothing is left to merge (at most three times). ``sn``: (pixels,) noise of ``Y``.
 
     ``drop_background`` removes components that copy a background trace (see
     :func:`drop_background_like`): pieces of neuropil that the greedy search took for
     sources.
     """
-    m = spatial_step(Y, dims, m, P)
+    m = spatial_step(Y, dims, m, P, sn)
     m = temporal_step(Y, m, P, reuse_g=False, drop_background=drop_background)
     for _ in range(3):
         m, n_merged = merge_step(m, P)
         if n_merged == 0:
             break
-        m = spatial_step(Y, dims, m, P)
+        m = spatial_step(Y, dims, m, P, sn)
         m = temporal_step(Y, m, P, reuse_g=False, drop_background=drop_background)
     if progress is not None:
         progress.update(1)
@@ -334,8 +340,12 @@ def fit_field(
     nb: int,
     Ain: Any = None,
     rounds: int = 1,
+    sn: np.ndarray | None = None,
 ) -> CNMFModel:
-    """Initialize and refine CNMF on one field (the whole frame or one patch)."""
+    """Initialize and refine CNMF on one field (the whole frame or one patch); ``sn`` is
+    the (pixels,) noise of ``Y`` (computed here when None)."""
+    if sn is None:
+        sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     if Ain is not None:
         A, C = initialize_from_masks(Y, dims, Ain, nb)
     else:
@@ -347,5 +357,5 @@ def fit_field(
     if Ain is not None:  # traces first: the masks are the reliable part
         m = temporal_step(Y, m, P, reuse_g=False)
     for _ in range(rounds):
-        m = refine(Y, dims, m, P, drop_background=Ain is None)
+        m = refine(Y, dims, m, P, sn, drop_background=Ain is None)
     return m
