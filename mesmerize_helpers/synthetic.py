@@ -100,6 +100,22 @@ def _place_centers(
     return np.array(centers)
 
 
+def _ellipse(
+    rng: np.random.Generator, center: np.ndarray, shape: tuple[int, int], size: float,
+    variability: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A randomly stretched and rotated ellipse around ``center``: its radial coordinate
+    (1 at half-axes ``size`` times 1 +- ``variability``) and the offsets (dy, dx) of every
+    pixel of the frame from the centre."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    sy, sx = size * rng.uniform(1 - variability, 1 + variability, size=2)
+    theta = rng.uniform(0, np.pi)
+    dy, dx = yy - center[0], xx - center[1]
+    u = np.cos(theta) * dy + np.sin(theta) * dx
+    v = -np.sin(theta) * dy + np.cos(theta) * dx
+    return np.hypot(u / sy, v / sx), dy, dx
+
+
 def _footprint(
     rng: np.random.Generator,
     center: np.ndarray,
@@ -109,13 +125,8 @@ def _footprint(
     cutoff: float = 0.05,
 ) -> np.ndarray:
     """One soma: a rotated anisotropic Gaussian with a faint random texture, peak 1."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
-    sy, sx = sigma * rng.uniform(1 - variability, 1 + variability, size=2)
-    theta = rng.uniform(0, np.pi)
-    dy, dx = yy - center[0], xx - center[1]
-    u = np.cos(theta) * dy + np.sin(theta) * dx
-    v = -np.sin(theta) * dy + np.cos(theta) * dx
-    fp = np.exp(-0.5 * ((u / sy) ** 2 + (v / sx) ** 2))
+    r = _ellipse(rng, center, shape, sigma, variability)[0]
+    fp = np.exp(-0.5 * r**2)
     # multiplicative smooth texture so that footprints are not perfect Gaussians
     texture = ndimage.gaussian_filter(rng.standard_normal(shape), sigma / 2)
     texture /= texture.std() + 1e-12
@@ -390,14 +401,9 @@ def _soma(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One soma with a dimmer nucleus: its footprint (peak 1) and its body (0..1, the
     fraction of the pixel it fills, for the neuropil it displaces)."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
-    ry, rx = radius * rng.uniform(1 - variability, 1 + variability, size=2)
-    theta = rng.uniform(0, np.pi)
-    dy, dx = yy - center[0], xx - center[1]
-    u = np.cos(theta) * dy + np.sin(theta) * dx
-    v = -np.sin(theta) * dy + np.cos(theta) * dx
+    r, dy, dx = _ellipse(rng, center, shape, radius, variability)
     edge = 0.6  # px: width of the soft rim (optical blur)
-    body = 1 / (1 + np.exp((np.hypot(u / ry, v / rx) - 1) * radius / edge))
+    body = 1 / (1 + np.exp((r - 1) * radius / edge))
     # the indicator is cytosolic: the nucleus (about half the soma across, a little off
     # centre) is dimmer but, at 0.3-0.6 of the cytoplasm, still part of the footprint
     nuc_c = rng.normal(0, 0.1 * radius, size=2)
