@@ -22,6 +22,7 @@ from .footprints import as_footprints, column_norms, scale_columns
 
 __all__ = [
     "Estimates", "Components", "CNMFModel", "PER_TRACE", "movie_to_Y", "Y_to_movie",
+    "fill_missing",
     "normalize_components", "to_estimates",
 ]
 
@@ -173,7 +174,10 @@ def movie_to_Y(movie: Any, chunk: int = 500) -> tuple[np.ndarray, tuple[int, int
     """Copy a (T, y, x) movie into a float32 (pixels, T) matrix in Fortran pixel order.
 
     The movie is read in chunks of frames (it may be a memmap or a lazy array) and never
-    modified.
+    modified. Missing values (NaN, e.g. the borders that motion correction with
+    ``border_nan=True`` leaves where a frame was shifted) are filled with the pixel's mean
+    over its other frames (0 for a pixel missing in every frame), with one warning: a NaN
+    would otherwise spread through every product with the data.
 
     Returns
     -------
@@ -186,7 +190,28 @@ def movie_to_Y(movie: Any, chunk: int = 500) -> tuple[np.ndarray, tuple[int, int
         block = np.asarray(movie[t0:t0 + chunk], dtype=np.float32)  # (t, h, w)
         # (t, h, w) -> (w, h, t) -> rows y + x*h : Fortran order on (y, x)
         Y[:, t0:t0 + len(block)] = block.transpose(2, 1, 0).reshape(h * w, -1)
+    fill_missing(Y)
     return Y, (h, w)
+
+
+def fill_missing(Y: np.ndarray, chunk: int = 4096) -> int:
+    """Replace NaN in a (pixels, T) matrix, in place, by each pixel's mean over its other
+    frames (0 where a pixel has none); return how many pixels had NaN (one warning if any)."""
+    import warnings
+
+    bad = []
+    for i in range(0, Y.shape[0], chunk):
+        rows = np.flatnonzero(np.isnan(Y[i:i + chunk]).any(axis=1)) + i
+        for r in rows:
+            nan = np.isnan(Y[r])
+            Y[r, nan] = Y[r, ~nan].mean() if not nan.all() else 0.0
+        bad.extend(rows)
+    if bad:
+        warnings.warn(f"{len(bad)} pixel(s) of the movie have missing values (NaN), e.g. the "
+                      "borders left by motion correction with border_nan=True; each NaN is "
+                      "replaced by its pixel's mean over the other frames (border_nan='copy' "
+                      "in the mcorr params avoids them).", UserWarning, stacklevel=3)
+    return len(bad)
 
 
 def Y_to_movie(Y: np.ndarray, dims: tuple[int, int]) -> np.ndarray:
