@@ -37,7 +37,8 @@ def footprint_masks(images: np.ndarray, thr: float = 0.2) -> np.ndarray:
     ndarray
         (n, y * x) bool.
     """
-    flat = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+    images = np.asarray(images, dtype=np.float64)
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:])))
     return flat > thr * np.maximum(flat.max(axis=1, keepdims=True), 1e-12)
 
 
@@ -117,7 +118,7 @@ def footprint_shapes(images: np.ndarray, thr: float = 0.2) -> Shape:
     n = len(masks)
     pieces = np.zeros(n, int)
     solidity = np.full(n, np.nan)
-    area = masks.reshape(n, -1).sum(axis=1).astype(int)
+    area = masks.sum(axis=(1, 2)).astype(int)
     eight = np.ones((3, 3), bool)
     for i, m in enumerate(masks):
         if not area[i]:

@@ -57,3 +57,5 @@ def test_footprint_shapes_pieces_solidity_area():
     assert 0.85 < s.solidity[0] <= 1 and s.solidity[3] == 1
     # the hull of two disks far apart, or of specks, is mostly empty
     assert s.solidity[1] < 0.5 and s.solidity[2] < 0.35 and np.isnan(s.solidity[4])
+    none = footprint_shapes(np.zeros((0, 40, 40)))  # no footprint accepted at all
+    assert none.pieces.shape == none.solidity.shape == none.area.shape == (0,)
