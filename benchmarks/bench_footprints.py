@@ -282,7 +282,7 @@ def prepare(case: dict, workdir: Path) -> tuple[Path, np.ndarray | None, np.ndar
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--movies", type=lambda s: s.split(","),
+    ap.add_argument("--movies", type=lambda s: [m for m in s.split(",") if m],
                     default=["nf-tl", "optinist", "allen", "sima", "dense0", "dense1"])
     ap.add_argument("--labelled", action="append", default=[])
     ap.add_argument("--before-root", type=Path)
