@@ -488,9 +488,11 @@ def simulate_2p_dense(
     rest = npil[tuple(np.round(centers).astype(int).T)] * rng.uniform(0.8, 1.2, n_neurons)
     baseline = npil * free + np.tensordot(rest, fps, axes=1)
 
-    rates = np.where(rng.random(n_neurons) < silent, 0.0, 1.0)
-    spikes = _spike_trains(rng, n_neurons, n_frames, fr, firing_rate, 1.0) * rates[:, None]
-    calcium = _ar1(spikes * (amplitude * rest)[:, None].astype(np.float32), g)
+    fires = np.where(rng.random(n_neurons) < silent, 0.0, 1.0)
+    # each spike raises the cell by ``amplitude`` of its resting level (photons at its peak)
+    size = (fires * amplitude * rest)[:, None].astype(np.float32)
+    spikes = _spike_trains(rng, n_neurons, n_frames, fr, firing_rate, 1.0) * size
+    calcium = _ar1(spikes, g)
     bg_spatial = np.stack([neuropil_activity * npil * free * _smooth_field(rng, shape, 3 * gSig)
                            for _ in range(3)])
     common = _slow_trace(rng, n_frames, fr, period=10.0) - 1.0
@@ -498,8 +500,7 @@ def simulate_2p_dense(
                             for _ in range(3)])
     movie = _render(rng, fps, calcium, bg_spatial, bg_temporal, baseline, read_noise, None)
     return SyntheticMovie(
-        movie=_finish(movie, dtype), footprints=fps, calcium=calcium,
-        spikes=spikes * (amplitude * rest)[:, None].astype(np.float32),
+        movie=_finish(movie, dtype), footprints=fps, calcium=calcium, spikes=spikes,
         background={"spatial": bg_spatial.astype(np.float32),
                     "temporal": bg_temporal.astype(np.float32),
                     "baseline": baseline.astype(np.float32), "resting": rest.astype(np.float32)},
