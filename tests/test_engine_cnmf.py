@@ -179,6 +179,11 @@ def test_defaults_are_caimans():
     assert CNMF_DEFAULTS["merge_thr"] == 0.8 and CNMF_DEFAULTS["p"] == 2
     assert CNMF_DEFAULTS["min_SNR"] == 2.5 and CNMF_DEFAULTS["rval_thr"] == 0.8
     assert CNMF_DEFAULTS["method_init"] == "greedy_roi" and CNMF_DEFAULTS["nb"] == 1
+    # footprint thresholding (CaImAn's spatial group, CNMFParams 1.12)
+    assert {k: CNMF_DEFAULTS[k] for k in ("medw", "thr_method", "maxthr", "nrgthr",
+                                          "extract_cc", "se", "ss")} == {
+        "medw": None, "thr_method": "nrg", "maxthr": 0.1, "nrgthr": 0.9999,
+        "extract_cc": True, "se": None, "ss": None}
 
 
 def test_movie_is_not_modified(sim, tmp_path):
