@@ -134,11 +134,10 @@ def run_case(case: str, n_processes: int) -> dict:
         cnmf_params,
         evaluate_components,
         fit_cnmf,
-        fit_field,
         movie_to_Y,
-        refine,
         to_estimates,
     )
+    from mesmerize_helpers.engine.cnmf_field import fit_field, refine
     from mesmerize_helpers.engine.noise import pixel_noise
 
     if case == "synthetic":
@@ -157,18 +156,19 @@ def run_case(case: str, n_processes: int) -> dict:
     # "refit" = the second whole-field round seeded with the fit (cnm.refit)
     def fit():
         Y, dims = movie_to_Y(movie)
+        sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
         if P["rf"] is not None:
             from mesmerize_helpers.engine.patches import fit_patches
 
             m = fit_patches(Y, dims, P, n_processes=n_processes, progress=False)
-            m = refine(Y, dims, m, P, drop_background=True)
-        else:
-            m = fit_field(Y, dims, P, K=int(P["K"]), nb=int(P["nb"]))  # drops as fit_cnmf
-        return Y, dims, m
+            m = refine(Y, dims, m, P, sn, drop_background=True)
+        else:  # drops as fit_cnmf
+            m = fit_field(Y, dims, P, K=int(P["K"]), nb=int(P["nb"]), sn=sn)
+        return Y, dims, sn, m
 
-    (Y, dims, m), t_fit, mem_fit = _stage(fit)
-    m, t_refit, mem_refit = _stage(refine, Y, dims, m, P, drop_background=True)
-    est = to_estimates(m, pixel_noise(Y), dims, int(P["p"]))
+    (Y, dims, sn, m), t_fit, mem_fit = _stage(fit)
+    m, t_refit, mem_refit = _stage(refine, Y, dims, m, P, sn, drop_background=True)
+    est = to_estimates(m, sn, dims, int(P["p"]))
     del Y
     est, t_eval, mem_eval = _stage(evaluate_components, est, movie, params)
     # the public one-call API, to check it gives the same components

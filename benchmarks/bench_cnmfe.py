@@ -10,8 +10,9 @@ transients, shot noise):
   with ``rf=48, stride=24``.
 
 Scores: F1 of the accepted components against the true footprints (masks above 0.2 of the
-peak, IoU >= 0.5, Hungarian matching) and the median Pearson correlation of matched traces
-``C`` with the true calcium.
+peak, IoU >= 0.5, Hungarian matching), the median Pearson correlation of matched traces
+``C`` with the true calcium, and the shape of the accepted footprints' masks (median number
+of 8-connected pieces and solidity, ``scoring.footprint_shapes``).
 
 Each case runs in its own subprocess so that its peak resident memory (``ru_maxrss``) is its
 own. Times are wall clock; ``peak alloc`` is the peak of numpy/Python allocations during the
@@ -39,7 +40,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mesmerize_helpers.scoring import match_by_iou, row_correlation  # noqa: E402
+from mesmerize_helpers.scoring import (  # noqa: E402
+    footprint_shapes,
+    match_by_iou,
+    row_correlation,
+)
 
 BASE = {"gSig": [3, 3], "fr": 10, "decay_time": 0.6, "min_corr": 0.8, "min_pnr": 5}
 CASES: dict[str, dict] = {
@@ -76,7 +81,9 @@ def run_case(name: str, n_processes: int) -> dict:
     est = evaluate_components(est, sim.movie, params)
     t_eval = time.perf_counter() - t0
     acc = est.idx_components
-    f1, ti, ei = score(sim.footprints, est.footprints(acc))
+    fp = est.footprints(acc)
+    f1, ti, ei = score(sim.footprints, fp)
+    shapes = footprint_shapes(fp)
     corr = row_correlation(sim.calcium[ti], est.C[acc][ei]) if len(ti) else np.zeros(1)
     movie_mb = sim.movie.nbytes / 2**20
     return {
@@ -88,6 +95,8 @@ def run_case(name: str, n_processes: int) -> dict:
         "rss_before_fit_mb": round(rss0),
         "K": int(est.n_components), "accepted": int(len(acc)), "n_true": int(sim.n_neurons),
         "F1": round(float(f1), 3), "median_trace_corr": round(float(np.median(corr)), 3),
+        "pieces": float(np.median(shapes.pieces)),
+        "solidity": round(float(np.nanmedian(shapes.solidity)), 2),
     }
 
 
@@ -112,13 +121,14 @@ def main() -> None:
         results.append(res)
         print(json.dumps(res))
     print("\n| movie | case | fit (s) | frames/s | eval (s) | peak alloc (MB, x movie) "
-          "| max RSS (MB) | K / accepted / true | F1 | median trace corr |")
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|")
+          "| max RSS (MB) | K / accepted / true | F1 | median trace corr | pieces | solidity |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['movie']} | {r['case']} {r['params'] or ''} | {r['fit_s']} | "
               f"{r['frames_per_s']} | {r['eval_s']} | {r['peak_alloc_mb']} "
               f"({r['peak_alloc_movies']}x) | {r['max_rss_mb']} | {r['K']} / {r['accepted']} / "
-              f"{r['n_true']} | {r['F1']} | {r['median_trace_corr']} |")
+              f"{r['n_true']} | {r['F1']} | {r['median_trace_corr']} | {r['pieces']:.0f} | "
+              f"{r['solidity']} |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 

@@ -1,6 +1,6 @@
 """Synthetic calcium-imaging movies with known ground truth.
 
-Used by the tests, the benchmarks and the README demo. Two simulators:
+Used by the tests, the benchmarks and the README demo. Four simulators:
 
 - :func:`simulate_2p`: two-photon-like movie. Compact, roughly Gaussian somata with some shape
   variability; AR(1) calcium driven by Poisson spikes; a smooth static baseline plus a low-rank
@@ -11,6 +11,9 @@ Used by the tests, the benchmarks and the README demo. Two simulators:
 - :func:`simulate_dim_2p`: a dim, noise-limited two-photon movie at realistic photon counts
   with random rigid shifts applied exactly (Fourier shift of a periodic scene), to measure
   motion-correction accuracy where noise, not the method, limits it.
+- :func:`simulate_2p_dense`: a dim, crowded two-photon field as real cortical recordings are:
+  a couple of photons per pixel and frame, somata touching each other, each a bright ring of
+  cytoplasm around a dimmer nucleus, at rest as bright as the active neuropil around them.
 
 Units: the movie is in photon counts (before read noise). ``footprints`` have a peak of 1, and
 ``calcium`` is in counts at a footprint's peak pixel, so ``movie ~= sum_k footprints[k] *
@@ -26,7 +29,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["SyntheticMovie", "simulate_2p", "simulate_1p", "simulate_dim_2p", "save_tiff"]
+__all__ = ["SyntheticMovie", "simulate_2p", "simulate_1p", "simulate_dim_2p", "simulate_2p_dense",
+           "save_tiff"]
 
 
 @dataclass
@@ -100,6 +104,22 @@ def _place_centers(
     return np.array(centers)
 
 
+def _ellipse(
+    rng: np.random.Generator, center: np.ndarray, shape: tuple[int, int], size: float,
+    variability: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A randomly stretched and rotated ellipse around ``center``: its radial coordinate
+    (1 at half-axes ``size`` times 1 +- ``variability``) and the offsets (dy, dx) of every
+    pixel of the frame from the centre."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
+    sy, sx = size * rng.uniform(1 - variability, 1 + variability, size=2)
+    theta = rng.uniform(0, np.pi)
+    dy, dx = yy - center[0], xx - center[1]
+    u = np.cos(theta) * dy + np.sin(theta) * dx
+    v = -np.sin(theta) * dy + np.cos(theta) * dx
+    return np.hypot(u / sy, v / sx), dy, dx
+
+
 def _footprint(
     rng: np.random.Generator,
     center: np.ndarray,
@@ -109,13 +129,8 @@ def _footprint(
     cutoff: float = 0.05,
 ) -> np.ndarray:
     """One soma: a rotated anisotropic Gaussian with a faint random texture, peak 1."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float64)
-    sy, sx = sigma * rng.uniform(1 - variability, 1 + variability, size=2)
-    theta = rng.uniform(0, np.pi)
-    dy, dx = yy - center[0], xx - center[1]
-    u = np.cos(theta) * dy + np.sin(theta) * dx
-    v = -np.sin(theta) * dy + np.cos(theta) * dx
-    fp = np.exp(-0.5 * ((u / sy) ** 2 + (v / sx) ** 2))
+    r = _ellipse(rng, center, shape, sigma, variability)[0]
+    fp = np.exp(-0.5 * r**2)
     # multiplicative smooth texture so that footprints are not perfect Gaussians
     texture = ndimage.gaussian_filter(rng.standard_normal(shape), sigma / 2)
     texture /= texture.std() + 1e-12
@@ -571,6 +586,120 @@ def simulate_dim_2p(
         params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g,
                 "photons": photons},
     )
+
+def _soma(
+    rng: np.random.Generator, center: np.ndarray, shape: tuple[int, int], radius: float,
+    variability: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One soma with a dimmer nucleus: its footprint (peak 1) and its body (0..1, the
+    fraction of the pixel it fills, for the neuropil it displaces)."""
+    r, dy, dx = _ellipse(rng, center, shape, radius, variability)
+    edge = 0.6  # px: width of the soft rim (optical blur)
+    body = 1 / (1 + np.exp((r - 1) * radius / edge))
+    # the indicator is cytosolic: the nucleus (about half the soma across, a little off
+    # centre) is dimmer but, at 0.3-0.6 of the cytoplasm, still part of the footprint
+    nuc_c = rng.normal(0, 0.1 * radius, size=2)
+    nucleus = 1 / (1 + np.exp((np.hypot(dy - nuc_c[0], dx - nuc_c[1]) - 0.5 * radius) / edge))
+    fp = body * (1 - rng.uniform(0.4, 0.7) * nucleus)
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0)
+    fp *= np.clip(1 + 0.15 * texture / (texture.std() + 1e-12), 0.5, None)
+    fp[fp < 0.02 * fp.max()] = 0
+    return (fp / fp.max()).astype(np.float32), body.astype(np.float32)
+
+
+def simulate_2p_dense(
+    n_frames: int = 400,
+    shape: tuple[int, int] = (128, 128),
+    n_neurons: int = 40,
+    gSig: float = 4.0,
+    fr: float = 10.0,
+    decay_time: float = 1.0,
+    seed: int = 0,
+    *,
+    brightness: float = 2.0,
+    firing_rate: float = 0.3,
+    amplitude: float = 0.5,
+    silent: float = 0.25,
+    neuropil_activity: float = 0.15,
+    read_noise: float = 0.2,
+    dtype: str = "float32",
+) -> SyntheticMovie:
+    """Simulate a dim, crowded two-photon field (GCaMP in cortex, as the Neurofinder data).
+
+    Somata ``gSig`` px in radius (about 70 px above 0.2 of the peak at ``gSig=4``), touching each other, are
+    rings of cytoplasm around a nucleus 0.3-0.6 as bright. The neuropil between them is, at
+    rest, as bright as the somata's cytoplasm (``brightness`` photons per pixel and frame,
+    varying across the field and with a fine texture), so somata show in the mean image
+    mainly by their dark nuclei; it fluctuates by ``neuropil_activity`` of its level in three
+    overlapping smooth patches of slow, correlated activity. A fraction ``silent`` of the
+    neurons never fires; the others fire Poisson spikes (``firing_rate`` Hz on average, rates
+    log-normal across neurons), each raising the cell by ``amplitude`` of its resting level
+    (dF/F) and decaying in ``decay_time`` s. Frames are Poisson photon counts plus Gaussian
+    read noise (``read_noise`` photons).
+
+    Parameters
+    ----------
+    n_frames, shape, n_neurons, gSig, fr, decay_time, seed
+        As :func:`simulate_2p`.
+    brightness
+        Resting level of neuropil and cytoplasm, photons per pixel and frame.
+    firing_rate
+        Mean firing rate (Hz) of the neurons that fire.
+    amplitude
+        dF/F of one spike at the footprint's peak.
+    silent
+        Fraction of neurons that never fire (they only show at rest).
+    neuropil_activity
+        Relative amplitude of the neuropil's fluctuations.
+    read_noise
+        Standard deviation of the Gaussian read noise (photons).
+    dtype
+        ``"float32"`` or ``"uint16"``.
+
+    Returns
+    -------
+    SyntheticMovie
+        ``footprints`` peak 1 (nucleus included), ``calcium`` in photons at the footprint's
+        peak; the silent neurons are among the footprints (their calcium is 0).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (int(shape[0]), int(shape[1]))
+    g = float(np.exp(-1.0 / (decay_time * fr)))
+    radius = float(gSig)
+    centers = _place_centers(rng, n_neurons, shape, radius + 1, 1.9 * radius)
+    if n_neurons:
+        fps, bodies = (np.stack(x) for x in zip(
+            *[_soma(rng, c, shape, radius, 0.15) for c in centers]))
+    else:
+        fps = bodies = np.zeros((0, *shape), np.float32)
+    # neuropil: vignetting x fine texture (dendrites, axons), displaced where somata are
+    texture = ndimage.gaussian_filter(rng.standard_normal(shape), 1.5)
+    npil = brightness * _smooth_field(rng, shape, max(shape) / 4)
+    npil *= np.clip(1 + 0.2 * texture / (texture.std() + 1e-12), 0.3, None)
+    free = 1 - np.clip(bodies.sum(axis=0), 0, 1)
+    rest = npil[tuple(np.round(centers).astype(int).T)] * rng.uniform(0.8, 1.2, n_neurons)
+    baseline = npil * free + np.tensordot(rest, fps, axes=1)
+
+    fires = np.where(rng.random(n_neurons) < silent, 0.0, 1.0)
+    # each spike raises the cell by ``amplitude`` of its resting level (photons at its peak)
+    size = (fires * amplitude * rest)[:, None].astype(np.float32)
+    spikes = _spike_trains(rng, n_neurons, n_frames, fr, firing_rate, 1.0) * size
+    calcium = _ar1(spikes, g)
+    bg_spatial = np.stack([neuropil_activity * npil * free * _smooth_field(rng, shape, 3 * gSig)
+                           for _ in range(3)])
+    common = _slow_trace(rng, n_frames, fr, period=10.0) - 1.0
+    bg_temporal = np.stack([0.5 * common + _slow_trace(rng, n_frames, fr, period=3.0) - 1.0
+                            for _ in range(3)])
+    movie = _render(rng, fps, calcium, bg_spatial, bg_temporal, baseline, read_noise, None)
+    return SyntheticMovie(
+        movie=_finish(movie, dtype), footprints=fps, calcium=calcium, spikes=spikes,
+        background={"spatial": bg_spatial.astype(np.float32),
+                    "temporal": bg_temporal.astype(np.float32),
+                    "baseline": baseline.astype(np.float32), "resting": rest.astype(np.float32)},
+        shifts=np.zeros((n_frames, 2), np.float32),
+        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
+    )
+
 
 def save_tiff(path: str | Path, movie: np.ndarray) -> Path:
     """Write a (frames, y, x) movie as a multi-page TIFF (tifffile) and return its path."""

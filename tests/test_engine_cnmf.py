@@ -179,6 +179,11 @@ def test_defaults_are_caimans():
     assert CNMF_DEFAULTS["merge_thr"] == 0.8 and CNMF_DEFAULTS["p"] == 2
     assert CNMF_DEFAULTS["min_SNR"] == 2.5 and CNMF_DEFAULTS["rval_thr"] == 0.8
     assert CNMF_DEFAULTS["method_init"] == "greedy_roi" and CNMF_DEFAULTS["nb"] == 1
+    # footprint thresholding (CaImAn's spatial group, CNMFParams 1.12)
+    assert {k: CNMF_DEFAULTS[k] for k in ("medw", "thr_method", "maxthr", "nrgthr",
+                                          "extract_cc", "se", "ss")} == {
+        "medw": None, "thr_method": "nrg", "maxthr": 0.1, "nrgthr": 0.9999,
+        "extract_cc": True, "se": None, "ss": None}
 
 
 def test_movie_is_not_modified(sim, tmp_path):
@@ -339,3 +344,21 @@ def test_merge_reports_which_components_it_merged():
     assert n == 1 and A2.shape == (30, 2) and sp.issparse(A2)
     assert [sorted(o.tolist()) for o in origins] == [[2], [0, 1]]
     np.testing.assert_array_equal(A2.toarray()[:, 0], A[:, 2])
+
+
+def test_missing_values_are_filled_with_a_warning():
+    """NaN borders (motion correction with border_nan=True) used to stop the fit with
+    "SVD did not converge"; they are filled with each pixel's mean, with a warning."""
+    sim = simulate_2p(n_frames=300, shape=(64, 64), n_neurons=8, seed=0)
+    movie = sim.movie.copy()
+    movie[100:200, :, :3] = np.nan  # frames shifted by 3 px: a NaN band at the left border
+    movie[:, 60, 60] = np.nan  # a pixel missing in every frame
+    params = {**BASE_PARAMS, "K": 15, "ssub": 1, "tsub": 1, "fr": 30}
+    with pytest.warns(UserWarning, match="193 pixel"):
+        est = fit_cnmf(movie, params, progress=False)
+    with pytest.warns(UserWarning, match="missing values"):
+        est = evaluate_components(est, movie, params)
+    assert np.isfinite(est.C).all() and np.isfinite(est.A.data).all()
+    found = match_by_iou(sim.footprints, est.footprints(est.idx_components), 0.5)
+    assert found.recall >= 7 / 8
+    assert np.isnan(movie[150, :, :3]).all()  # the input itself is left alone

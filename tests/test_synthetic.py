@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 from scipy.signal import lfilter
 
-from mesmerize_helpers.synthetic import SyntheticMovie, save_tiff, simulate_1p, simulate_2p
+from mesmerize_helpers.synthetic import (
+    SyntheticMovie,
+    save_tiff,
+    simulate_1p,
+    simulate_2p,
+    simulate_2p_dense,
+)
 
 
 def test_simulate_2p_shapes_and_model():
@@ -98,3 +105,34 @@ def test_simulate_dim_2p_photon_counts_and_exact_shifts():
     assert np.abs(moved - target)[inner].max() < 0.02 * target[inner].mean()
     np.testing.assert_array_equal(sim.shifts, simulate_dim_2p(n_frames=120, shape=(64, 80),
                                                              seed=3).shifts)
+def test_simulate_2p_dense_is_dim_crowded_and_follows_its_model():
+    sim = simulate_2p_dense(n_frames=300, shape=(96, 96), n_neurons=25, seed=3)
+    n = sim.n_neurons
+    assert sim.movie.shape == (300, 96, 96) and sim.footprints.shape == (n, 96, 96)
+    np.testing.assert_allclose(sim.footprints.reshape(n, -1).max(1), 1.0)
+    # dim: a couple of photons per pixel and frame
+    assert 1.0 < sim.movie.mean() < 3.0
+    # the noiseless model explains the movie up to shot + read noise
+    clean = (np.tensordot(sim.calcium.T, sim.footprints, axes=1) + sim.background["baseline"]
+             + np.tensordot(sim.background["temporal"].T, sim.background["spatial"], axes=1))
+    resid = sim.movie - clean
+    assert abs(resid.mean()) < 0.05
+    np.testing.assert_allclose(resid.var(), clean.mean() + 0.2**2, rtol=0.05)
+    # at rest, a soma's cytoplasm is about as bright as the neuropil around it
+    masks = sim.masks(0.2)
+    ring = ndimage.binary_dilation(masks.any(0), iterations=3) & ~masks.any(0)
+    base = sim.background["baseline"]
+    ratio = np.median([base[m].max() for m in masks]) / np.median(base[ring])
+    assert 0.8 < ratio < 1.5
+    # a nucleus: the centre of a soma is dimmer than its brightest ring
+    centre = [sim.footprints[k][tuple(np.round(ndimage.center_of_mass(masks[k])).astype(int))]
+              for k in range(n)]
+    assert np.median(centre) < 0.8
+    # somata touch: masks of neighbours share or abut pixels
+    grown = np.stack([ndimage.binary_dilation(m) for m in masks])
+    assert (grown.sum(0) > 1).any()
+    # some never fire, the others do, with AR(1) calcium from the spikes
+    firing = sim.spikes.any(1)
+    assert 0 < (~firing).sum() < n / 2
+    np.testing.assert_allclose(lfilter([1], [1, -sim.params["g"]], sim.spikes, axis=1),
+                               sim.calcium, rtol=1e-4, atol=1e-3)

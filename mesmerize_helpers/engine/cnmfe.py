@@ -45,8 +45,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .cnmf import (
-    CNMF_DEFAULTS,
+from .cnmf_field import CNMF_DEFAULTS
+from .corr_pnr import init_neurons_corr_pnr
+from .footprints import areas, as_footprints
+from .initialization import downsample, upsample_footprints
+from .merging import merge_components
+from .model import (
     Components,
     Estimates,
     Y_to_movie,
@@ -54,13 +58,10 @@ from .cnmf import (
     normalize_components,
     to_estimates,
 )
-from .corr_pnr import init_neurons_corr_pnr
-from .footprints import areas, as_footprints
-from .initialization import downsample, upsample_footprints
-from .merging import merge_components
 from .noise import ar_from_decay_time, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
 from .ring import compute_W, ring_background, ring_radius, subtract_background
+from .shaping import SHAPE_DEFAULTS, shaping_params
 from .spatial import update_spatial
 from .temporal import update_temporal
 
@@ -76,7 +77,7 @@ CNMFE_DEFAULTS: dict[str, Any] = {
         "decay_time", "rf", "stride", "only_init", "ITER", "bas_nonneg", "s_min",
         "noise_range", "noise_method", "lags", "fudge_factor", "optimize_g",
         "method_deconvolution", "update_background_components", "do_merge", "SNR_lowest",
-        "rval_lowest", "min_cnn_thr", "cnn_lowest",
+        "rval_lowest", "min_cnn_thr", "cnn_lowest", *SHAPE_DEFAULTS,
     )},
     # one-photon: corr-PNR seeding and the ring background (CaImAn's CNMF-E demo values)
     "fr": 10.0, "method_init": "corr_pnr", "K": None, "gSig": [3, 3], "gSiz": None,
@@ -155,6 +156,7 @@ def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     P["gSiz"] = tuple(s + 1 if s % 2 == 0 else s for s in P["gSiz"])
     P["noise_range"] = tuple(P["noise_range"])
     P["ssub_B"] = max(int(P["ssub_B"]), 1)
+    shaping_params(P)  # clear errors for bad thresholding keys now, not in the first update
     return P
 
 
@@ -239,14 +241,17 @@ def background_step(Y: np.ndarray, dims: tuple[int, int], m: _Fit,
     return m, subtract_background(Y, m.A, m.C, m.W, m.b0, dims, P["ssub_B"])
 
 
-def spatial_step(Yb: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any]) -> _Fit:
-    """HALS footprint update on the background-free data; drop empty and oversized ones."""
+def spatial_step(Yb: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
+                 sn: np.ndarray) -> _Fit:
+    """HALS footprint update on the background-free data, footprints shaped (``sn``: (pixels,)
+    noise of the movie, see :mod:`.shaping`); drop empty and oversized ones."""
     d, T = Yb.shape
     if m.K == 0:
         return m
     b, f = _empty_bg(d, T)
     radius = max(int(np.ceil(np.mean(P["gSig"]))), 2)
-    A, _ = update_spatial(Yb, m.A, m.C, b, f, dims, radius=radius, update_background=False)
+    A, _ = update_spatial(Yb, m.A, m.C, b, f, dims, radius=radius, update_background=False,
+                          shaping=shaping_params(P), sn=sn)
     m.A = A
     ok = areas(A, _AREA_THR) <= _MAX_AREA_FACTOR * P["gSiz"][0] * P["gSiz"][1]
     return normalize_components(m.keep(np.flatnonzero(ok)))
@@ -279,37 +284,42 @@ def merge_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> tuple[_Fit, int
     return temporal_step(Yb, _Fit(A, C, W=m.W, b0=m.b0), P), n
 
 
-def refine(Y: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any]
-           ) -> tuple[_Fit, np.ndarray]:
-    """Background, then merge, footprints and traces on ``Y - B`` (one CNMF-E round).
+def refine(Y: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
+           sn: np.ndarray) -> tuple[_Fit, np.ndarray]:
+    """Background, then merge, footprints and traces on ``Y - B`` (one CNMF-E round);
+    ``sn``: (pixels,) noise of ``Y``.
 
     Returns the model and the background-free data ``Y - B`` it was fitted to.
     """
     m, Yb = background_step(Y, dims, m, P)
     m, _ = merge_step(Yb, m, P)
-    m = spatial_step(Yb, dims, m, P)
+    m = spatial_step(Yb, dims, m, P, sn)
     m = temporal_step(Yb, m, P)
     m, n = merge_step(Yb, m, P)
     if n:
-        m = spatial_step(Yb, dims, m, P)
+        m = spatial_step(Yb, dims, m, P, sn)
         m = temporal_step(Yb, m, P)
     return m, Yb
 
 
-def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any]) -> _Fit:
+def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any],
+              sn: np.ndarray | None = None) -> _Fit:
     """CNMF-E on one field (the whole frame or a patch), as CaImAn's ``greedyROI_corr``.
 
     ``init_iter`` rounds of: ring background for the current neurons, spatial and temporal
     updates on ``Y - B``, and (except in the last round) a search for more neurons in the
-    residual ``Y - B - A C``; then a last round with merging.
+    residual ``Y - B - A C``; then a last round with merging. ``sn``: (pixels,) noise of
+    ``Y`` (computed here when None).
     """
+    if sn is None:
+        sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     K = None if P["K"] is None else int(P["K"])
     A, C = initialize(Y, dims, P, K)
     m = normalize_components(_Fit(A, C))
     n_iter = max(int(P["init_iter"]), 1)
     for it in range(n_iter):
         m, Yb = background_step(Y, dims, m, P)
-        m = spatial_step(Yb, dims, m, P)
+        m = spatial_step(Yb, dims, m, P, sn)
         m = temporal_step(Yb, m, P)
         if it == n_iter - 1:
             break
@@ -324,7 +334,7 @@ def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any]) -> _Fi
             m = _Fit(sp.hstack([m.A, new.A], format="csc"), np.vstack([m.C, new.C]), W=m.W,
                      b0=m.b0)
             m = temporal_step(Yb, m, P)
-    m, _ = refine(Y, dims, m, P)
+    m, _ = refine(Y, dims, m, P, sn)
     return m
 
 
@@ -440,12 +450,12 @@ def fit_cnmfe(
     try:
         if use_patches:
             m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress)
-            m, _ = refine(Y, dims, m, P)
+            m, _ = refine(Y, dims, m, P, sn)
         else:
-            m = fit_field(Y, dims, P)
+            m = fit_field(Y, dims, P, sn)
         bar.update(1)
         if refit:
-            m, _ = refine(Y, dims, m, P)
+            m, _ = refine(Y, dims, m, P, sn)
             bar.update(1)
         # the ring model that goes with the final neurons
         m, Yb = background_step(Y, dims, m, P)

@@ -16,13 +16,22 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["detrend_df_f", "mode_percentile", "running_percentile"]
+__all__ = ["detrend_df_f", "mode_percentile", "running_percentile", "robust_mode"]
+
+
+def robust_mode(x: np.ndarray) -> float:
+    """Half-sample mode of a 1-d sample (robust location of the densest value)."""
+    x = np.sort(np.asarray(x, np.float64))
+    while len(x) > 3:
+        h = (len(x) + 1) // 2
+        widths = x[h - 1:] - x[: len(x) - h + 1]
+        i = int(np.argmin(widths))
+        x = x[i:i + h]
+    return float(np.mean(x)) if len(x) else 0.0
 
 
 def mode_percentile(x: np.ndarray) -> float:
     """Percentile (0-100) at which the mode (resting level) of a trace lies."""
-    from .evaluate import robust_mode
-
     x = np.asarray(x, np.float64)
     mode = robust_mode(x)
     # ties at the mode (flat baselines) count half, so that the percentile lands on them
@@ -65,7 +74,7 @@ def detrend_df_f(
     Parameters
     ----------
     estimates
-        :class:`~mesmerize_helpers.engine.cnmf.Estimates` (uses A, b, C, f, YrA; for a
+        :class:`~mesmerize_helpers.engine.model.Estimates` (uses A, b, C, f, YrA; for a
         CNMF-E ring model, ``extra["b0"]`` as the background).
     quantileMin
         Percentile (0-100) used as baseline when ``flag_auto`` is False.

@@ -30,23 +30,40 @@ import scipy.sparse as sp
 from scipy.signal import argrelmax
 from scipy.special import log_ndtr, ndtri
 
-from .footprints import as_footprints, box_image, column
+from .dff import robust_mode, running_percentile
+from .footprints import areas, as_footprints, box_image, column
+from .model import movie_to_Y
 
 __all__ = [
     "evaluate_components", "trace_snr", "spatial_consistency", "robust_mode",
-    "remove_slow_baseline", "footprint_snr",
+    "remove_slow_baseline", "footprint_snr", "footprint_areas", "max_area", "min_area",
 ]
 
+#: Footprint pixels above this fraction of the peak make up a component's area.
+AREA_THR = 0.2
+#: Largest area of a soma, in units of ``pi * gSig_y * gSig_x`` (a disk of radius 3 gSig).
+MAX_AREA_FACTOR = 9.0
+#: Smallest area of a soma, same units (a disk of radius ~0.8 gSig): smaller components are
+#: bright specks (dendrites, boutons) or noise.
+MIN_AREA_FACTOR = 0.6
 
-def robust_mode(x: np.ndarray) -> float:
-    """Half-sample mode of a 1-d sample (robust location of the densest value)."""
-    x = np.sort(np.asarray(x, np.float64))
-    while len(x) > 3:
-        h = (len(x) + 1) // 2
-        widths = x[h - 1:] - x[: len(x) - h + 1]
-        i = int(np.argmin(widths))
-        x = x[i:i + h]
-    return float(np.mean(x)) if len(x) else 0.0
+
+def footprint_areas(A: Any) -> np.ndarray:
+    """(K,) number of pixels of each (pixels, K) footprint (sparse or dense) above
+    ``AREA_THR`` times its peak."""
+    return areas(A, AREA_THR)
+
+
+def max_area(P: Mapping[str, Any]) -> float:
+    """Largest plausible soma area (px) for the ``gSig`` of the params."""
+    return MAX_AREA_FACTOR * np.pi * P["gSig"][0] * P["gSig"][1]
+
+
+def min_area(P: Mapping[str, Any]) -> float:
+    """Smallest plausible soma area (px) for the ``gSig`` of the params."""
+    return MIN_AREA_FACTOR * np.pi * P["gSig"][0] * P["gSig"][1]
+
+
 
 
 def trace_snr(F: np.ndarray, N: int) -> np.ndarray:
@@ -86,8 +103,6 @@ def remove_slow_baseline(F: np.ndarray) -> np.ndarray:
     (at most 800 frames), as CaImAn does before scoring transients: slow drifts are not
     events."""
     from scipy.ndimage import uniform_filter1d
-
-    from .dff import running_percentile
 
     T = F.shape[1]
     window = int(min(max(T // 5, 1), 800))
@@ -255,8 +270,6 @@ def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -
         The same object with ``SNR_comp``, ``r_values``, ``cnn_preds`` (NaN),
         ``idx_components`` and ``idx_components_bad`` set.
     """
-    from .cnmf import footprint_areas, max_area, min_area, movie_to_Y
-
     est = estimates
     K = est.n_components
     N = int(np.ceil(float(params["decay_time"]) * float(params["fr"])))

@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .background import init_background
+from .cnmf_field import cnmf_params, fit_field, initialize_greedy
 from .footprints import from_columns
+from .merging import merge_components
+from .model import CNMFModel, movie_to_Y, normalize_components
+from .params import as_pair
 
 __all__ = ["patch_starts", "patch_slices", "n_patches", "fit_movie_patch", "fit_patches"]
 
@@ -33,8 +38,6 @@ def patch_starts(n: int, size: int, step: int) -> list[int]:
 
 def patch_slices(dims: tuple[int, int], rf: Any, stride: Any) -> list[tuple[slice, slice]]:
     """(y, x) slices of the patches for half-size ``rf`` and overlap ``stride`` (px)."""
-    from .params import as_pair
-
     rf_y, rf_x = (int(v) for v in as_pair(rf, "rf"))
     st = stride if stride is not None else 0
     st_y, st_x = (int(v) for v in as_pair(st, "stride"))
@@ -56,8 +59,6 @@ def _fit_patch(
     Yp: np.ndarray, dims_p: tuple[int, int], P: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit one patch; returns its footprints (patch pixels, K') and traces (K', T)."""
-    from .cnmf import fit_field, initialize_greedy
-
     if P["only_init"]:  # CaImAn's default: patches only initialize, the whole field refines
         return initialize_greedy(Yp, dims_p, P, int(P["K"]), int(P["nb_patch"]))
     m = fit_field(Yp, dims_p, P, K=int(P["K"]), nb=int(P["nb_patch"]))
@@ -66,8 +67,6 @@ def _fit_patch(
 
 def n_patches(dims: tuple[int, int], params: Mapping[str, Any]) -> int:
     """Number of patches of a (y, x) field for CaImAn params (0 without ``rf``)."""
-    from .cnmf import cnmf_params
-
     P = cnmf_params(params)
     if P["rf"] is None:
         return 0
@@ -87,8 +86,6 @@ def fit_movie_patch(
     A, C
         (patch pixels, K') dense footprints in Fortran order on the patch and (K', T) traces.
     """
-    from .cnmf import cnmf_params, movie_to_Y
-
     P = cnmf_params(params)
     if P["rf"] is None:
         raise ValueError("fit_movie_patch needs patches: params['rf'] is None.")
@@ -205,14 +202,10 @@ def fit_patches(
 
     Returns
     -------
-    _Model
+    CNMFModel
         Whole-field footprints, traces and a freshly initialized rank-``nb`` background,
         before any whole-field update.
     """
-    from .background import init_background
-    from .cnmf import _Model, normalize_components
-    from .merging import merge_components
-
     d, T = Y.shape
     slices = patch_slices(dims, P["rf"], P["stride"])
     pix = [_patch_pixels(dims, sl) for sl in slices]
@@ -235,4 +228,4 @@ def fit_patches(
         # step of the whole-field refinement compares them once they are clean.
         A, C, _ = merge_components(A, C, merge_thr=np.inf)
     b, f = init_background(Y, A, C, int(P["nb"]))
-    return normalize_components(_Model(A, C, b=b, f=f))
+    return normalize_components(CNMFModel(A, C, b=b, f=f))

@@ -3,7 +3,9 @@
 Hierarchical alternating least squares on ``Y ~ A C + b f``: each footprint in turn gets
 the non-negative least-squares update given all the others, restricted to a support made of
 its current pixels dilated by a disk, so that footprints stay local but can grow or move.
-The background footprints ``b`` are updated on the whole field.
+The background footprints ``b`` are updated on the whole field. Each footprint is then
+shaped like a cell (:mod:`.shaping`). ``Y`` is read twice: its rows on each support times
+the traces, and the whole matrix times the background traces.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from scipy import ndimage
 
 from .footprints import as_footprints, box_image, column, from_columns
 from .linalg import pair_dots
+from .shaping import Shaping, shape_footprint
 
-__all__ = ["update_spatial", "clean_footprint", "disk", "dilated_supports"]
+__all__ = ["update_spatial", "disk", "dilated_supports"]
 
 
 def disk(radius: int) -> np.ndarray:
@@ -70,49 +73,6 @@ def dilated_supports(
             yy, xx = yy[near], xx[near]
         out.append(np.sort(yy + xx * h))
     return out
-
-
-def clean_footprint(
-    idx: np.ndarray, val: np.ndarray, dims: tuple[int, int], rel_thr: float = 0.02
-) -> tuple[np.ndarray, np.ndarray]:
-    """Median-filter, zero small pixels and keep the connected piece holding the peak.
-
-    The 3x3 median filter (CaImAn's ``medw``) removes isolated pixels: a footprint fitted
-    to noise is made of them and vanishes, while a soma, smooth at that scale, keeps its
-    shape.
-
-    Parameters
-    ----------
-    idx, val
-        Pixel indices (Fortran order on ``dims``) and values of one footprint.
-    dims
-        (y, x) frame size.
-    rel_thr
-        Pixels below this fraction of the peak are set to 0.
-
-    Returns
-    -------
-    idx, val
-        Sorted pixel indices and values of the cleaned footprint (empty if nothing is left).
-    """
-    idx = np.asarray(idx, np.int64)
-    val = np.asarray(val)
-    nz = val > 0
-    idx, val = idx[nz], val[nz]
-    if not idx.size:
-        return idx, val
-    img, r0, c0 = box_image(idx, val, dims, 1)
-    # only where the median is positive: it would shave the rim of the soma otherwise
-    img = np.where(ndimage.median_filter(img, size=3, mode="constant") > 0, img, 0)
-    if img.max() <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, val.dtype)
-    img = np.where(img >= rel_thr * img.max(), img, 0)
-    labels, n = ndimage.label(img > 0, structure=np.ones((3, 3)))
-    if n > 1:
-        peak = labels.flat[int(np.argmax(img))]
-        img = np.where(labels == peak, img, 0)
-    xx, yy = np.nonzero(img.T)  # x-major: Fortran pixel order, already sorted
-    return (yy + r0) + (xx + c0) * dims[0], img[yy, xx]
 
 
 def _values_on(A: sp.csc_matrix, supports: list[np.ndarray]) -> np.ndarray:
@@ -172,6 +132,8 @@ def update_spatial(
     update_background: bool = True,
     max_radius: float | None = None,
     allowed: Any = None,
+    shaping: Shaping | None = None,
+    sn: np.ndarray | None = None,
 ) -> tuple[sp.csc_matrix, np.ndarray]:
     """HALS update of the footprints ``A`` and background footprints ``b``.
 
@@ -206,13 +168,19 @@ def update_spatial(
         (pixels, K) boolean, sparse or dense: where each footprint may be non-zero (None:
         anywhere within its support), e.g. around a user's mask, so that a seeded component
         cannot move onto a neighbouring cell.
+    shaping
+        How footprints are shaped after the update (:mod:`.shaping`; default: CaImAn's
+        defaults).
+    sn
+        (pixels,) noise standard deviation of each pixel of ``Y``: sets the noise floor of
+        the shaping (None: no floor).
 
     Returns
     -------
     A, b
         Updated footprints, (pixels, K) ``scipy.sparse.csc_matrix`` float32, and (pixels,
-        nb) float32 background footprints, non-negative. Footprints are cleaned (small
-        pixels and detached pieces removed); they are not normalized here.
+        nb) float32 background footprints, non-negative. Footprints are shaped
+        (:func:`~.shaping.shape_footprint`); they are not normalized here.
     """
     A = as_footprints(A)
     d, K, nb = A.shape[0], A.shape[1], b.shape[1]
@@ -238,6 +206,9 @@ def update_spatial(
     Vcb = (C @ f.T).astype(np.float64)  # (K, nb) trace products with the background
     Vbb = (f @ f.T).astype(np.float64)
     Ub = Y @ f.T if (update_background and nb) else None  # (pixels, nb)
+    # each entry's least-squares value before the non-negativity clamp (last sweep): its
+    # noise is symmetric about the true value, which the shaping's noise test relies on
+    raw = w.copy()
     for _ in range(n_iter):
         for k in range(K):
             s, e = ptr[k], ptr[k + 1]
@@ -247,14 +218,18 @@ def update_spatial(
             a, z = M.indptr[s], M.indptr[e]
             terms = M.data[a:z] * w[M.indices[a:z]]
             acc = np.add.reduceat(terms, M.indptr[s:e] - a) + b[pix[s:e]] @ Vcb[k]
-            w[s:e] = np.maximum(w[s:e] + (U[s:e] - acc) / diag[k], 0)
+            raw[s:e] = w[s:e] + (U[s:e] - acc) / diag[k]
+            w[s:e] = np.maximum(raw[s:e], 0)
         if Ub is not None:
             A_cur = sp.csc_matrix((w, pix, ptr), shape=(d, K))
             for j in range(nb):
                 if Vbb[j, j] > 0:
                     fit = A_cur @ Vcb[:, j] + b @ Vbb[:, j]
                     b[:, j] = np.maximum(b[:, j] + (Ub[:, j] - fit) / Vbb[j, j], 0)
-    cols = [clean_footprint(pix[ptr[k]:ptr[k + 1]], w[ptr[k]:ptr[k + 1]], dims)
+    shaping = Shaping() if shaping is None else shaping
+    norms = np.sqrt(diag)
+    cols = [shape_footprint(pix[ptr[k]:ptr[k + 1]], raw[ptr[k]:ptr[k + 1]], dims, shaping,
+                            sn, norms[k]) if diag[k] > 0 else (pix[:0], w[:0])
             for k in range(K)]
     A_new = from_columns([c[0] for c in cols], [c[1] for c in cols], d)
     return A_new, b
