@@ -254,10 +254,11 @@ class JobInput:
 
 
 #: What to do when a parent's registered movie holds NaN (border_nan=True leaves them where
-#: frames were shifted): the built-in engine's steps cannot use NaN pixels.
+#: frames were shifted): source extraction fills them, but registering a registered movie
+#: again cannot build a template from them.
 NAN_BORDER_HINT = ("The parent item's border_nan=True left them where frames were shifted; "
-                   "the built-in engine cannot use NaN pixels as input: re-run the parent "
-                   "with border_nan='copy' (or 'min', or False), or use engine: caiman.")
+                   "the built-in motion correction cannot register NaN pixels: re-run the "
+                   "parent with border_nan='copy' (or 'min', or False), or use engine: caiman.")
 
 
 def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: dict,
@@ -410,7 +411,8 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
         steps, manifest["engine_version"] = engine_steps(engine)
         validation.check_params(algo, params)  # the TSV may have been edited by hand
         job_input = open_input(input_movie, parent_dir, params, algo, stored_input,
-                               allow_nan_parent=engine == "caiman")
+                               # CNMF and CNMF-E fill missing pixels (engine.model.movie_to_Y)
+                               allow_nan_parent=engine == "caiman" or algo != "mcorr")
         manifest["input_movie_path"] = str(job_input.path)
         identity.update(parent_run=job_input.parent_run, files=job_input.files)
         Ain, seed_outputs = None, {}

@@ -17,6 +17,7 @@ from conftest import CNMF, MCORR, write_movie
 import mesmerize_helpers as mh
 from mesmerize_helpers.batch import read_table
 from mesmerize_helpers.errors import BatchFormatError
+from mesmerize_helpers.io.estimates import load_estimates
 from mesmerize_helpers.jobs import run_item
 from mesmerize_helpers.manifest import MANIFEST, read_manifest
 
@@ -125,22 +126,28 @@ def test_a_nan_pixel_is_refused_naming_file_and_frame(tmp_path):
     assert f"{path} has 1 NaN or infinite pixel value(s), the first in frame 17 at (y=3, x=4)" in first
 
 
-def test_nan_borders_of_a_parent_are_refused_not_spread(tmp_path):
-    """mcorr with border_nan=True leaves NaN where frames were shifted; a child on it used to
-    be all NaN (mcorr, marked successful) or fail on an SVD (cnmf)."""
+def test_nan_borders_of_a_parent_are_refused_by_mcorr_and_filled_by_cnmf(tmp_path):
+    """mcorr with border_nan=True (CaImAn's default) leaves NaN where frames were shifted: an
+    mcorr child on it used to be all NaN, marked successful (now refused, saying what to do);
+    a cnmf child used to fail on an SVD (now it fits, the missing pixels filled)."""
     from mesmerize_helpers.synthetic import save_tiff, simulate_2p
 
-    sim = simulate_2p(n_frames=60, shape=(48, 48), n_neurons=4, motion=3.0, seed=1)
+    sim = simulate_2p(n_frames=100, shape=(48, 48), n_neurons=4, motion=3.0, seed=1)
     movie = save_tiff(tmp_path / "m.tif", sim.movie)
     parent = run_item(tmp_path / "p", uuid="p", algo="mcorr", progress=False, input_movie=movie,
                       params={"main": {"max_shifts": [6, 6], "border_nan": True}})
     assert parent["success"] and parent["nonfinite_pixels"] > 0
-    for algo, params in (("mcorr", MCORR), ("cnmf", CNMF)):
-        child = run_item(tmp_path / "p" / algo, uuid="c", algo=algo, params=params,
-                         input_movie="", parent_dir=tmp_path / "p", progress=False)
-        assert child["success"] is False
-        assert re.search(r"mcorr.npy has \d+ NaN .* re-run the parent with border_nan='copy'",
-                         child["traceback"].splitlines()[0])
+    child = run_item(tmp_path / "p" / "mcorr", uuid="c", algo="mcorr", params=MCORR,
+                     input_movie="", parent_dir=tmp_path / "p", progress=False)
+    assert child["success"] is False
+    assert re.search(r"mcorr.npy has \d+ NaN .* re-run the parent with border_nan='copy'",
+                     child["traceback"].splitlines()[0])
+    with pytest.warns(UserWarning, match="missing values"):
+        fit = run_item(tmp_path / "p" / "cnmf", uuid="f", algo="cnmf", params=CNMF,
+                       input_movie="", parent_dir=tmp_path / "p", progress=False)
+    assert fit["success"], fit["traceback"]
+    est = load_estimates(tmp_path / "p" / "cnmf" / fit["outputs"]["cnmf-hdf5-path"])
+    assert est.A.shape[1] >= 1 and np.isfinite(est.C).all() and np.isfinite(est.A.data).all()
 
 
 @pytest.mark.parametrize("make, params, message", [
