@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .linalg import project
+from .data import as_data
 
 __all__ = ["init_background"]
 
@@ -16,12 +16,13 @@ def init_background(
     """Rank-``nb`` non-negative factorization of the residual ``Y - A C``.
 
     The residual is never formed: every product with it is taken as products with ``Y``,
-    ``A`` and ``C``, so memory stays at the size of ``Y``.
+    ``A`` and ``C``, and ``Y`` is read a block at a time, so memory stays at the size of
+    the factors (and a block).
 
     Parameters
     ----------
     Y
-        (pixels, T) data.
+        (pixels, T) data: an array or a :class:`~.data.DataMatrix`.
     A
         (pixels, K) footprints (scipy.sparse or dense).
     C
@@ -38,6 +39,7 @@ def init_background(
     b, f
         (pixels, nb) and (nb, T), non-negative.
     """
+    Y = as_data(Y)
     d, T = Y.shape
     if nb <= 0:
         return np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32)
@@ -48,11 +50,11 @@ def init_background(
 
     def r_dot(v: np.ndarray) -> np.ndarray:  # R @ v, v (T, m)
         v = np.asarray(v, np.float32)
-        return Y @ v - A @ (C @ v)
+        return Y.dot(v) - A @ (C @ v)
 
     def rt_dot(u: np.ndarray) -> np.ndarray:  # R.T @ u, u (d, m)
         u = np.asarray(u, np.float32)
-        return (project(Y, u) - (A.T @ u).T @ C).T
+        return (Y.project(u) - (A.T @ u).T @ C).T
 
     # first component: mean image and a flat trace (the static baseline)
     b = np.zeros((d, nb), np.float32)

@@ -26,15 +26,16 @@ from typing import Any
 import numpy as np
 
 from .cnmf_field import CNMF_DEFAULTS, cnmf_params, fit_field, refine
+from .data import Budget, DataMatrix, require
 from .dff import detrend_df_f
 from .evaluate import evaluate_components as _evaluate
 from .initialization import masks_matrix, seed_of_components
 from .model import Components, Estimates, Y_to_movie, movie_to_Y, to_estimates
 from .noise import pixel_noise
-from .patches import fit_patches
+from .patches import fit_patches, greedy_bytes
 
 __all__ = [
-    "CNMF_DEFAULTS", "Estimates", "Components", "fit_cnmf", "evaluate_components",
+    "CNMF_DEFAULTS", "Estimates", "Components", "fit_cnmf", "evaluate_components", "data_matrix",
     "detrend_df_f", "movie_to_Y", "Y_to_movie", "to_estimates", "cnmf_params",
 ]
 
@@ -48,13 +49,16 @@ def fit_cnmf(
     n_processes: int = 1,
     progress: bool = True,
     patch_results: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    budget: Budget | None = None,
 ) -> Estimates:
     """Fit CNMF to a two-photon movie.
 
     Parameters
     ----------
     movie
-        (T, y, x) array-like (ndarray, memmap, lazy array with slicing); read, never modified.
+        (T, y, x) array-like (ndarray, memmap, lazy array with slicing), copied into memory
+        as the (pixels, T) data matrix; or that matrix as a :class:`~.data.DataMatrix`
+        (e.g. a pixel-major file, read a block at a time). Read, never modified.
     params
         CaImAn params (the item's ``"main"`` dict). Keys of other steps are ignored.
         ``rf``/``stride`` select patches (``rf`` is the half-size of a patch in px, ``stride``
@@ -75,6 +79,10 @@ def fit_cnmf(
     patch_results
         With patches, the fits of all patches made beforehand (e.g. by separate jobs) with
         :func:`~mesmerize_helpers.engine.patches.fit_movie_patch`, in patch order.
+    budget
+        Memory budget that sizes the blocks read (default: that of a ``DataMatrix``
+        ``movie``, else unlimited). A step that cannot fit it raises
+        :class:`~.data.MemoryBudgetError` before it starts.
 
     Returns
     -------
@@ -84,11 +92,17 @@ def fit_cnmf(
     from tqdm.auto import tqdm
 
     P = cnmf_params(params)
-    Y, dims = movie_to_Y(movie)
-    sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
+    Y = data_matrix(movie, budget)
+    dims = Y.dims
     nb = int(P["nb"])
     masks = None if Ain is None else masks_matrix(Ain, dims)  # read the user's masks once
     use_patches = masks is None and P["rf"] is not None
+    if not use_patches and masks is None:
+        require(Y.budget, greedy_bytes(Y.n_pixels, Y.n_frames, P),
+                f"The whole-field initialization (rf=None) of {Y.n_frames} frames of "
+                f"{dims[0]} x {dims[1]}", "use patches (rf, stride) or more downsampling "
+                "(tsub, ssub)")
+    sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     bar = tqdm(total=1 + int(refit) + int(use_patches), desc="cnmf", disable=not progress)
     try:
         if use_patches:
@@ -110,6 +124,16 @@ def fit_cnmf(
     return est
 
 
+def data_matrix(movie: Any, budget: Budget | None = None) -> DataMatrix:
+    """The (pixels, T) data matrix of a movie: a :class:`~.data.DataMatrix` as it is (with
+    ``budget`` when given), else a (T, y, x) movie copied into memory (:func:`movie_to_Y`)."""
+    if isinstance(movie, DataMatrix):
+        return movie if budget is None else movie.with_budget(budget)
+    Y, dims = movie_to_Y(movie)
+    return DataMatrix(Y, dims, budget)
+
+
 def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, Any]) -> Estimates:
-    """Classify components as accepted / rejected (see :mod:`.evaluate`); sets metrics."""
+    """Classify components as accepted / rejected (see :mod:`.evaluate`); sets metrics.
+    ``movie``: as for :func:`fit_cnmf`."""
     return _evaluate(estimates, movie, cnmf_params(params))

@@ -4,8 +4,9 @@ alternating spatial / temporal updates with merging.
 Steps (one module each): initialization (:mod:`.initialization`, greedy or from user
 masks), spatial (:mod:`.spatial`, with the shaping of :mod:`.shaping`) and temporal
 (:mod:`.temporal`) updates, merging (:mod:`.merging`). :mod:`.patches` runs this on each
-patch; :mod:`.cnmf` is the entry point. The movie is the (pixels, T) matrix ``Y``
-(:mod:`.model`); each step reads it where its docstring says.
+patch; :mod:`.cnmf` is the entry point. The movie is the (pixels, T) matrix ``Y``, a
+:class:`~.data.DataMatrix` read a block at a time; each step reads it where its docstring
+says.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ import numpy as np
 import scipy.sparse as sp
 
 from .background import init_background
+from .data import as_data
 from .evaluate import footprint_areas, max_area
 from .footprints import as_footprints, from_columns
 from .initialization import (
-    downsample,
+    downsample_data,
     greedy_roi,
     masks_to_A,
     upsample_footprints,
 )
 from .merging import merge_components
-from .model import CNMFModel, Y_to_movie, normalize_components
+from .model import CNMFModel, normalize_components
 from .noise import ar_from_decay_time, noise_fft, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
 from .shaping import SHAPE_DEFAULTS, shaping_params
@@ -109,7 +111,7 @@ def cnmf_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def initialize_greedy(
-    Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any], K: int, nb: int = 1
+    Y: Any, dims: tuple[int, int], P: Mapping[str, Any], K: int, nb: int = 1
 ) -> tuple[sp.csc_matrix, np.ndarray]:
     """Greedy initialization of K components on (pixels, T) data, with downsampling.
 
@@ -117,19 +119,20 @@ def initialize_greedy(
     (neuropil, laser power, global fluctuations) are regressed out of every pixel, so that
     the search finds local sources rather than places where the background is strong.
 
+    Memory: the movie downsampled by ``ssub`` and ``tsub``, a few times
+    (:func:`~.patches.greedy_bytes`); the data (an array or a :class:`~.data.DataMatrix`)
+    is read in blocks.
+
     Returns
     -------
     A, C
         (pixels, K') sparse footprints (movie units) and (K', T) traces.
     """
-    T = Y.shape[1]
+    data = as_data(Y, dims)
+    T = data.n_frames
     ssub, tsub = max(int(P["ssub"]), 1), max(int(P["tsub"]), 1)
-    movie = Y_to_movie(Y, dims)
-    # a float32 working copy (the search subtracts from it); memory: one movie
-    if ssub > 1 or tsub > 1:
-        small = downsample(movie, ssub, tsub)
-    else:
-        small = np.ascontiguousarray(movie, dtype=np.float32)
+    # a float32 working copy (the search subtracts from it), downsampled while read
+    small = downsample_data(data, ssub, tsub)
     Ts, hs, ws = small.shape
     med = np.median(small, axis=0)
     flat = small.reshape(Ts, -1)
@@ -145,7 +148,11 @@ def initialize_greedy(
         Yn /= sn
     gSig = tuple(s / ssub for s in P["gSig"])
     gSiz = tuple(max(int(round(s / ssub)), 3) for s in P["gSiz"])
-    Yn = regress_out_background(Yn, nb, 3.0 * float(np.mean(gSig)))
+    if ssub == 1 and tsub == 1:
+        # Only at full resolution. Until the movie was read in blocks, the downsampled copy
+        # had a transposed memory layout, on which the in-place regression acted on a copy
+        # and changed nothing: kept so, as the results (and the params users tuned) are.
+        Yn = regress_out_background(Yn, nb, 3.0 * float(np.mean(gSig)))
     A_s, C_s, _ = greedy_roi(Yn, K, gSig, gSiz, n_iter=int(P["nIter"]))
     if P["normalize_init"]:
         A_s = as_footprints(sp.diags(sn.ravel(order="F")) @ A_s)
@@ -183,7 +190,7 @@ def regress_out_background(movie: np.ndarray, nb: int, sigma: float) -> np.ndarr
 
 
 def initialize_from_masks(
-    Y: np.ndarray, dims: tuple[int, int], Ain: Any, nb: int
+    Y: Any, dims: tuple[int, int], Ain: Any, nb: int
 ) -> tuple[sp.csc_matrix, np.ndarray]:
     """Footprints from user masks; traces by non-negative least squares above the baseline.
 
@@ -192,16 +199,18 @@ def initialize_from_masks(
     A, C
         (pixels, n) sparse footprints with unit norm and (n, T) traces.
     """
+    data = as_data(Y, dims)
     A = masks_to_A(Ain, dims)
-    base = np.percentile(Y[:, :: max(Y.shape[1] // 200, 1)], 20, axis=1)  # rough baseline
+    step = max(data.n_frames // 200, 1)
+    base = np.percentile(data.take(None, slice(None, None, step)), 20, axis=1)  # baseline
     AtA = (A.T @ A).toarray()
-    proj = np.asarray(A.T @ Y) - (A.T @ base)[:, None]
+    proj = data.project(A) - (A.T @ base)[:, None]
     C = np.linalg.lstsq(AtA + 1e-6 * np.eye(len(AtA)), proj, rcond=None)[0]
     return A, np.maximum(C, 0).astype(np.float32)
 
 
 def temporal_step(
-    Y: np.ndarray, m: CNMFModel, P: Mapping[str, Any], reuse_g: bool, drop_background: bool = False
+    Y: Any, m: CNMFModel, P: Mapping[str, Any], reuse_g: bool, drop_background: bool = False
 ) -> CNMFModel:
     """Update traces, background traces, spikes and residuals; drop silent components and,
     with ``drop_background``, components that copy a background trace."""
@@ -266,7 +275,7 @@ def seed_regions(A: Any, dims: tuple[int, int], radius: int) -> sp.csc_matrix:
 
 
 def spatial_step(
-    Y: np.ndarray, dims: tuple[int, int], m: CNMFModel, P: Mapping[str, Any],
+    Y: Any, dims: tuple[int, int], m: CNMFModel, P: Mapping[str, Any],
     sn: np.ndarray, prune: bool = True,
 ) -> CNMFModel:
     """Update footprints and background footprints, shape the footprints (``sn``: (pixels,)
@@ -303,7 +312,7 @@ def merge_step(m: CNMFModel, P: Mapping[str, Any]) -> tuple[CNMFModel, int]:
 
 
 def refine(
-    Y: np.ndarray,
+    Y: Any,
     dims: tuple[int, int],
     m: CNMFModel,
     P: Mapping[str, Any],
@@ -332,7 +341,7 @@ def refine(
 
 
 def fit_field(
-    Y: np.ndarray,
+    Y: Any,
     dims: tuple[int, int],
     P: Mapping[str, Any],
     *,

@@ -30,9 +30,9 @@ import scipy.sparse as sp
 from scipy.signal import argrelmax
 from scipy.special import log_ndtr, ndtri
 
+from .data import as_data
 from .dff import robust_mode, running_percentile
 from .footprints import areas, as_footprints, box_image, column
-from .model import movie_to_Y
 
 __all__ = [
     "evaluate_components", "trace_snr", "spatial_consistency", "robust_mode",
@@ -129,7 +129,7 @@ def _peak_frames(c: np.ndarray, n_peaks: int, before: int, after: int) -> np.nda
 
 
 def spatial_consistency(
-    Y: np.ndarray,
+    Y: Any,
     A: np.ndarray,
     C: np.ndarray,
     b: np.ndarray,
@@ -145,7 +145,8 @@ def spatial_consistency(
     Parameters
     ----------
     Y
-        (pixels, T) data.
+        (pixels, T) data: an array or a :class:`~.data.DataMatrix` (only each footprint's
+        pixels at its transients are read).
     A
         (pixels, K) footprints (scipy.sparse or dense).
     C
@@ -162,6 +163,7 @@ def spatial_consistency(
     np.ndarray
         (K,) correlations in [-1, 1] (-1 for a component without transients).
     """
+    Y = as_data(Y)
     A = A if sp.isspmatrix_csc(A) else as_footprints(A)
     K = A.shape[1]
     r = -np.ones(K)
@@ -177,7 +179,7 @@ def spatial_consistency(
         if pix.size < 3:
             continue
         # the data during the transients minus everything but this component
-        resid = (Y[np.ix_(pix, frames)] - W[pix] @ H[:, frames]
+        resid = (Y.take(pix, frames) - W[pix] @ H[:, frames]
                  + np.outer(a, C[k, frames]))
         img = resid.mean(axis=1)
         if np.std(img) > 0 and np.std(a) > 0:
@@ -259,7 +261,8 @@ def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -
     estimates
         :class:`~mesmerize_helpers.engine.cnmf.Estimates` from ``fit_cnmf``.
     movie
-        (T, y, x) movie the estimates were fitted on (read only).
+        The movie the estimates were fitted on (read only): (T, y, x) array-like, or its
+        (pixels, T) :class:`~.data.DataMatrix`.
     params
         Resolved CNMF params (``min_SNR``, ``SNR_lowest``, ``rval_thr``, ``rval_lowest``,
         ``decay_time``, ``fr``).
@@ -276,8 +279,9 @@ def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -
     F = remove_slow_baseline(est.C + est.YrA)
     snr = trace_snr(F, N) if K else np.zeros(0)
     if K:
-        Y, _ = movie_to_Y(movie)
-        rval = spatial_consistency(Y, est.A, est.C, est.b, est.f)
+        from .cnmf import data_matrix
+
+        rval = spatial_consistency(data_matrix(movie), est.A, est.C, est.b, est.f)
     else:
         rval = np.zeros(0)
     ok = ((snr >= params["min_SNR"]) | (rval >= params["rval_thr"]))

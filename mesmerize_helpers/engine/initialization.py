@@ -29,7 +29,7 @@ from .footprints import (
 )
 
 __all__ = [
-    "greedy_roi", "downsample", "upsample_footprints", "masks_matrix", "masks_to_A",
+    "greedy_roi", "downsample", "downsample_data", "upsample_footprints", "masks_matrix", "masks_to_A",
     "seed_of_components", "nmf_rank1",
 ]
 
@@ -44,6 +44,30 @@ def downsample(movie: np.ndarray, ssub: int, tsub: int) -> np.ndarray:
     m = movie[: T2 * tsub, : h2 * ssub, : w2 * ssub]
     m = m.reshape(T2, tsub, h2, ssub, w2, ssub).mean(axis=(1, 3, 5), dtype=np.float32)
     return m
+
+
+def downsample_data(data: Any, ssub: int, tsub: int) -> np.ndarray:
+    """The movie of a (pixels, T) :class:`~.data.DataMatrix`, mean-pooled by ``tsub``
+    frames and ``ssub`` x ``ssub`` pixels (:func:`downsample`), as a new (T', y', x')
+    float32 array.
+
+    The data is read ``ssub`` columns of pixels at a time (contiguous rows of a pixel-major
+    matrix), so only the downsampled movie is ever held whole.
+    """
+    h, w = data.dims
+    T = data.n_frames
+    ssub, tsub = max(int(ssub), 1), max(int(tsub), 1)
+    T2, h2, w2 = T // tsub, h // ssub, w // ssub
+    out = np.empty((T2, h2, w2), np.float32)
+    # whole groups of ssub columns per read, as many as a block holds
+    group = ssub * h
+    per_read = max(data.rows_per_block() // group, 1)
+    for x0 in range(0, w2, per_read):
+        x1 = min(x0 + per_read, w2)
+        rows = data.rows(x0 * group, x1 * group)  # (columns * h, T): Fortran order
+        sub = rows.reshape(x1 * ssub - x0 * ssub, h, T).transpose(2, 1, 0)  # (T, h, cols)
+        out[:, :, x0:x1] = sub if ssub == tsub == 1 else downsample(sub, ssub, tsub)
+    return out
 
 
 def _linear_weights(n_small: int, n_full: int, lo: int, hi: int

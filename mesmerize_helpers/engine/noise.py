@@ -8,6 +8,8 @@ noise variance at lag 0, with the frame rate and decay time as a fallback prior.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["noise_fft", "ar_from_decay_time", "estimate_ar", "pixel_noise"]
@@ -56,19 +58,32 @@ def noise_fft(
 
 
 def pixel_noise(
-    Y: np.ndarray,
+    Y: Any,
     noise_range: tuple[float, float] = (0.25, 0.5),
     method: str = "mean",
     chunk: int = 4096,
 ) -> np.ndarray:
-    """Per-pixel noise of a (pixels, T) matrix, computed in chunks of pixels.
+    """Per-pixel noise of a (pixels, T) matrix, computed in blocks of pixels.
+
+    ``Y`` is an array or a :class:`~.data.DataMatrix` (blocks of at most ``chunk`` rows,
+    fewer when its budget says so). Each row's estimate depends on that row only, so the
+    blocks do not change the result.
 
     Returns
     -------
     np.ndarray
         (pixels,) float32 noise standard deviation, in movie units.
     """
+    from .data import DataMatrix
+
     out = np.empty(Y.shape[0], np.float32)
+    if isinstance(Y, DataMatrix):
+        # a block and its spectrum (complex, half the frames) and power
+        step = min(Y.rows_per_block(copies=4), chunk)
+        for a in range(0, Y.shape[0], step):
+            out[a:a + step] = noise_fft(Y.rows(a, min(a + step, Y.shape[0])), noise_range,
+                                        method)
+        return out
     for i in range(0, Y.shape[0], chunk):
         out[i:i + chunk] = noise_fft(Y[i:i + chunk], noise_range, method)
     return out

@@ -5,10 +5,15 @@ The field is cut into square patches of side ``2 * rf`` px that overlap by ``str
 components and ``nb_patch`` background components (in worker processes when
 ``n_processes > 1``); the footprints are then placed back in the full field and components
 found twice in overlapping patches (overlapping footprints, correlated traces) are merged.
+
+Each patch reads only its own pixels (:meth:`~.data.DataMatrix.subset`); a worker process
+reopens the data file itself instead of receiving the patch's data. As many patches are in
+flight at once as the job's memory budget holds (:func:`patch_bytes`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -18,12 +23,14 @@ import scipy.sparse as sp
 
 from .background import init_background
 from .cnmf_field import cnmf_params, fit_field, initialize_greedy
+from .data import DataMatrix, require
 from .footprints import from_columns
 from .merging import merge_components
 from .model import CNMFModel, movie_to_Y, normalize_components
 from .params import as_pair
 
-__all__ = ["patch_starts", "patch_slices", "n_patches", "fit_movie_patch", "fit_patches"]
+__all__ = ["patch_starts", "patch_slices", "n_patches", "fit_movie_patch", "fit_patches",
+           "patch_bytes", "greedy_bytes"]
 
 
 def patch_starts(n: int, size: int, step: int) -> list[int]:
@@ -56,13 +63,31 @@ def _patch_pixels(dims: tuple[int, int], sl: tuple[slice, slice]) -> np.ndarray:
 
 
 def _fit_patch(
-    Yp: np.ndarray, dims_p: tuple[int, int], P: Mapping[str, Any]
+    Yp: DataMatrix, dims_p: tuple[int, int], P: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fit one patch; returns its footprints (patch pixels, K') and traces (K', T)."""
     if P["only_init"]:  # CaImAn's default: patches only initialize, the whole field refines
         return initialize_greedy(Yp, dims_p, P, int(P["K"]), int(P["nb_patch"]))
-    m = fit_field(Yp, dims_p, P, K=int(P["K"]), nb=int(P["nb_patch"]))
+    # a full fit reads the patch many times: once into memory (counted in patch_bytes)
+    m = fit_field(Yp.materialize(), dims_p, P, K=int(P["K"]), nb=int(P["nb_patch"]))
     return m.A, m.C
+
+
+def greedy_bytes(n_pixels: int, n_frames: int, P: Mapping[str, Any]) -> int:
+    """Working memory (bytes) of the greedy initialization of ``n_pixels`` x ``n_frames``:
+    the movie downsampled by ``ssub`` and ``tsub``, about four copies (the working copy, its
+    centre-surround filtered copy and the temporaries of the background regression)."""
+    ssub, tsub = max(int(P["ssub"]), 1), max(int(P["tsub"]), 1)
+    return int(4 * 4 * n_pixels // (ssub * ssub) * (n_frames // tsub))
+
+
+def patch_bytes(n_pixels: int, n_frames: int, P: Mapping[str, Any]) -> int:
+    """Working memory (bytes) of fitting one patch of ``n_pixels`` on ``n_frames``: the
+    greedy initialization only (``only_init``), or its data about five times (a full fit
+    in memory: the data, the initialization's copies, the products)."""
+    if P["only_init"]:
+        return greedy_bytes(n_pixels, n_frames, P)
+    return int(5 * 4 * n_pixels * n_frames)
 
 
 def n_patches(dims: tuple[int, int], params: Mapping[str, Any]) -> int:
@@ -89,17 +114,24 @@ def fit_movie_patch(
     P = cnmf_params(params)
     if P["rf"] is None:
         raise ValueError("fit_movie_patch needs patches: params['rf'] is None.")
-    dims = (int(movie.shape[1]), int(movie.shape[2]))
-    sl = patch_slices(dims, P["rf"], P["stride"])[index]
+    if isinstance(movie, DataMatrix):  # the pixel-major data: read the patch's rows only
+        dims = movie.dims
+        sl = patch_slices(dims, P["rf"], P["stride"])[index]
+        dims_p = (sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+        Yp = movie.subset(_patch_pixels(dims, sl), dims_p)
+    else:
+        dims = (int(movie.shape[1]), int(movie.shape[2]))
+        sl = patch_slices(dims, P["rf"], P["stride"])[index]
 
-    class _Crop:  # (T, y, x) view of the patch that reads frames in chunks
-        shape = (movie.shape[0], sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+        class _Crop:  # (T, y, x) view of the patch that reads frames in chunks
+            shape = (movie.shape[0], sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
 
-        def __getitem__(self, t: slice) -> np.ndarray:
-            return np.asarray(movie[t][:, sl[0], sl[1]])
+            def __getitem__(self, t: slice) -> np.ndarray:
+                return np.asarray(movie[t][:, sl[0], sl[1]])
 
-    Yp, dims_p = movie_to_Y(_Crop())
-    A, C = _fit_patch(Yp, dims_p, P)
+        Y, dims_p = movie_to_Y(_Crop())
+        Yp = DataMatrix(Y, dims_p)
+    A, C = _fit_patch(Yp, Yp.dims, P)
     # dense: a patch is small, and a plain array is what a job saves with np.savez
     return np.asarray(A.toarray() if sp.issparse(A) else A, np.float32), C
 
@@ -115,36 +147,55 @@ def _worker_init() -> None:
 
 
 def fit_all_patches(
-    Y: np.ndarray,
+    Y: DataMatrix,
     pix: list[np.ndarray],
     pdims: list[tuple[int, int]],
     P: Mapping[str, Any],
     n_processes: int,
     progress: bool,
     fit_patch: Any = None,
+    need: Any = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fit every patch, in worker processes when ``n_processes > 1``; results in order.
 
     ``fit_patch(Yp, dims_p, P) -> (A_p, C_p)`` is CNMF's by default (CNMF-E passes its own);
-    it must be a module-level function so that worker processes can import it.
+    it must be a module-level function so that worker processes can import it. Each gets
+    its patch as a :class:`~.data.DataMatrix` of the patch's rows. ``need(n_pixels,
+    n_frames, P)`` is a patch's working memory in bytes (:func:`patch_bytes` by default):
+    a patch that does not fit the budget is an error before any work, and no more patches
+    run at once than the budget holds.
     """
     import multiprocessing as mp
 
     from tqdm.auto import tqdm
 
     fit_patch = fit_patch or _fit_patch
+    need = need or patch_bytes
+    largest = max((len(p) for p in pix), default=0)
+    per_patch = need(largest, Y.n_frames, P)
+    require(Y.budget, per_patch, f"A patch of {largest} pixels on {Y.n_frames} frames",
+            "use smaller patches (rf) or more downsampling (tsub, ssub)")
+    work = Y.budget.work_bytes()
+    # a worker process also holds the interpreter and libraries (~300 MB)
+    fits = n_processes if work is None else max(work // (per_patch + 300 * 2**20), 1)
+    workers = int(max(min(n_processes, fits, len(pix)), 1))
+    subsets = (Y.subset(p, pd) for p, pd in zip(pix, pdims))
     results = []
     bar = tqdm(total=len(pix), desc="patches", disable=not progress)
-    if n_processes > 1 and len(pix) > 1:
+    if workers > 1:
         ctx = mp.get_context("spawn")  # safe with BLAS threads, unlike fork
-        with ProcessPoolExecutor(n_processes, mp_context=ctx, initializer=_worker_init) as ex:
-            futures = [ex.submit(fit_patch, Y[p], pd, dict(P)) for p, pd in zip(pix, pdims)]
-            for fut in futures:
-                results.append(fut.result())
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as ex:
+            # at most `workers` patches in flight: each holds its patch's data
+            pending = [ex.submit(fit_patch, sub, sub.dims, dict(P))
+                       for sub in itertools.islice(subsets, workers)]
+            while pending:
+                results.append(pending.pop(0).result())
                 bar.update(1)
+                for sub in itertools.islice(subsets, 1):
+                    pending.append(ex.submit(fit_patch, sub, sub.dims, dict(P)))
     else:
-        for p, pd in zip(pix, pdims):
-            results.append(fit_patch(Y[p], pd, P))
+        for sub in subsets:
+            results.append(fit_patch(sub, sub.dims, P))
             bar.update(1)
     bar.close()
     return results
@@ -174,7 +225,7 @@ def place_in_field(
 
 
 def fit_patches(
-    Y: np.ndarray,
+    Y: DataMatrix,
     dims: tuple[int, int],
     P: Mapping[str, Any],
     *,
@@ -187,7 +238,7 @@ def fit_patches(
     Parameters
     ----------
     Y
-        (pixels, T) data, Fortran pixel order.
+        (pixels, T) data, Fortran pixel order (each patch reads its own rows).
     dims
         (y, x) frame size.
     P

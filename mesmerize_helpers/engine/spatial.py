@@ -4,8 +4,9 @@ Hierarchical alternating least squares on ``Y ~ A C + b f``: each footprint in t
 the non-negative least-squares update given all the others, restricted to a support made of
 its current pixels dilated by a disk, so that footprints stay local but can grow or move.
 The background footprints ``b`` are updated on the whole field. Each footprint is then
-shaped like a cell (:mod:`.shaping`). ``Y`` is read twice: its rows on each support times
-the traces, and the whole matrix times the background traces.
+shaped like a cell (:mod:`.shaping`). ``Y`` (a :class:`~.data.DataMatrix`) is read in two
+products: its rows on each support times that footprint's trace
+(:meth:`~.data.DataMatrix.support_dots`), and the whole matrix times the background traces.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
+from .data import as_data
 from .footprints import as_footprints, box_image, column, from_columns
 from .linalg import pair_dots
 from .shaping import Shaping, shape_footprint
@@ -120,7 +122,7 @@ def _shared_pixel_gram(
 
 
 def update_spatial(
-    Y: np.ndarray,
+    Y: Any,
     A: Any,
     C: np.ndarray,
     b: np.ndarray,
@@ -143,7 +145,7 @@ def update_spatial(
     Parameters
     ----------
     Y
-        (pixels, T) data, Fortran pixel order.
+        (pixels, T) data, Fortran pixel order: an array or a :class:`~.data.DataMatrix`.
     A
         (pixels, K) current footprints (scipy.sparse or dense).
     C
@@ -182,6 +184,7 @@ def update_spatial(
         nb) float32 background footprints, non-negative. Footprints are shaped
         (:func:`~.shaping.shape_footprint`); they are not normalized here.
     """
+    Y = as_data(Y, dims)
     A = as_footprints(A)
     d, K, nb = A.shape[0], A.shape[1], b.shape[1]
     C = np.ascontiguousarray(C, np.float32)
@@ -198,14 +201,12 @@ def update_spatial(
     comp = np.repeat(np.arange(K), sizes)
     w = _values_on(A, supports)  # footprints restricted to their supports
     # the data projected on each trace, on the footprint's support only
-    U = np.empty(len(pix), np.float32)
-    for k in range(K):
-        U[ptr[k]:ptr[k + 1]] = Y[supports[k]] @ C[k]
+    U = Y.support_dots(supports, C)
     M = _shared_pixel_gram(pix, comp, C)
     diag = np.einsum("kt,kt->k", C, C, dtype=np.float64)
     Vcb = (C @ f.T).astype(np.float64)  # (K, nb) trace products with the background
     Vbb = (f @ f.T).astype(np.float64)
-    Ub = Y @ f.T if (update_background and nb) else None  # (pixels, nb)
+    Ub = Y.dot(f.T) if (update_background and nb) else None  # (pixels, nb)
     # each entry's least-squares value before the non-negativity clamp (last sweep): its
     # noise is symmetric about the true value, which the shaping's noise test relies on
     raw = w.copy()

@@ -9,12 +9,13 @@ Background traces ``f`` get a plain non-negative least-squares update in the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .data import as_data
 from .deconv import deconvolve_trace
-from .linalg import project
 from .noise import estimate_ar, noise_fft
 
 __all__ = ["TemporalResult", "update_temporal"]
@@ -35,7 +36,7 @@ class TemporalResult:
 
 
 def update_temporal(
-    Y: np.ndarray,
+    Y: Any,
     A: np.ndarray,
     C: np.ndarray,
     b: np.ndarray,
@@ -58,7 +59,8 @@ def update_temporal(
     Parameters
     ----------
     Y
-        (pixels, T) data, Fortran pixel order.
+        (pixels, T) data, Fortran pixel order: an array or a :class:`~.data.DataMatrix`
+        (read once, a block at a time).
     A
         (pixels, K) footprints (dense or scipy.sparse).
     C
@@ -88,8 +90,9 @@ def update_temporal(
     As = sp.csc_matrix(A)
     # projections of the data on all spatial components, and their Gram matrix, sparse:
     # footprints that share no pixel do not interact, so each update costs what the
-    # neighbours of a component (and the background) cost, not K
-    WtY = np.vstack([np.asarray(As.T @ Y), project(Y, b)]).astype(np.float64)
+    # neighbours of a component (and the background) cost, not K. Kept in float32 (the
+    # products are float32): what differs between frames is summed in float64 below
+    WtY = np.vstack(as_data(Y).project(As, b))
     Wt = sp.hstack([As, sp.csc_matrix(b)]).tocsc().astype(np.float64)
     G = (Wt.T @ Wt).tocsr()
     G.sort_indices()
@@ -100,8 +103,10 @@ def update_temporal(
         return G.data[s:e] @ H[G.indices[s:e]]
 
     H = np.vstack([C, f]).astype(np.float64)
-    S = np.zeros((K, T))
-    YrA = np.zeros((K, T))
+    # results go straight into float32 (their final type): a (K, T) float64 array each
+    # would double the memory that grows with the number of frames
+    S = np.zeros((K, T), np.float32)
+    YrA = np.zeros((K, T), np.float32)
     bl, c1, sn = np.zeros(K), np.zeros(K), np.zeros(K)
     g_out = np.zeros((K, p)) if g is None else np.array(g, float).reshape(K, p)
     have_g = g is not None
@@ -130,8 +135,8 @@ def update_temporal(
     return TemporalResult(
         C=H[:K].astype(np.float32),
         f=H[K:].astype(np.float32),
-        S=S.astype(np.float32),
-        YrA=YrA.astype(np.float32),
+        S=S,
+        YrA=YrA,
         bl=bl,
         c1=c1,
         g=g_out,
