@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from .cnmf_field import CNMF_DEFAULTS, cnmf_params, fit_field, refine
-from .data import Budget, DataMatrix, require
+from .data import Budget, require
 from .dff import detrend_df_f
 from .evaluate import evaluate_components as _evaluate
 from .initialization import masks_matrix, seed_of_components
-from .model import Components, Estimates, Y_to_movie, movie_to_Y, to_estimates
+from .model import Components, Estimates, Y_to_movie, data_matrix, movie_to_Y, to_estimates
 from .noise import pixel_noise
 from .patches import fit_patches, greedy_bytes
 
@@ -122,15 +122,6 @@ def fit_cnmf(
         est.seed_index = seed_of_components(est.A, masks)
     est.extra["params"] = {k: v for k, v in P.items()}
     return est
-
-
-def data_matrix(movie: Any, budget: Budget | None = None) -> DataMatrix:
-    """The (pixels, T) data matrix of a movie: a :class:`~.data.DataMatrix` as it is (with
-    ``budget`` when given), else a (T, y, x) movie copied into memory (:func:`movie_to_Y`)."""
-    if isinstance(movie, DataMatrix):
-        return movie if budget is None else movie.with_budget(budget)
-    Y, dims = movie_to_Y(movie)
-    return DataMatrix(Y, dims, budget)
 
 
 def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, Any]) -> Estimates:

@@ -47,26 +47,33 @@ import scipy.sparse as sp
 
 from .cnmf_field import CNMF_DEFAULTS
 from .corr_pnr import init_neurons_corr_pnr
+from .data import Budget, DataMatrix, MemoryWorkspace, Workspace, as_data, require
 from .footprints import areas, as_footprints
-from .initialization import downsample, upsample_footprints
+from .initialization import downsample_data, upsample_footprints
 from .merging import merge_components
 from .model import (
     Components,
     Estimates,
-    Y_to_movie,
-    movie_to_Y,
+    data_matrix,
     normalize_components,
     to_estimates,
 )
 from .noise import ar_from_decay_time, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
-from .ring import compute_W, ring_background, ring_radius, subtract_background
+from .ring import (
+    background_at,
+    compute_W,
+    ring_background,
+    ring_radius,
+    subtract_background,
+)
 from .shaping import SHAPE_DEFAULTS, shaping_params
 from .spatial import update_spatial
 from .temporal import update_temporal
 
 __all__ = [
     "CNMFE_DEFAULTS", "cnmfe_params", "fit_cnmfe", "evaluate_components", "background_frames",
+    "BackgroundFree", "init_bytes", "patch_bytes",
 ]
 
 #: CaImAn ``CNMFParams`` keys the built-in CNMF-E implements, with defaults for one-photon
@@ -183,8 +190,8 @@ def _radius(P: Mapping[str, Any]) -> float:
 
 
 def initialize(
-    Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any], max_number: int | None,
-    overwrite: bool = False,
+    Y: Any, dims: tuple[int, int], P: Mapping[str, Any], max_number: int | None,
+    minus: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corr-PNR initialization on (pixels, T) data (optionally on a downsampled copy).
 
@@ -196,17 +203,19 @@ def initialize(
     the seed search removes most seeds: keep ``ssub=1`` unless ``gSig / ssub >= 3`` px.
     ``tsub=2`` halves the seeding time with little loss (lower ``min_pnr`` accordingly).
 
-    With ``overwrite`` the seeding may use ``Y`` as its working copy (it is then changed).
+    ``Y`` is an array or a :class:`~.data.DataMatrix`; the seeding works in a copy of the
+    (downsampled) movie, read a block at a time (memory: :func:`init_bytes`). ``minus``:
+    optional ``(A, C)`` whose product is subtracted from the data (seeding in a residual).
 
     Returns
     -------
     A, C
         (pixels, K) footprints (counts per unit of C) and (K, T) traces.
     """
-    T = Y.shape[1]
+    data = as_data(Y, dims)
+    T = data.n_frames
     ssub, tsub = max(int(P["ssub"]), 1), max(int(P["tsub"]), 1)
-    movie = Y_to_movie(Y, dims)
-    small = downsample(movie, ssub, tsub) if (ssub > 1 or tsub > 1) else movie
+    small = downsample_data(data, ssub, tsub, minus=minus)  # the seeding's working copy
     p = int(P["p"])
     res = init_neurons_corr_pnr(
         small,
@@ -216,8 +225,7 @@ def initialize(
         min_pnr=float(P["min_pnr"]) * np.sqrt(ssub * ssub * tsub),
         max_number=max_number, p=min(p, 1),
         g_prior=ar_from_decay_time(P["decay_time"], P["fr"] / tsub, 1),
-        noise_range=P["noise_range"], bd=int(P["border_pix"]),
-        overwrite=overwrite or small is not movie,
+        noise_range=P["noise_range"], bd=int(P["border_pix"]), overwrite=True,
     )
     A, C = res.A, res.C
     if ssub > 1 and A.shape[1]:
@@ -229,19 +237,36 @@ def initialize(
     return as_footprints(A), C.astype(np.float32)
 
 
-def background_step(Y: np.ndarray, dims: tuple[int, int], m: _Fit,
-                    P: Mapping[str, Any]) -> tuple[_Fit, np.ndarray]:
-    """Re-estimate the ring model for the current neurons; return it and ``Y - B``.
+def init_bytes(n_pixels: int, n_frames: int, P: Mapping[str, Any]) -> int:
+    """Working memory (bytes) of the corr-PNR initialization on ``n_pixels`` x
+    ``n_frames``: the downsampled movie and its filtered copy, and their temporaries."""
+    ssub, tsub = max(int(P["ssub"]), 1), max(int(P["tsub"]), 1)
+    return int(3 * 4 * n_pixels // (ssub * ssub) * (n_frames // tsub))
+
+
+def patch_bytes(n_pixels: int, n_frames: int, P: Mapping[str, Any]) -> int:
+    """Working memory (bytes) of CNMF-E on one patch, in memory: its data, ``Y - B``, the
+    initialization's copies (:func:`init_bytes`) and the products of the updates."""
+    return int(3 * 4 * n_pixels * n_frames) + init_bytes(n_pixels, n_frames, P)
+
+
+def background_step(Y: Any, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
+                    workspace: Workspace | None = None, residual: bool = True
+                    ) -> tuple[_Fit, DataMatrix | None]:
+    """Re-estimate the ring model for the current neurons; return it and ``Y - B``
+    (a matrix of ``workspace``; None without ``residual``).
 
     With ``update_background_components=False`` the first ring model (``W``, ``b0``) is kept
     and only ``B`` is recomputed for the current neurons.
     """
     if m.W is None or P["update_background_components"]:
         m.W, m.b0 = compute_W(Y, m.A, m.C, dims, _radius(P), P["ssub_B"])
-    return m, subtract_background(Y, m.A, m.C, m.W, m.b0, dims, P["ssub_B"])
+    if not residual:
+        return m, None
+    return m, subtract_background(Y, m.A, m.C, m.W, m.b0, dims, P["ssub_B"], workspace)
 
 
-def spatial_step(Yb: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
+def spatial_step(Yb: Any, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
                  sn: np.ndarray) -> _Fit:
     """HALS footprint update on the background-free data, footprints shaped (``sn``: (pixels,)
     noise of the movie, see :mod:`.shaping`); drop empty and oversized ones."""
@@ -257,7 +282,7 @@ def spatial_step(Yb: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str,
     return normalize_components(m.keep(np.flatnonzero(ok)))
 
 
-def temporal_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> _Fit:
+def temporal_step(Yb: Any, m: _Fit, P: Mapping[str, Any]) -> _Fit:
     """OASIS trace update on the background-free data; drop silent components."""
     d, T = Yb.shape
     if m.K == 0:
@@ -274,7 +299,7 @@ def temporal_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> _Fit:
     return normalize_components(m)
 
 
-def merge_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> tuple[_Fit, int]:
+def merge_step(Yb: Any, m: _Fit, P: Mapping[str, Any]) -> tuple[_Fit, int]:
     """Merge overlapping correlated components, then update the merged traces."""
     if not P["do_merge"] or m.K < 2:
         return m, 0
@@ -284,14 +309,14 @@ def merge_step(Yb: np.ndarray, m: _Fit, P: Mapping[str, Any]) -> tuple[_Fit, int
     return temporal_step(Yb, _Fit(A, C, W=m.W, b0=m.b0), P), n
 
 
-def refine(Y: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
-           sn: np.ndarray) -> tuple[_Fit, np.ndarray]:
+def refine(Y: Any, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
+           sn: np.ndarray, workspace: Workspace | None = None) -> tuple[_Fit, Any]:
     """Background, then merge, footprints and traces on ``Y - B`` (one CNMF-E round);
     ``sn``: (pixels,) noise of ``Y``.
 
     Returns the model and the background-free data ``Y - B`` it was fitted to.
     """
-    m, Yb = background_step(Y, dims, m, P)
+    m, Yb = background_step(Y, dims, m, P, workspace)
     m, _ = merge_step(Yb, m, P)
     m = spatial_step(Yb, dims, m, P, sn)
     m = temporal_step(Yb, m, P)
@@ -302,15 +327,16 @@ def refine(Y: np.ndarray, dims: tuple[int, int], m: _Fit, P: Mapping[str, Any],
     return m, Yb
 
 
-def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any],
-              sn: np.ndarray | None = None) -> _Fit:
+def fit_field(Y: Any, dims: tuple[int, int], P: Mapping[str, Any],
+              sn: np.ndarray | None = None, workspace: Workspace | None = None) -> _Fit:
     """CNMF-E on one field (the whole frame or a patch), as CaImAn's ``greedyROI_corr``.
 
     ``init_iter`` rounds of: ring background for the current neurons, spatial and temporal
     updates on ``Y - B``, and (except in the last round) a search for more neurons in the
     residual ``Y - B - A C``; then a last round with merging. ``sn``: (pixels,) noise of
-    ``Y`` (computed here when None).
+    ``Y`` (computed here when None). ``Y - B`` goes into ``workspace`` (default: memory).
     """
+    Y = as_data(Y, dims)
     if sn is None:
         sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     K = None if P["K"] is None else int(P["K"])
@@ -318,7 +344,7 @@ def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any],
     m = normalize_components(_Fit(A, C))
     n_iter = max(int(P["init_iter"]), 1)
     for it in range(n_iter):
-        m, Yb = background_step(Y, dims, m, P)
+        m, Yb = background_step(Y, dims, m, P, workspace)
         m = spatial_step(Yb, dims, m, P, sn)
         m = temporal_step(Yb, m, P)
         if it == n_iter - 1:
@@ -326,30 +352,31 @@ def fit_field(Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any],
         remaining = None if K is None else K - m.K
         if remaining is not None and remaining <= 0:
             continue
-        resid = Yb - m.A @ m.C if m.K else Yb.copy()
-        A2, C2 = initialize(resid, dims, P, remaining, overwrite=True)
-        del resid
+        # more neurons in what the current ones and the background leave
+        A2, C2 = initialize(Yb, dims, P, remaining, minus=(m.A, m.C) if m.K else None)
         if A2.shape[1]:
             new = normalize_components(_Fit(A2, C2))
             m = _Fit(sp.hstack([m.A, new.A], format="csc"), np.vstack([m.C, new.C]), W=m.W,
                      b0=m.b0)
             m = temporal_step(Yb, m, P)
-    m, _ = refine(Y, dims, m, P, sn)
+    del Yb
+    m, _ = refine(Y, dims, m, P, sn, workspace)
     return m
 
 
 # ----------------------------------------------------------------------------------- patches
 
 
-def _fit_patch(Yp: np.ndarray, dims_p: tuple[int, int], P: Mapping[str, Any]
+def _fit_patch(Yp: DataMatrix, dims_p: tuple[int, int], P: Mapping[str, Any]
                ) -> tuple[np.ndarray, np.ndarray]:
-    """CNMF-E on one patch, with its own ring background: (patch pixels, K') and (K', T)."""
-    m = fit_field(Yp, dims_p, P)
+    """CNMF-E on one patch, with its own ring background: (patch pixels, K') and (K', T).
+    The patch's data is read once into memory (counted in :func:`patch_bytes`)."""
+    m = fit_field(Yp.materialize(), dims_p, P)
     return m.A, m.C
 
 
 def fit_patches(
-    Y: np.ndarray, dims: tuple[int, int], P: Mapping[str, Any], *, n_processes: int = 1,
+    Y: DataMatrix, dims: tuple[int, int], P: Mapping[str, Any], *, n_processes: int = 1,
     progress: bool = True,
 ) -> _Fit:
     """CNMF-E on each patch (its own ring background), assembled on the whole field.
@@ -365,7 +392,8 @@ def fit_patches(
     slices = patch_slices(dims, P["rf"], P["stride"])
     pix = [_patch_pixels(dims, sl) for sl in slices]
     pdims = [(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in slices]
-    results = fit_all_patches(Y, pix, pdims, P, n_processes, progress, fit_patch=_fit_patch)
+    results = fit_all_patches(Y, pix, pdims, P, n_processes, progress, fit_patch=_fit_patch,
+                              need=patch_bytes)
     A, C = place_in_field(pix, results, d, T)
     if A.shape[1] == 0:
         return _Fit(A, C)
@@ -378,23 +406,23 @@ def fit_patches(
 # ----------------------------------------------------------------------------------- results
 
 
-def _low_rank(Y: np.ndarray, Yb: np.ndarray, nb: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-``nb`` non-negative factorization of the background ``Y - Yb``."""
+def _low_rank(Y: DataMatrix, Yb: DataMatrix, nb: int, workspace: Workspace
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-``nb`` non-negative factorization of the background ``Y - Yb`` (formed a
+    block of rows at a time in ``workspace``)."""
     from .background import init_background
 
     d, T = Y.shape
-    B = Y - Yb
-    return init_background(B, np.zeros((d, 0), np.float32), np.zeros((0, T), np.float32), nb)
+    B = workspace.matrix(Y.shape)
+    for a, b in Y.row_blocks(copies=3):
+        B.write(a, 0, Y.rows(a, b) - Yb.rows(a, b))
+    return init_background(B.done(Y.dims), np.zeros((d, 0), np.float32),
+                           np.zeros((0, T), np.float32), nb)
 
 
-def _to_estimates(m: _Fit, Y: np.ndarray, Yb: np.ndarray, sn: np.ndarray,
+def _to_estimates(m: _Fit, b: np.ndarray, f: np.ndarray, sn: np.ndarray,
                   dims: tuple[int, int], P: Mapping[str, Any]) -> Estimates:
-    T = m.C.shape[1]
     nb = int(P["nb"])
-    if nb > 0:
-        b, f = _low_rank(Y, Yb, nb)
-    else:
-        b, f = _empty_bg(Y.shape[0], T)
     est = to_estimates(m, sn, dims, int(P["p"]), b=b, f=f)
     est.extra["nb"] = nb
     est.extra["ssub_B"] = int(P["ssub_B"])
@@ -413,14 +441,18 @@ def fit_cnmfe(
     refit: bool = True,
     n_processes: int = 1,
     progress: bool = True,
+    budget: Budget | None = None,
+    workspace: Workspace | None = None,
 ) -> Estimates:
     """Fit CNMF-E to a one-photon movie.
 
     Parameters
     ----------
     movie
-        (T, y, x) array-like (ndarray, memmap, lazy array with slicing), counts; read in
-        chunks, never modified.
+        (T, y, x) array-like (ndarray, memmap, lazy array with slicing), counts, copied
+        into memory as the (pixels, T) data matrix; or that matrix as a
+        :class:`~.data.DataMatrix` (e.g. a pixel-major file, read a block at a time).
+        Read, never modified.
     params
         CaImAn params (the item's ``"main"`` dict), see :data:`CNMFE_DEFAULTS`; keys of
         other steps are ignored. ``rf``/``stride`` select patches (half-size and overlap,
@@ -432,6 +464,12 @@ def fit_cnmfe(
         Worker processes for patches (1: in this process).
     progress
         Show a tqdm progress bar.
+    budget
+        Memory budget that sizes the blocks read (default: that of a ``DataMatrix``
+        ``movie``, else unlimited). A step that cannot fit it raises
+        :class:`~.data.MemoryBudgetError` before it starts.
+    workspace
+        Where the background-free data ``Y - B`` goes (default: memory).
 
     Returns
     -------
@@ -443,26 +481,36 @@ def fit_cnmfe(
     from tqdm.auto import tqdm
 
     P = cnmfe_params(params)
-    Y, dims = movie_to_Y(movie)
-    sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
+    Y = data_matrix(movie, budget)
+    dims = Y.dims
+    workspace = workspace or MemoryWorkspace(Y.budget)
     use_patches = P["rf"] is not None
+    if not use_patches:
+        require(Y.budget, init_bytes(Y.n_pixels, Y.n_frames, P),
+                f"The whole-field initialization (rf=None) of {Y.n_frames} frames of "
+                f"{dims[0]} x {dims[1]}", "use patches (rf, stride) or downsample the "
+                "initialization (tsub)")
+    sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     bar = tqdm(total=2 + int(refit), desc="cnmfe", disable=not progress)
     try:
         if use_patches:
             m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress)
-            m, _ = refine(Y, dims, m, P, sn)
+            m, _ = refine(Y, dims, m, P, sn, workspace)
         else:
-            m = fit_field(Y, dims, P, sn)
+            m = fit_field(Y, dims, P, sn, workspace)
         bar.update(1)
         if refit:
-            m, _ = refine(Y, dims, m, P, sn)
+            m, _ = refine(Y, dims, m, P, sn, workspace)
             bar.update(1)
-        # the ring model that goes with the final neurons
-        m, Yb = background_step(Y, dims, m, P)
+        # the ring model that goes with the final neurons (and Y - B for a low-rank b f)
+        nb = int(P["nb"])
+        m, Yb = background_step(Y, dims, m, P, workspace, residual=nb > 0)
+        b, f = _low_rank(Y, Yb, nb, workspace) if nb > 0 else _empty_bg(*Y.shape)
+        del Yb
         bar.update(1)
     finally:
         bar.close()
-    return _to_estimates(m, Y, Yb, sn, dims, P)
+    return _to_estimates(m, b, f, sn, dims, P)
 
 
 # ----------------------------------------------------------------------------------- use
@@ -508,15 +556,8 @@ def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, A
     N = int(np.ceil(float(P["decay_time"]) * float(P["fr"])))
     if K:
         snr = trace_snr(remove_slow_baseline(est.C + est.YrA), N)
-        Y, dims = movie_to_Y(movie)
-        if "W" in est.extra:
-            Yb = subtract_background(Y, est.A, est.C, est.extra["W"], est.extra["b0"], dims,
-                                     int(est.extra.get("ssub_B", 1)))
-        else:
-            Yb = Y - est.b @ est.f
-        del Y
-        b, f = _empty_bg(Yb.shape[0], Yb.shape[1])
-        rval = spatial_consistency(Yb, est.A, est.C, b, f)
+        b, f = _empty_bg(est.A.shape[0], est.C.shape[1])
+        rval = spatial_consistency(BackgroundFree(data_matrix(movie), est), est.A, est.C, b, f)
     else:
         snr = rval = np.zeros(0)
     ok = (snr >= P["min_SNR"]) | (rval >= P["rval_thr"])
@@ -527,3 +568,24 @@ def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, A
     est.idx_components = np.flatnonzero(ok)
     est.idx_components_bad = np.flatnonzero(~ok)
     return est
+
+
+class BackgroundFree:
+    """The data minus the fitted background, ``Y - B``, read where asked (:meth:`take`):
+    the ring model's background computed for those pixels and frames only
+    (:func:`~.ring.background_at`), or the low-rank ``b f``."""
+
+    def __init__(self, data: DataMatrix, estimates: Estimates) -> None:
+        self.data, self.est = data, estimates
+        self.shape = data.shape
+        self.dims = data.dims
+
+    def take(self, pixels: np.ndarray, frames: Any) -> np.ndarray:
+        """(len(pixels), n_frames) float32 of ``Y - B``."""
+        est = self.est
+        Y = self.data.take(pixels, frames)
+        if "W" in est.extra:
+            return Y - background_at(self.data, est.A, est.C, est.extra["W"], est.extra["b0"],
+                                     est.dims, int(est.extra.get("ssub_B", 1)), pixels, frames)
+        fr = est.f[:, frames] if isinstance(frames, slice) else est.f[:, np.asarray(frames)]
+        return Y - est.b[np.asarray(pixels)] @ fr

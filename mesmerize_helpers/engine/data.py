@@ -230,6 +230,16 @@ class DataMatrix:
             self._file.pread_rows(int(src[a]), out[a:b])
         return out
 
+    def block(self, start: int, stop: int, frames: slice = slice(None)) -> np.ndarray:
+        """Rows ``start:stop`` at frames ``frames`` (a slice), (n, n_frames) float32: a view
+        of an array in memory, a fresh array read from a file."""
+        if self._rows is None and self._file is None:
+            return self._Y[start:stop, frames]
+        t0, t1, step = frames.indices(self.shape[1])
+        if (t0, t1, step) == (0, self.shape[1], 1):
+            return self.rows(start, stop)
+        return self.take(np.arange(start, stop), frames)
+
     def frames(self, start: int, stop: int) -> np.ndarray:
         """All pixels at frames ``start:stop``, (pixels, n) float32 (a copy)."""
         return self.take(None, slice(start, stop))
@@ -241,6 +251,8 @@ class DataMatrix:
             np.asarray(idx, np.int64) if self._rows is None else self._rows[np.asarray(idx)])
         if rows is None:
             out = np.array(self._Y[:, frames], np.float32)
+        elif isinstance(frames, slice) and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            out = np.array(self._Y[int(rows[0]):int(rows[-1]) + 1, frames], np.float32)
         elif isinstance(frames, slice):
             out = np.array(self._Y[rows, frames], np.float32)
         else:
@@ -356,6 +368,8 @@ def as_data(Y: Any, dims: tuple[int, int] | None = None,
     frame's shape."""
     if isinstance(Y, DataMatrix):
         return Y if budget is None else Y.with_budget(budget)
+    if not isinstance(Y, np.ndarray) and hasattr(Y, "take") and hasattr(Y, "shape"):
+        return Y  # another matrix read with take() (e.g. the data minus a background)
     Y = np.ascontiguousarray(Y, np.float32)
     return DataMatrix(Y, dims if dims is not None else (Y.shape[0], 1), budget)
 
@@ -435,9 +449,9 @@ class Workspace:
     budget: Budget = Budget()
 
     def matrix(self, shape: tuple[int, int]) -> Any:
-        """A writable (pixels, T) float32 matrix: an object with ``write_rows(start,
-        values)``, ``write_frames(start, values)`` (values (pixels, n)) and ``done(dims)``
-        (the finished matrix as a :class:`DataMatrix`)."""
+        """A writable (pixels, T) float32 matrix: an object with ``write(row, frame,
+        values)`` (values (n_rows, n_frames), placed at that row and frame) and
+        ``done(dims)`` (the finished matrix as a :class:`DataMatrix`)."""
         raise NotImplementedError
 
 
@@ -448,11 +462,8 @@ class _ArrayMatrix:
         self.array = np.empty(shape, np.float32)
         self.budget = budget
 
-    def write_rows(self, start: int, values: np.ndarray) -> None:
-        self.array[start:start + len(values)] = values
-
-    def write_frames(self, start: int, values: np.ndarray) -> None:
-        self.array[:, start:start + values.shape[1]] = values
+    def write(self, row: int, frame: int, values: np.ndarray) -> None:
+        self.array[row:row + values.shape[0], frame:frame + values.shape[1]] = values
 
     def done(self, dims: tuple[int, int]) -> DataMatrix:
         return DataMatrix(self.array, dims, self.budget)

@@ -279,7 +279,7 @@ def evaluate_components(estimates: Any, movie: Any, params: Mapping[str, Any]) -
     F = remove_slow_baseline(est.C + est.YrA)
     snr = trace_snr(F, N) if K else np.zeros(0)
     if K:
-        from .cnmf import data_matrix
+        from .model import data_matrix
 
         rval = spatial_consistency(data_matrix(movie), est.A, est.C, est.b, est.f)
     else:

@@ -46,25 +46,33 @@ def downsample(movie: np.ndarray, ssub: int, tsub: int) -> np.ndarray:
     return m
 
 
-def downsample_data(data: Any, ssub: int, tsub: int) -> np.ndarray:
+def downsample_data(data: Any, ssub: int, tsub: int, minus: Any = None) -> np.ndarray:
     """The movie of a (pixels, T) :class:`~.data.DataMatrix`, mean-pooled by ``tsub``
     frames and ``ssub`` x ``ssub`` pixels (:func:`downsample`), as a new (T', y', x')
-    float32 array.
+    float32 array (C order).
 
     The data is read ``ssub`` columns of pixels at a time (contiguous rows of a pixel-major
-    matrix), so only the downsampled movie is ever held whole.
+    matrix), so only the downsampled movie is ever held whole. ``minus``: optional
+    ``(A, C)``, footprints (pixels, K) and traces (K, T) whose product is subtracted from
+    the data first (a residual movie).
     """
     h, w = data.dims
     T = data.n_frames
     ssub, tsub = max(int(ssub), 1), max(int(tsub), 1)
     T2, h2, w2 = T // tsub, h // ssub, w // ssub
     out = np.empty((T2, h2, w2), np.float32)
+    A, C = (None, None) if minus is None or not minus[0].shape[1] else minus
+    if A is not None:
+        A = sp.csr_matrix(A, dtype=np.float32)
+        C = np.asarray(C, np.float32)
     # whole groups of ssub columns per read, as many as a block holds
     group = ssub * h
     per_read = max(data.rows_per_block() // group, 1)
     for x0 in range(0, w2, per_read):
         x1 = min(x0 + per_read, w2)
         rows = data.rows(x0 * group, x1 * group)  # (columns * h, T): Fortran order
+        if A is not None:
+            rows = rows - A[x0 * group:x1 * group] @ C
         sub = rows.reshape(x1 * ssub - x0 * ssub, h, T).transpose(2, 1, 0)  # (T, h, cols)
         out[:, :, x0:x1] = sub if ssub == tsub == 1 else downsample(sub, ssub, tsub)
     return out

@@ -22,7 +22,7 @@ from .footprints import as_footprints, column_norms, scale_columns
 
 __all__ = [
     "Estimates", "Components", "CNMFModel", "PER_TRACE", "movie_to_Y", "Y_to_movie",
-    "fill_missing",
+    "fill_missing", "data_matrix",
     "normalize_components", "to_estimates",
 ]
 
@@ -192,6 +192,18 @@ def movie_to_Y(movie: Any, chunk: int = 500) -> tuple[np.ndarray, tuple[int, int
         Y[:, t0:t0 + len(block)] = block.transpose(2, 1, 0).reshape(h * w, -1)
     fill_missing(Y)
     return Y, (h, w)
+
+
+def data_matrix(movie: Any, budget: Any = None) -> Any:
+    """The (pixels, T) data matrix of a movie, as every step reads it: a
+    :class:`~.data.DataMatrix` as it is (with ``budget``, a :class:`~.data.Budget`, when
+    given), else a (T, y, x) movie copied into memory (:func:`movie_to_Y`)."""
+    from .data import DataMatrix
+
+    if isinstance(movie, DataMatrix):
+        return movie if budget is None else movie.with_budget(budget)
+    Y, dims = movie_to_Y(movie)
+    return DataMatrix(Y, dims, budget)
 
 
 def fill_missing(Y: np.ndarray, chunk: int = 4096) -> int:

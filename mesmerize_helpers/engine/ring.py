@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .data import DataMatrix, MemoryWorkspace, Workspace, as_data
+
 __all__ = [
     "ds_dims", "decimation_matrix", "ring_offsets", "ring_radius", "compute_W",
-    "ring_background", "subtract_background",
+    "ring_background", "subtract_background", "background_at", "block_of_pixels",
 ]
 
 #: Ridge added to the diagonal of each pixel's normal equations, relative to their trace
@@ -117,25 +119,33 @@ def _ring_indices(dims_ds: tuple[int, int], radius: float) -> np.ndarray:
     return np.where(inside, yy + xx * hd, -1)
 
 
-def _residual_ds(
-    Y: np.ndarray, A: Any, C: np.ndarray, b0: np.ndarray, D: sp.csr_matrix, chunk: int = 1000
-) -> np.ndarray:
-    """``D (Y - A C - b0 1')`` on the downsampled grid, (pixels_ds, T) float32, by frames."""
-    T = Y.shape[1]
-    DA = D @ sp.csc_matrix(A) if A.shape[1] else None
-    Db0 = D @ b0
-    X = np.empty((D.shape[0], T), np.float32)
-    for t0 in range(0, T, chunk):
-        t1 = min(t0 + chunk, T)
-        block = D @ Y[:, t0:t1]
-        if DA is not None:
-            block = block - DA @ C[:, t0:t1]
-        X[:, t0:t1] = block - Db0[:, None]
-    return X
+def block_of_pixels(dims: tuple[int, int], ssub: int) -> np.ndarray:
+    """(pixels,) index of the ``ssub``-downsampled block (Fortran order on the grid of
+    :func:`ds_dims`) that holds each full-resolution pixel (Fortran order)."""
+    h, w = int(dims[0]), int(dims[1])
+    s = max(int(ssub), 1)
+    hd, _ = ds_dims(dims, s)
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return (yy // s + (xx // s) * hd).ravel(order="F")
+
+
+def _strips(dims: tuple[int, int], ssub: int, reach: int, width: int
+            ) -> Any:
+    """Vertical strips of the downsampled grid: for each, its ds-pixel range, and the
+    ds-pixel and full-pixel ranges of the strip widened by ``reach`` ds columns (what the
+    rings of its pixels touch). Ranges are contiguous in Fortran order (x slowest)."""
+    h, w = int(dims[0]), int(dims[1])
+    s = max(int(ssub), 1)
+    hd, wd = ds_dims(dims, s)
+    for c0 in range(0, wd, width):
+        c1 = min(c0 + width, wd)
+        e0, e1 = max(c0 - reach, 0), min(c1 + reach, wd)
+        yield ((c0 * hd, c1 * hd), (e0 * hd, e1 * hd),
+               (e0 * s * h, min(e1 * s, w) * h), (c0 * s * h, min(c1 * s, w) * h))
 
 
 def compute_W(
-    Y: np.ndarray,
+    Y: Any,
     A: Any,
     C: np.ndarray,
     dims: tuple[int, int],
@@ -149,10 +159,15 @@ def compute_W(
     ``min_w |x_i - w' X_ring(i)|^2`` with ``X = D (Y - A C - b0 1')`` (a tiny ridge keeps it
     well posed), where ``b0 = mean_t(Y - A C)``.
 
+    The data is read in vertical strips of the grid, each widened by the ring's reach; when
+    a strip's rings on all frames do not fit the budget of ``Y``, the normal equations of
+    its pixels are summed over blocks of frames.
+
     Parameters
     ----------
     Y
-        (pixels, T) data, Fortran pixel order (counts).
+        (pixels, T) data, Fortran pixel order (counts): an array or a
+        :class:`~.data.DataMatrix`.
     A
         (pixels, K) footprints (dense or sparse; K may be 0).
     C
@@ -164,7 +179,7 @@ def compute_W(
     ssub_B
         Spatial downsampling of the background model.
     batch
-        Pixels solved together (memory ~ batch x ring size x T floats).
+        Pixels solved together.
 
     Returns
     -------
@@ -172,29 +187,67 @@ def compute_W(
         W: scipy.sparse.csc_matrix (pixels_ds, pixels_ds) float32, each row the weights of
         the pixel's ring. b0: (pixels,) float32 constant background (counts).
     """
+    data = as_data(Y, dims)
+    T = data.n_frames
     s = max(int(ssub_B), 1)
-    A = sp.csc_matrix(A) if A.shape[1] else sp.csc_matrix((Y.shape[0], 0), dtype=np.float32)
-    b0 = (Y.mean(axis=1, dtype=np.float64) - A @ C.mean(axis=1, dtype=np.float64))
+    A = (sp.csc_matrix(A) if A.shape[1] else
+         sp.csc_matrix((data.n_pixels, 0), dtype=np.float32))
+    b0 = data.row_means() - A @ C.mean(axis=1, dtype=np.float64)
     D = decimation_matrix(dims, s)
-    X = _residual_ds(Y, A, C, b0, D)
+    DA = (D @ A).tocsr() if A.shape[1] else None
+    Db0 = D @ b0
     hd, wd = ds_dims(dims, s)
-    idx = _ring_indices((hd, wd), radius / s)  # (pixels_ds, n_ring), -1 outside the grid
-    n = hd * wd
-    # a zero row stands for the ring pixels outside the grid: their weights come out 0
-    Xz = np.vstack([X, np.zeros((1, X.shape[1]), np.float32)])
+    r = radius / s
+    idx = _ring_indices((hd, wd), r)  # (pixels_ds, n_ring), -1 outside the grid
+    n, n_ring = hd * wd, idx.shape[1]
+    reach = int(round(r)) + 1
+    # a strip holds its pixels' normal equations (float64) while frames are summed
+    work = data.budget.work_bytes()
+    per_col = hd * (n_ring + 1) * n_ring * 8
+    width = wd if work is None else int(max(min(work // 2 // per_col, wd), 1))
     weights = np.zeros(idx.shape, np.float32)
-    for p0 in range(0, n, batch):
-        p1 = min(p0 + batch, n)
-        R = Xz[idx[p0:p1]]  # (b, n_ring, T): each pixel's ring traces
-        G = np.matmul(R, R.transpose(0, 2, 1)).astype(np.float64)
-        rhs = np.matmul(R, X[p0:p1, :, None]).astype(np.float64)
-        tr = np.trace(G, axis1=1, axis2=2)
-        G += (_RIDGE * tr + 1e-12)[:, None, None] * np.eye(G.shape[1])[None]
-        weights[p0:p1] = np.linalg.solve(G, rhs)[..., 0]
+    for (p0, p1), (q0, q1), (f0, f1), _ in _strips(dims, s, reach, width):
+        Dq = D[q0:q1, f0:f1]
+        local = np.where(idx[p0:p1] >= 0, idx[p0:p1] - q0, q1 - q0)  # q1 - q0: the zero row
+        ext = (q1 - q0) + (f1 - f0)  # rows held per frame: X and the data
+        t_step = T if work is None else int(max(min(work // 2 // (ext * 4 * 2), T), 1))
+        chunks = [(t0, min(t0 + t_step, T)) for t0 in range(0, T, t_step)]
+        G = rhs = None
+        if len(chunks) > 1:
+            G = np.zeros((p1 - p0, n_ring, n_ring))
+            rhs = np.zeros((p1 - p0, n_ring))
+        for t0, t1 in chunks:
+            X = Dq @ data.block(f0, f1, slice(t0, t1))
+            if DA is not None:
+                X = X - DA[q0:q1] @ C[:, t0:t1]
+            X = (X - Db0[q0:q1, None]).astype(np.float32)
+            # a zero row stands for the ring pixels outside the grid: their weights are 0
+            Xz = np.vstack([X, np.zeros((1, X.shape[1]), np.float32)])
+            for b0_ in range(0, p1 - p0, batch):
+                b1_ = min(b0_ + batch, p1 - p0)
+                R = Xz[local[b0_:b1_]]  # (b, n_ring, t): each pixel's ring traces
+                g = np.matmul(R, R.transpose(0, 2, 1)).astype(np.float64)
+                h_ = np.matmul(R, X[p0 - q0 + b0_:p0 - q0 + b1_, :, None])[..., 0]
+                if G is None:  # all frames at once: solve now
+                    weights[p0 + b0_:p0 + b1_] = _solve(g, h_.astype(np.float64))
+                else:
+                    G[b0_:b1_] += g
+                    rhs[b0_:b1_] += h_
+        if G is not None:
+            for b0_ in range(0, p1 - p0, batch):
+                b1_ = min(b0_ + batch, p1 - p0)
+                weights[p0 + b0_:p0 + b1_] = _solve(G[b0_:b1_], rhs[b0_:b1_])
     inside = idx >= 0
     rows = np.repeat(np.arange(n), inside.sum(axis=1))
     W = sp.csc_matrix((weights[inside], (rows, idx[inside])), shape=(n, n), dtype=np.float32)
     return W, b0.astype(np.float32)
+
+
+def _solve(G: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Ring weights from the normal equations (b, n, n) and (b, n), with the ridge."""
+    tr = np.trace(G, axis1=1, axis2=2)
+    G = G + (_RIDGE * tr + 1e-12)[:, None, None] * np.eye(G.shape[1])[None]
+    return np.linalg.solve(G, rhs[..., None])[..., 0]
 
 
 def _background_cols(
@@ -247,27 +300,91 @@ def ring_background(
     return np.ascontiguousarray(out[0] if single else out)
 
 
+def background_at(
+    Y: Any, A: Any, C: np.ndarray, W: sp.spmatrix, b0: np.ndarray, dims: tuple[int, int],
+    ssub_B: int, pixels: np.ndarray, frames: Any,
+) -> np.ndarray:
+    """The ring background ``b0 + U W D (Y - A C - b0)`` at some pixels and frames.
+
+    Reads only the pixels of the blocks that the rings of ``pixels`` cover.
+
+    Parameters
+    ----------
+    Y
+        (pixels, T) data: an array or a :class:`~.data.DataMatrix`.
+    A, C
+        Footprints (pixels, K) (sparse or dense; K may be 0) and traces (K, T).
+    W, b0, dims, ssub_B
+        The ring model (see :func:`compute_W`) and the frame size.
+    pixels
+        Sorted full-resolution pixel indices (Fortran order).
+    frames
+        A slice or sorted frame indices.
+
+    Returns
+    -------
+    np.ndarray
+        (len(pixels), n_frames) float32 background (counts).
+    """
+    data = as_data(Y, dims)
+    s = max(int(ssub_B), 1)
+    pixels = np.asarray(pixels, np.int64)
+    D = decimation_matrix(dims, s)
+    block = block_of_pixels(dims, s)[pixels]
+    out_blocks, where = np.unique(block, return_inverse=True)
+    Wo = sp.csr_matrix(W)[out_blocks]
+    ring = np.unique(Wo.indices)  # the blocks their rings cover
+    Dr = D[ring]
+    full = np.unique(Dr.indices)  # the pixels of those blocks
+    R = data.take(full, frames)
+    As = sp.csr_matrix(A)[full] if A.shape[1] else None
+    Cf = C[:, frames] if isinstance(frames, slice) else C[:, np.asarray(frames)]
+    b0 = np.asarray(b0, np.float32)
+    if As is not None:
+        R = R - As @ Cf
+    X = Dr[:, full] @ (R - b0[full, None])
+    WX = np.asarray(Wo[:, ring] @ X, np.float32)
+    return b0[pixels, None] + WX[where]
+
+
 def subtract_background(
-    Y: np.ndarray,
+    Y: Any,
     A: Any,
     C: np.ndarray,
     W: sp.spmatrix,
     b0: np.ndarray,
     dims: tuple[int, int],
     ssub_B: int,
-    chunk: int = 500,
-) -> np.ndarray:
+    workspace: Workspace | None = None,
+) -> DataMatrix:
     """``Y - B`` for the ring background of the current neurons, (pixels, T) float32.
 
     What the neurons' spatial and temporal updates are fitted to once the background is
-    fixed (CaImAn's ``Y - B`` in ``greedyROI_corr``). Computed in chunks of frames.
+    fixed (CaImAn's ``Y - B`` in ``greedyROI_corr``). Computed in vertical strips of the
+    frame (and blocks of frames when a strip on all frames does not fit the budget), each
+    strip reading the pixels its rings reach (:func:`background_at`), and written into a
+    matrix of ``workspace`` (in memory by default; a job's workspace may put it in a file).
     """
-    T = Y.shape[1]
-    As = sp.csc_matrix(A) if A.shape[1] else None
-    out = np.empty(Y.shape, np.float32)
-    b0 = np.asarray(b0, np.float32)
-    for t0 in range(0, T, chunk):
-        t1 = min(t0 + chunk, T)
-        R = Y[:, t0:t1] - (As @ C[:, t0:t1] if As is not None else 0.0)
-        out[:, t0:t1] = Y[:, t0:t1] - _background_cols(W, b0, R, dims, ssub_B)
-    return out
+    data = as_data(Y, dims)
+    workspace = workspace or MemoryWorkspace(data.budget)
+    out = workspace.matrix(data.shape)
+    T = data.n_frames
+    s = max(int(ssub_B), 1)
+    hd, wd = ds_dims(dims, s)
+    Wr = sp.csr_matrix(W)
+    reach = int(np.max(np.abs(Wr.indices // hd - np.repeat(np.arange(hd * wd) // hd,
+                                                           np.diff(Wr.indptr)))) + 1
+                if Wr.nnz else 1)
+    block = data.budget.block_bytes()
+    # strips about twice the ring's reach wide: the pixels read are at most twice those kept
+    width = wd if block is None else int(min(max(2 * reach, 4), wd))
+    for (_, _), (_, _), (f0, f1), (o0, o1) in _strips(dims, s, reach, width):
+        ext = f1 - f0
+        t_step = T if block is None else int(max(min(block // (ext * 4 * 3), T), 1))
+        pixels = np.arange(o0, o1)
+        for t0 in range(0, T, t_step):
+            frames = slice(t0, min(t0 + t_step, T))
+            Yb = data.block(o0, o1, frames) - background_at(
+                data, A, C, Wr, b0, dims, s, pixels, frames)
+            out.write(o0, t0, Yb)
+    return out.done(dims)
