@@ -7,7 +7,8 @@ It is not on PyPI (the PyPI package named ``caiman`` is unrelated); install it w
 
 Output layout (what the accessors read, identical to the built-in engine):
 
-- mcorr: ``mcorr.npy`` (frames, y, x) C-order float32, copied frame chunk by chunk from
+- mcorr: ``mcorr.npy`` (frames, y, x) C-order float32 and the pixel-major copy that
+  source extraction reads (:mod:`.pixel_major`), both copied frame chunk by chunk from
   CaImAn's F-order ``.mmap`` (which is then deleted); ``shifts_rig.npy`` (frames, 2);
   with ``pw_rigid``, ``shifts_pw.npy`` (frames, ny, nx, 2) and ``patch_centers.npy``
   (ny, nx, 2); summary images.
@@ -21,16 +22,19 @@ Output layout (what the accessors read, identical to the built-in engine):
   per-patch applied shifts, patches in row-major order on CaImAn's patch grid.
 - cnmf / cnmfe: ``cnmf.hdf5`` written by :func:`~.io.estimates.save_estimates` from
   ``cnm.estimates`` (CaImAn's ring-model background, ``W``/``b0``, in
-  ``Estimates.extra``); ``cnmf-memmap-path`` is the C-order ``.npy`` input, as in the
-  built-in engine. CaImAn's own C-order ``.mmap`` (its input, see below) is a temporary
-  file of the step and is deleted afterwards.
+  ``Estimates.extra``). CaImAn's input is the item's pixel-major movie, which *is*
+  CaImAn's C-order ``.mmap`` (``caiman.load_memmap`` reads it): the parent mcorr item's,
+  or for a raw movie one written by the step, as for the built-in engine
+  (``cnmf-memmap-path`` names it). No other copy is made.
 
-Both steps give CaImAn its input as the C-order ``.mmap`` that ``caiman.save_memmap`` would
+MotionCorrect gets its input as the C-order ``.mmap`` that ``caiman.save_memmap`` would
 write (so any movie our readers open works), written by :func:`save_caiman_memmap` a chunk
 of frames at a time (CaImAn's ``save_memmap`` holds the whole movie in memory), a temporary
 file deleted at the end of the step.
 
-Notes: CaImAn adds ``1e-4`` to every pixel of its ``.mmap`` input, and so do we. cnmfe
+Notes: CaImAn adds ``1e-4`` to every pixel of the ``.mmap`` files it writes, and so does
+:func:`save_caiman_memmap`; the pixel-major movie CNMF reads holds the movie's values
+unchanged (CaImAn's fit does not depend on that offset beyond float rounding). cnmfe
 items always get ``center_psf=True`` and ``method_init="corr_pnr"``, and CaImAn's 1p-demo
 settings (:data:`CNMFE_DEFAULTS`: ring model ``nb=0``, ``ssub=tsub=1``, ...) unless their
 params say otherwise; seeded cnmf items (``params["Ain"]``) run with ``rf=None``,
@@ -162,11 +166,15 @@ def _params(main: dict[str, Any]) -> Any:
 
 def mcorr_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
-    patch_files: list[str] | None = None,
+    patch_files: list[str] | None = None, yr: Any = None, mem_mb: float | None = None,
 ) -> dict[str, Any]:
     """Motion-correct ``movie`` with CaImAn's ``MotionCorrect``; outputs as :func:`.jobs.mcorr_step`."""
     require_caiman()
     from caiman.motion_correction import MotionCorrect, get_patch_centers
+
+    from .jobs import Tee
+    from .pixel_major import YrWriter, yr_name
+    from .step_support import YR_KEY, job_budget, run_id_of
 
     main = params["main"]
     n_frames, dims = int(movie.shape[0]), tuple(int(d) for d in movie.shape[1:])
@@ -187,9 +195,14 @@ def mcorr_step(
                                    f"{expected} ({n_frames} float32 frames of {dims}).")
             Yr = np.memmap(registered_mmap, np.float32, "r", shape=(int(np.prod(dims)), n_frames),
                            order="F")
-            # copied in C order, the summary images accumulated on the way (one pass)
+            # copied in C order and pixel-major (for source extraction), the summary images
+            # accumulated on the way (one pass)
             images = SummaryAccumulator(dims)
-            with MovieWriter(folder / "mcorr.npy", (n_frames, *dims)) as out:
+            yr_file = yr_name(run_id_of(folder), dims, n_frames)
+            with MovieWriter(folder / "mcorr.npy", (n_frames, *dims)) as movie_out, \
+                    YrWriter(folder / yr_file, (n_frames, *dims), warn=False,
+                             buffer_bytes=job_budget(params, mem_mb).block_bytes()) as yr_out:
+                out = Tee(movie_out, yr_out)
                 for start in range(0, n_frames, _CHUNK):
                     block = np.asarray(Yr[:, start:start + _CHUNK])  # (pixels, n), F order
                     frames = block.reshape(*dims, -1, order="F").transpose(2, 0, 1)
@@ -200,7 +213,7 @@ def mcorr_step(
             _remove(source, registered_mmap)
 
     outputs: dict[str, Any] = {
-        "mcorr-output-path": "mcorr.npy",
+        "mcorr-output-path": "mcorr.npy", YR_KEY: yr_file,
         "add-to-movie": float(-mc.min_mov) if mc.nonneg_movie else 0.0,
         "border-to-0": int(mc.border_to_0),
     }
@@ -288,7 +301,8 @@ def to_estimates(cnm_estimates: Any, dims: tuple[int, int], cnm_params: Any) -> 
 
 def cnmf_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
-    patch_files: list[str] | None = None, algo: str = "cnmf",
+    patch_files: list[str] | None = None, algo: str = "cnmf", yr: Any = None,
+    mem_mb: float | None = None,
 ) -> dict[str, Any]:
     """Fit CaImAn's CNMF (or CNMF-E), refit (``params["refit"]``, default True for CNMF and
     False for CNMF-E), evaluate (``params["eval"]`` overrides quality params); outputs as
@@ -297,7 +311,7 @@ def cnmf_step(
     from caiman.source_extraction.cnmf.cnmf import CNMF
 
     from .io.estimates import save_estimates
-    from .step_support import cnmf_input_memmap, n_processes
+    from .step_support import cnmf_input, job_budget, n_processes
 
     if patch_files:
         raise ValueError("params['scatter_patches'] (patches fitted by separate jobs) is a "
@@ -305,37 +319,34 @@ def cnmf_step(
     if Ain is not None and algo == "cnmfe":
         raise ValueError("Seeded CNMF-E (params['Ain']) is not supported; use a cnmf item.")
     main = _main_params(params, algo, seeded=Ain is not None)
-    movie, outputs = cnmf_input_memmap(movie, folder)
-    dims = (int(movie.shape[1]), int(movie.shape[2]))
+    # our pixel-major copy is CaImAn's C-order memmap (the parent's, or written here)
+    data, outputs, computed = cnmf_input(movie, folder, job_budget(params, mem_mb), yr,
+                                         progress)
+    dims = data.dims
     seeds = None
     if Ain is not None:  # (y, x, n) -> (pixels, n) in CaImAn's Fortran pixel order
         Ain = np.asarray(Ain)
         seeds = Ain.reshape(-1, Ain.shape[-1], order="F")
         if seeds.dtype != bool:
             seeds = seeds.astype(np.float32)
-    with _caiman_temp(folder) as tmp:
-        source = None
-        try:
-            source = str(save_caiman_memmap(movie, tmp))  # CNMF needs a C-order .mmap
-            Yr, mdims, T = caiman.load_memmap(source)
-            images = np.reshape(Yr.T, [T, *mdims], order="F")
-            cnm = CNMF(n_processes(), params=_params(main), dview=None, Ain=seeds)
-            cnm.fit(images)
-            # CNMF-E: no refit unless asked, as CaImAn's 1p demo and mesmerize-core (CaImAn's
-            # refit of a ring-model fit re-seeds it poorly)
-            if params.get("refit", algo == "cnmf"):
-                cnm = cnm.refit(images, dview=None)
-            if params.get("eval"):
-                cnm.params.change_params(params_dict=dict(params["eval"]))
-            cnm.estimates.evaluate_components(images, cnm.params, dview=None)
-            estimates = to_estimates(cnm.estimates, dims, cnm.params)
-            del images, Yr
-        finally:
-            _remove(source)
+    with _caiman_temp(folder):
+        Yr, mdims, T = caiman.load_memmap(str(data.path))
+        images = np.reshape(Yr.T, [T, *mdims], order="F")
+        cnm = CNMF(n_processes(), params=_params(main), dview=None, Ain=seeds)
+        cnm.fit(images)
+        # CNMF-E: no refit unless asked, as CaImAn's 1p demo and mesmerize-core (CaImAn's
+        # refit of a ring-model fit re-seeds it poorly)
+        if params.get("refit", algo == "cnmf"):
+            cnm = cnm.refit(images, dview=None)
+        if params.get("eval"):
+            cnm.params.change_params(params_dict=dict(params["eval"]))
+        cnm.estimates.evaluate_components(images, cnm.params, dview=None)
+        estimates = to_estimates(cnm.estimates, dims, cnm.params)
+        del images, Yr
     save_estimates(folder / "cnmf.hdf5", estimates, main)
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
     outputs.update(summary_images_for(movie, folder, pnr_gsig(main) if algo == "cnmfe" else None,
-                                      progress))
+                                      progress, computed=computed))
     return outputs
 
 

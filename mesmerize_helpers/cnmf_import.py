@@ -121,7 +121,7 @@ def import_cnmf(df: pd.DataFrame, hdf5_path: str | os.PathLike, input_movie_path
     from .manifest import read_manifest, write_manifest
     from .outputs import pnr_gsig, summary_images_for
     from .runstate import file_stat, run_params
-    from .step_support import cnmf_input_memmap
+    from .step_support import YR_KEY, cnmf_input, job_budget, open_yr
 
     batch_path = writable_batch(df.paths.get_batch_path())
     if progress is None:
@@ -158,13 +158,16 @@ def import_cnmf(df: pd.DataFrame, hdf5_path: str | os.PathLike, input_movie_path
     folder = batch_lib.item_dir(batch_lib.results_dir_of(batch_path), row["uuid"], parents)
     folder.mkdir(parents=True)
     try:
-        _, outputs = cnmf_input_memmap(movie, folder)
-        memmap = np.load(folder / outputs["cnmf-memmap-path"], mmap_mode="r")
-        gsig = pnr_gsig(params["main"]) if algo == "cnmfe" else None  # 1p images for cnmfe only
-        outputs.update(summary_images_for(memmap, folder, gsig, progress))
-        del memmap
-        outputs["cnmf-hdf5-path"] = str(hdf5)
         run_id = new_run_id()
+        # the parent's pixel-major movie, else one written here (with the summary images)
+        parent_yr = None if parent is None else parent_manifest["outputs"].get(YR_KEY)
+        yr = None if parent_yr is None else open_yr(movie_path.parent / parent_yr)
+        data, outputs, images = cnmf_input(movie, folder, job_budget({}), yr, progress,
+                                           run_id=run_id)
+        del data, yr
+        gsig = pnr_gsig(params["main"]) if algo == "cnmfe" else None  # 1p images for cnmfe only
+        outputs.update(summary_images_for(movie, folder, gsig, progress, computed=images))
+        outputs["cnmf-hdf5-path"] = str(hdf5)
         identity = {"algo": algo, "params": run_params(row["params"]), "input": stored,
                     "parent": parent, "parent_run": parent_run, "files": files}
         manifest = imported_manifest(

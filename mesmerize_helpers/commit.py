@@ -63,10 +63,18 @@ def commit(staging: Path, folder: Path, manifest: dict[str, Any]) -> None:
     """Switch a successful run's files from ``staging`` into ``folder``, then write its
     manifest (the commit point) and the :data:`~.manifest.DONE` marker. Files of an earlier
     run that this one does not make stay (an imported mesmerize-core item's CaImAn files
-    among them); no manifest names them any more."""
+    among them); no manifest names them any more. Except an earlier run's pixel-major movie
+    (named by its run, :mod:`.pixel_major`): a movie-sized file that no current result
+    reads (a job that has it open reads on until it closes it)."""
+    from .pixel_major import YR_GLOB
+
     with item_lock(folder, COMMIT_LOCK):
         # no manifest while files switch: a kill here leaves "not run", never old + new files
         (folder / MANIFEST).unlink(missing_ok=True)
+        staged = {entry.name for entry in staging.iterdir()}
+        for old in folder.glob(YR_GLOB):
+            if old.name not in staged:
+                old.unlink(missing_ok=True)
         for entry in staging.iterdir():
             target = folder / entry.name
             if entry.is_dir() and target.is_dir():

@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,7 +50,14 @@ from .outputs import (
     summary_images_for,
 )
 from .runstate import file_stat, run_params
-from .step_support import cnmf_input_memmap, n_processes  # noqa: F401 (re-exported)
+from .step_support import (  # noqa: F401 (n_processes re-exported)
+    YR_KEY,
+    cnmf_input,
+    job_budget,
+    n_processes,
+    open_yr,
+    run_id_of,
+)
 
 Step = Callable[..., dict[str, str]]
 
@@ -79,19 +87,25 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt option numbers
 
 def mcorr_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
-    patch_files: list[str] | None = None,
+    patch_files: list[str] | None = None, yr: Any = None, mem_mb: float | None = None,
 ) -> dict[str, str]:
-    """Motion-correct ``movie`` into ``folder``: registered movie, shifts, and the mean / max /
-    std projections and correlation image, all in one pass over the movie."""
+    """Motion-correct ``movie`` into ``folder``: registered movie, its pixel-major copy for
+    source extraction (:mod:`.pixel_major`), shifts, and the mean / max / std projections
+    and correlation image, all in one pass over the movie."""
     from .engine.images import SummaryAccumulator
     from .engine.motion import motion_correct
+    from .pixel_major import YrWriter, yr_name
 
     keep_freed_memory()
-    images = SummaryAccumulator(tuple(int(v) for v in movie.shape[1:]))
-    with MovieWriter(folder / "mcorr.npy", tuple(movie.shape)) as out:
-        result = motion_correct(sequential_frames(movie), params["main"], out,
-                                progress=progress, accumulate=images)
-    outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy",
+    shape = tuple(int(v) for v in movie.shape)
+    images = SummaryAccumulator(shape[1:])
+    name = yr_name(run_id_of(folder), shape[1:], shape[0])
+    block = job_budget(params, mem_mb).block_bytes()
+    with MovieWriter(folder / "mcorr.npy", shape) as out, \
+            YrWriter(folder / name, shape, buffer_bytes=block, warn=False) as pixel_major:
+        result = motion_correct(sequential_frames(movie), params["main"],
+                                Tee(out, pixel_major), progress=progress, accumulate=images)
+    outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy", YR_KEY: name,
                                "add-to-movie": float(result.add_to_movie),
                                "border-to-0": int(result.border_to_0)}
     outputs["shifts"] = save_array(folder, "shifts_rig.npy", result.shifts_rig)
@@ -100,6 +114,18 @@ def mcorr_step(
         outputs["patch-centers"] = save_array(folder, "patch_centers.npy", result.patch_centers)
     outputs.update(save_images(folder, images.images()))
     return outputs
+
+
+class Tee:
+    """The write side of a (frames, y, x) array that writes every chunk to several."""
+
+    def __init__(self, *outs: Any) -> None:
+        self.outs = outs
+        self.shape = tuple(outs[0].shape)
+
+    def __setitem__(self, key: slice, frames: np.ndarray) -> None:
+        for out in self.outs:
+            out[key] = frames
 
 
 def source_extraction(algo: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -115,16 +141,22 @@ def source_extraction(algo: str) -> tuple[Callable[..., Any], Callable[..., Any]
 
 def cnmf_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
-    patch_files: list[str] | None = None, algo: str = "cnmf",
+    patch_files: list[str] | None = None, algo: str = "cnmf", yr: Any = None,
+    mem_mb: float | None = None,
 ) -> dict[str, str]:
     """Fit CNMF (or CNMF-E) on ``movie``, evaluate components, save the estimates as HDF5.
 
+    The fit reads the pixel-major copy of the movie (the parent's ``yr``, else one written
+    here) a block at a time, within the job's memory budget (``mem_mb``, else
+    ``params["resources"]["mem_mb"]``, :func:`~.step_support.job_budget`).
     ``Ain``: seed masks, (y, x, n) boolean or float (CaImAn's convention), or None.
     ``patch_files``: patch fits made by separate jobs (:func:`run_patch`), gathered here.
     """
     from .io.estimates import save_estimates
+    from .pixel_major import FileWorkspace
 
-    movie, outputs = cnmf_input_memmap(movie, folder)
+    budget = job_budget(params, mem_mb)
+    data, outputs, images = cnmf_input(movie, folder, budget, yr, progress)
     fit, evaluate = source_extraction(algo)
     options: dict[str, Any] = {"refit": bool(params.get("refit", True)),
                                "n_processes": n_processes(), "progress": progress}
@@ -134,12 +166,15 @@ def cnmf_step(
         options["Ain"] = Ain
     if patch_files:
         options["patch_results"] = load_patches(patch_files)
-    estimates = fit(movie, params["main"], **options)
-    estimates = evaluate(estimates, movie, {**params["main"], **params.get("eval", {})})
+    if algo == "cnmfe":
+        options["workspace"] = FileWorkspace(folder, budget)
+    estimates = fit(data, params["main"], **options)
+    estimates = evaluate(estimates, data, {**params["main"], **params.get("eval", {})})
     save_estimates(folder / "cnmf.hdf5", estimates, params["main"])
     outputs["cnmf-hdf5-path"] = "cnmf.hdf5"
     outputs.update(summary_images_for(
-        movie, folder, pnr_gsig(params["main"]) if algo == "cnmfe" else None, progress))
+        movie, folder, pnr_gsig(params["main"]) if algo == "cnmfe" else None, progress,
+        computed=images))
     return outputs
 
 
@@ -194,7 +229,9 @@ def run_patch(
         movie, parent_run = open_movie(input_movie), ""
     else:
         job_input = open_input(input_movie, Path(parent_dir), params, "cnmf")
-        movie, parent_run = job_input.movie, job_input.parent_run or ""
+        # the parent's pixel-major copy: only the patch's pixels are read
+        movie = job_input.yr if job_input.yr is not None else job_input.movie
+        parent_run = job_input.parent_run or ""
     A, C = fit_movie_patch(movie, flatten_main(params["main"]), index)
     # written beside and renamed: a killed job never leaves half a patch file
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp.npz")
@@ -244,13 +281,15 @@ def engine_steps(engine: str) -> tuple[dict[str, Step], str]:
 @dataclass
 class JobInput:
     """What a job reads: the movie (opened), its path, the parent's run it comes from, the
-    mean image the parent saved, and the raw files' identity for the manifest."""
+    mean image the parent saved, the raw files' identity for the manifest, and the parent's
+    pixel-major copy of the movie."""
 
     movie: Any
     path: Path
     parent_run: str | None = None
     mean: np.ndarray | None = None
     files: dict[str, Any] = field(default_factory=dict)
+    yr: Any = None  # the parent's pixel-major copy (a DataMatrix), when it has one
 
 
 #: What to do when a parent's registered movie holds NaN (border_nan=True leaves them where
@@ -282,16 +321,23 @@ def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: 
         movie = open_movie(path)
         mean_name = parent["outputs"].get("mean-projection-path")
         mean = None if mean_name is None else np.load(parent_dir / mean_name)
+        yr_path = parent["outputs"].get(YR_KEY)
+        yr = None if yr_path is None or algo == "mcorr" else open_yr(parent_dir / yr_path)
     validation.check_params_for_movie(algo, params, tuple(movie.shape))
     recorded = parent.get("nonfinite_pixels")  # counted by the parent's run (else: count now)
     if allow_nan_parent or recorded == 0:
-        pass
+        if recorded and yr is not None:  # filled in the copy source extraction reads
+            warnings.warn(f"The parent's registered movie has {recorded} missing values "
+                          f"(NaN), e.g. the borders left by motion correction with "
+                          f"border_nan=True; in the copy CNMF reads each is replaced by its "
+                          f"pixel's mean over the other frames (border_nan='copy' in the mcorr "
+                          f"params avoids them).", UserWarning, stacklevel=2)
     elif recorded is None:
         validation.check_finite(movie, path, hint=NAN_BORDER_HINT)
     else:
         raise validation.InvalidItemError(
             f"Movie {path} has {recorded} NaN or infinite pixel value(s). {NAN_BORDER_HINT}")
-    return JobInput(movie, path, parent.get("run_id"), mean)
+    return JobInput(movie, path, parent.get("run_id"), mean, yr=yr)
 
 
 def _check_patches(patch_files: list[str] | None, parent_run: str | None) -> None:
@@ -333,6 +379,7 @@ def run_item(
     stored_input: str | None = None,
     item_name: str | None = None,
     reuse_since: float | None = None,
+    mem_mb: float | None = None,
 ) -> dict[str, Any]:
     """Run one item into ``folder`` and write its manifest; never raises for a failed step.
 
@@ -365,6 +412,9 @@ def run_item(
     reuse_since
         Reuse, instead of recomputing, a run of the same identity that another job committed
         after this time (epoch s): two snakemake runs that both scheduled the item.
+    mem_mb
+        The job's memory limit (the scheduler's resource); else the params' (see
+        :func:`~.step_support.job_budget`). Steps size their blocks of data to it.
 
     Returns
     -------
@@ -389,13 +439,14 @@ def run_item(
         clean_dead_runs(folder)
         return _run(folder, identity, label, uuid=uuid, params=params, engine=engine,
                     input_movie=input_movie, parent_dir=parent_dir, progress=progress,
-                    ain_path=ain_path, patch_files=patch_files, stored_input=stored_input)
+                    ain_path=ain_path, patch_files=patch_files, stored_input=stored_input,
+                    mem_mb=mem_mb)
 
 
 def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, params: dict,
          engine: str, input_movie: str | os.PathLike, parent_dir: Path | None, progress: bool,
          ain_path: str | os.PathLike | None, patch_files: list[str] | None,
-         stored_input: str | None) -> dict[str, Any]:
+         stored_input: str | None, mem_mb: float | None = None) -> dict[str, Any]:
     algo = identity["algo"]
     run_id = new_run_id()
     manifest: dict[str, Any] = {
@@ -425,7 +476,7 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
             identity["files"]["seeds"] = {"path": str(stored), **file_stat(ain_path)}
         _check_patches(patch_files, job_input.parent_run)
         outputs = steps[algo](job_input.movie, params, staging, progress=progress, Ain=Ain,
-                              patch_files=patch_files)
+                              patch_files=patch_files, yr=job_input.yr, mem_mb=mem_mb)
         outputs.update(seed_outputs)
         store_correlation_image(staging, outputs, algo)  # CaImAn's estimates/Cn, any engine
         if "mcorr-output-path" in outputs:  # for its children: NaN borders or not

@@ -273,12 +273,14 @@ def pnr_images(movie: Any, folder: Path, gSig: Any, progress: bool = True) -> di
 
 
 def summary_images_for(movie: Any, folder: Path, pnr_gsig: Any = None,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True, computed: dict | None = None) -> dict[str, Any]:
     """The summary images of a source-extraction item, each made at most once per movie.
 
     Images the item that made ``movie`` already has are linked (:func:`reuse_images`); the
-    plain ones it lacks are computed in one pass (:func:`~.engine.images.summary_images`);
-    with ``pnr_gsig`` (cnmfe items) the PNR pair too, unless reused.
+    plain ones it lacks are taken from ``computed`` (images already made in another pass
+    over the movie, e.g. while writing its pixel-major copy) or computed in one pass
+    (:func:`~.engine.images.summary_images`); with ``pnr_gsig`` (cnmfe items) the PNR pair
+    too, unless reused.
 
     Returns
     -------
@@ -292,7 +294,8 @@ def summary_images_for(movie: Any, folder: Path, pnr_gsig: Any = None,
     outputs = reuse_images(movie, folder, kinds, pnr_gsig)
     missing = [k for k in PLAIN_IMAGES if IMAGE_KEYS[k] not in outputs]
     if missing:
-        images = summary_images(movie, correlation="corr" in missing, progress=progress)
+        images = computed if computed is not None else summary_images(
+            movie, correlation="corr" in missing, progress=progress)
         outputs.update(save_images(folder, {k: images[k] for k in missing}))
     if pnr_gsig is not None and IMAGE_KEYS["pnr"] not in outputs:
         outputs.update(pnr_images(movie, folder, pnr_gsig, progress))

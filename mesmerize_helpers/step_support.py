@@ -1,5 +1,5 @@
-"""What every step function shares, built-in or CaImAn: the cores a job may use, where a
-run stages its files, and the C-order movie memmap that source extraction reads.
+"""What every step function shares, built-in or CaImAn: the cores and memory a job may use,
+where a run stages its files, and the pixel-major movie that source extraction reads.
 
 Kept apart from :mod:`.jobs` (which dispatches to the engines) so that
 :mod:`.caiman_engine` and :mod:`.jobs` do not import each other.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .outputs import open_movie_output
+from .engine.data import Budget, DataMatrix
 
 #: A run writes its files into ``<item folder>/<STAGING_PREFIX><run_id>/`` and moves them
 #: into the item folder when it succeeds (:mod:`.commit`).
@@ -40,26 +40,73 @@ def final_folder(folder: str | os.PathLike) -> Path:
     return folder.parent if folder.name.startswith(STAGING_PREFIX) else folder
 
 
-def cnmf_input_memmap(movie: Any, folder: Path) -> tuple[np.memmap, dict[str, str]]:
-    """The movie a cnmf item fits as a C-order float32 ``.npy`` memmap, and its
-    ``cnmf-memmap-path`` output: the input itself if it already is one (the path then is
-    relative to the item's final folder, not to the staging folder), else a copy."""
-    if _is_c_order_npy(movie):
-        return movie, {"cnmf-memmap-path": os.path.relpath(movie.filename, final_folder(folder))}
-    # CNMF reads pixels and frames many times: give it one C-order float32 copy on disk
-    out = open_movie_output(folder, "cnmf_memmap.npy", tuple(movie.shape))
-    for start in range(0, movie.shape[0], 200):
-        out[start:start + 200] = np.asarray(movie[start:start + 200], dtype=np.float32)
-    out.flush()
-    del out
-    return np.load(folder / "cnmf_memmap.npy", mmap_mode="r"), {
-        "cnmf-memmap-path": "cnmf_memmap.npy"}
+#: Output key of an mcorr item's pixel-major copy of its registered movie.
+YR_KEY = "yr-path"
+
+#: Memory budget (MB) of a source-extraction job when neither its params
+#: (``params["resources"]["mem_mb"]``) nor the scheduler give one.
+DEFAULT_MEM_MB = 3000
 
 
-def _is_c_order_npy(movie: Any) -> bool:
-    return (
-        isinstance(movie, np.memmap)
-        and movie.dtype == np.float32
-        and movie.flags.c_contiguous
-        and str(getattr(movie, "filename", "")).endswith(".npy")
-    )
+def job_budget(params: dict, mem_mb: float | None = None) -> Budget:
+    """The memory budget of a job: the scheduler's ``mem_mb`` (Snakemake's resource, which
+    ``params["resources"]["mem_mb"]`` sets), else the params', else :data:`DEFAULT_MEM_MB`."""
+    given = (params.get("resources") or {}).get("mem_mb")
+    value = mem_mb if mem_mb is not None else given if given is not None else DEFAULT_MEM_MB
+    return Budget.from_mb(float(value))
+
+
+def run_id_of(folder: str | os.PathLike) -> str:
+    """The run id of a staging folder (``.run-<run_id>``), else a new one."""
+    name = Path(folder).name
+    if name.startswith(STAGING_PREFIX):
+        return name[len(STAGING_PREFIX):]
+    from .commit import new_run_id
+
+    return new_run_id()
+
+
+def open_yr(path: str | os.PathLike, budget: Budget | None = None) -> DataMatrix:
+    """A pixel-major movie file (:mod:`.pixel_major`) as the data matrix the engine reads."""
+    from .io.movies import caiman_mmap_matrix
+
+    yr, dims = caiman_mmap_matrix(path)
+    if not yr.flags.c_contiguous:
+        raise ValueError(f"{path} is an order_F CaImAn memmap; source extraction reads "
+                         "order_C (pixel-major) files.")
+    return DataMatrix(yr, dims, budget)
+
+
+def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None = None,
+               progress: bool = True, run_id: str | None = None
+               ) -> tuple[DataMatrix, dict[str, str], dict | None]:
+    """The data a cnmf/cnmfe item fits, its ``cnmf-memmap-path`` output, and summary images.
+
+    ``yr``: the pixel-major movie of the item's parent, opened by the job while the
+    parent's run could not change (:func:`open_yr`): it is read where it is (the output is
+    its path relative to the item's final folder). Otherwise one is written into
+    ``folder`` from ``movie`` in one pass over its frames, which also gives the mean / max
+    / std projections and the correlation image (returned, else None); it is named by
+    ``run_id`` (default: the run whose staging folder ``folder`` is).
+    """
+    if yr is not None:
+        path = os.path.relpath(yr.path, final_folder(folder))
+        return yr.with_budget(budget), {"cnmf-memmap-path": path}, None
+    from tqdm.auto import tqdm
+
+    from .engine.images import SummaryAccumulator
+    from .outputs import sequential_frames
+    from .pixel_major import YrWriter, yr_name
+
+    T, h, w = (int(v) for v in movie.shape)
+    name = yr_name(run_id or run_id_of(folder), (h, w), T)
+    block = budget.block_bytes() or (256 << 20)
+    step = int(max(min(block // (h * w * 4 * 3), T), 1))  # frames, float32 and products
+    images = SummaryAccumulator((h, w))
+    frames = sequential_frames(movie)
+    with YrWriter(folder / name, (T, h, w), buffer_bytes=block) as writer:
+        for start in tqdm(range(0, T, step), desc="pixel-major copy", disable=not progress):
+            chunk = np.asarray(frames[start:start + step], np.float32)
+            writer[start:start + len(chunk)] = chunk
+            images.add(chunk)
+    return open_yr(folder / name, budget), {"cnmf-memmap-path": name}, images.images()

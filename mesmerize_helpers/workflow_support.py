@@ -324,6 +324,7 @@ def run_from_snakemake(smk: Any) -> int:
         stored_input=smk.params.input,
         item_name=_item_name(batch, smk.params.item),
         reuse_since=float(started) if started else None,
+        mem_mb=_resource(smk, "mem_mb"),
     )
     with open(smk.log[0], "w", encoding="utf-8") as log:
         if manifest["success"]:
@@ -336,6 +337,15 @@ def run_from_snakemake(smk: Any) -> int:
         f"{manifest['traceback']}"
     )
     return 1
+
+
+def _resource(smk: Any, name: str) -> float | None:
+    """A resource Snakemake gave the job (None when it has none)."""
+    value = getattr(getattr(smk, "resources", None), name, None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _item_name(batch: Path, uuid: str) -> str | None:

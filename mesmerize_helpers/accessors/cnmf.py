@@ -64,8 +64,23 @@ class CNMFExtensions:
 
     def get_cnmf_memmap(self, mode: str = "r") -> np.memmap:
         """The movie CNMF was fitted on, a (frames, y, x) float32 memmap (for computing;
-        use ``caiman.get_input_movie()`` to view the movie)."""
+        use ``caiman.get_input_movie()`` to view the movie). It is CaImAn's view of its
+        ``Yr`` file, each pixel's trace contiguous: read pixels' traces from it, frames
+        from ``get_input_movie()``."""
         return open_memmap(output_file(self._series, "cnmf-memmap-path", _ALGOS), mode)
+
+    def _data(self) -> Any:
+        """The fitted movie as the engine reads it: the pixel-major file as a data matrix
+        (read a block at a time, never whole), or the (frames, y, x) movie of a legacy item."""
+        path = output_file(self._series, "cnmf-memmap-path", _ALGOS)
+        if path.suffix == ".mmap":
+            from ..step_support import open_yr
+
+            try:
+                return open_yr(path)
+            except ValueError:  # an order_F CaImAn file
+                pass
+        return open_memmap(path)
 
     @cnmf_cache.use_cache
     def get_output(self, *, return_copy: bool = True) -> CNMF:
@@ -225,8 +240,9 @@ class CNMFExtensions:
             return LazyArrayRCB(est.b, est.f, fit.dims)
         from ..engine.cnmfe import background_frames
 
-        movie = self.get_cnmf_memmap()
-        return LazyRingBackground(movie.shape[0], fit.dims,
+        movie = self._data()
+        n_frames = movie.n_frames if hasattr(movie, "n_frames") else movie.shape[0]
+        return LazyRingBackground(n_frames, fit.dims,
                                   lambda idx: background_frames(est, movie, idx))
 
     @cnmf_cache.use_cache
@@ -285,7 +301,7 @@ class CNMFExtensions:
         item = self._series["params"]
         merged = {**flatten_main(item["main"]), **item.get("eval", {}),
                   **fit.estimates.extra.get("params", {}), **new}
-        fit.estimates = evaluate(fit.estimates, self.get_cnmf_memmap(), merged)
+        fit.estimates = evaluate(fit.estimates, self._data(), merged)
         fit.estimates.extra.setdefault("params", {}).update(new)
         self._persist(fit, {"eval": new, "evaluated_time": _now()})
 

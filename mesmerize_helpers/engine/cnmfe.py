@@ -520,10 +520,17 @@ def background_frames(estimates: Estimates, movie: Any, frames: Any = slice(None
     """Background of the given frames of ``movie``, (n, y, x) float32 counts.
 
     For a ring model (``extra["W"]``): ``b0 + W (Y - A C - b0)`` frame by frame; otherwise
-    the low-rank ``b f``.
+    the low-rank ``b f``. ``movie``: (T, y, x) array-like, or the (pixels, T)
+    :class:`~.data.DataMatrix` (only the frames asked for are read).
     """
-    idx = np.arange(int(movie.shape[0]))[frames]
+    n_frames = movie.n_frames if isinstance(movie, DataMatrix) else int(movie.shape[0])
+    idx = np.arange(n_frames)[frames]
     dims = estimates.dims
+    if "W" in estimates.extra and isinstance(movie, DataMatrix):
+        B = background_at(movie, estimates.A, estimates.C, estimates.extra["W"],
+                          estimates.extra["b0"], dims, int(estimates.extra.get("ssub_B", 1)),
+                          np.arange(movie.n_pixels), idx)
+        return np.ascontiguousarray(B.reshape(dims[1], dims[0], -1).transpose(2, 1, 0))
     if "W" in estimates.extra:
         Yf = np.asarray(movie[frames] if isinstance(frames, slice) else movie[idx], np.float32)
         AC = (estimates.A @ estimates.C[:, idx]).reshape(dims[1], dims[0], -1).transpose(2, 1, 0)

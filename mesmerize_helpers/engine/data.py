@@ -158,6 +158,11 @@ class DataMatrix:
     def nbytes(self) -> int:
         return self.shape[0] * self.shape[1] * 4
 
+    @property
+    def path(self) -> str | None:
+        """The file the data is read from (None in memory)."""
+        return None if self._file is None else self._file.path
+
     def subset(self, pixels: np.ndarray, dims: tuple[int, int]) -> DataMatrix:
         """The rows ``pixels`` (sorted indices into this matrix) as a matrix of frames of
         ``dims`` (a patch, pixels in the patch's Fortran order)."""

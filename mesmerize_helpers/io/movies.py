@@ -156,6 +156,15 @@ def read_caiman_mmap(path: Path, mode: str = "r") -> np.memmap:
     (the last such group when a name holds several, as CaImAn appends its own).
     ``order_F`` files store each frame contiguously, ``order_C`` ones each pixel's trace.
     """
+    yr, (d1, d2) = caiman_mmap_matrix(path, mode)
+    return np.reshape(yr.T, (yr.shape[1], d1, d2), order="F")
+
+
+def caiman_mmap_matrix(path: str | os.PathLike, mode: str = "r"
+                       ) -> tuple[np.memmap, tuple[int, int]]:
+    """A CaImAn ``.mmap`` file as CaImAn's ``Yr``, the (pixels, frames) float32 memmap (in
+    the file's order), and the frame size (y, x); see :func:`read_caiman_mmap`."""
+    path = Path(path)
     matches = list(_MMAP_NAME.finditer(path.name))
     if not matches:
         raise MovieReadError(
@@ -170,7 +179,7 @@ def read_caiman_mmap(path: Path, mode: str = "r") -> np.memmap:
         raise MovieReadError(f"{path} has {path.stat().st_size} bytes; its name says "
                              f"{n_frames} float32 frames of {d1} x {d2} ({expected} bytes).")
     yr = np.memmap(path, mode=mode, dtype=np.float32, shape=(d1 * d2, n_frames), order=order)
-    return np.reshape(yr.T, (n_frames, d1, d2), order="F")
+    return yr, (d1, d2)
 
 
 BUILTIN_READERS: dict[str, Reader] = {

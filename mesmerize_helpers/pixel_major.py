@@ -1,0 +1,234 @@
+"""The pixel-major copy of a movie that source extraction reads (CaImAn's ``Yr``).
+
+CNMF and CNMF-E read each pixel's whole trace many times; a registered movie is stored frame
+by frame. So every source-extraction input gets one float32 (pixels, frames) copy, each
+pixel's trace contiguous and pixels in Fortran order on (y, x): CaImAn's C-order memmap,
+named as CaImAn names them (``caiman.load_memmap`` reads it) and by the run that wrote it.
+An mcorr item writes it for its registered movie in the same pass as the registration
+(:class:`YrWriter` beside :class:`~.outputs.MovieWriter`) and every cnmf/cnmfe item on it
+reads it; a cnmf item on a raw movie writes its own. It lives in the item folder of the
+item that wrote it, is replaced by that item's next run and removed with the item.
+
+Here also the working matrices of a fit (:class:`FileWorkspace`): in memory when they fit
+the job's budget, else in an unlinked temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .outputs import _preallocate
+
+__all__ = ["YR_GLOB", "yr_name", "PixelMajorWriter", "YrWriter", "FileWorkspace"]
+
+
+#: The pixel-major copy of a movie that source extraction reads (CaImAn's ``Yr``): named
+#: by the run that wrote it and by its shape, as CaImAn names its C-order memmaps (so that
+#: ``caiman.load_memmap`` reads it).
+YR_GLOB = "Yr-*_d1_*_d2_*_d3_1_order_C_frames_*.mmap"
+
+
+def yr_name(run_id: str, dims: tuple[int, int], n_frames: int) -> str:
+    """File name of the pixel-major movie of run ``run_id`` (see :data:`YR_GLOB`)."""
+    return f"Yr-{run_id}_d1_{int(dims[0])}_d2_{int(dims[1])}_d3_1_order_C_frames_{int(n_frames)}.mmap"
+
+
+class PixelMajorWriter:
+    """A float32 (pixels, T) C-order file (each pixel's trace contiguous) written in blocks.
+
+    ``write(row, frame, values)`` puts a (rows, frames) block in place: whole rows with one
+    ``pwrite``; a block of frames through a writable mapping whose pages are released from
+    the process after each block (the OS writes them to the file), so the process's memory
+    stays that of a block. The file's space is allocated up front (a full disk is an
+    ``OSError`` here, not a crash later).
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int]) -> None:
+        self.path = Path(path)
+        self.shape = (int(shape[0]), int(shape[1]))
+        with open(self.path, "wb") as f:
+            f.truncate(self.shape[0] * self.shape[1] * 4)
+        try:
+            _preallocate(self.path)
+        except OSError:
+            self.path.unlink(missing_ok=True)
+            raise
+        self._fd = os.open(self.path, os.O_RDWR)
+        self._mm: np.memmap | None = None
+
+    def write(self, row: int, frame: int, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float32)
+        n, m = values.shape
+        if frame == 0 and m == self.shape[1]:
+            data = np.ascontiguousarray(values)
+            view, position = memoryview(data).cast("B"), row * self.shape[1] * 4
+            while view:
+                written = os.pwrite(self._fd, view, position)
+                view, position = view[written:], position + written
+            return
+        if self._mm is None:
+            self._mm = np.memmap(self.path, np.float32, "r+", shape=self.shape)
+        self._mm[row:row + n, frame:frame + m] = values
+        _release(self._mm, row, row + n)
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.flush()
+            self._mm = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> PixelMajorWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _release(mm: np.memmap, lo: int, hi: int) -> None:
+    """Drop rows ``lo:hi`` of a (rows, T) memmap from the process's memory."""
+    import mmap
+
+    raw = getattr(mm, "_mmap", None)
+    if raw is None or hi <= lo:
+        return
+    row_bytes = mm.shape[1] * 4
+    start = lo * row_bytes // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        raw.madvise(mmap.MADV_DONTNEED, start, min(hi * row_bytes, len(raw)) - start)
+    except (ValueError, OSError):
+        pass
+
+
+class YrWriter:
+    """Writes a movie's pixel-major copy (:data:`YR_GLOB`) from its frames, in order.
+
+    Used as the write side of a (frames, y, x) array, ``writer[a:b] = frames`` (chunks in
+    increasing order, e.g. by motion correction next to :class:`MovieWriter`), or with
+    :meth:`add`. Frames are gathered into a buffer of ``buffer_bytes`` and written as
+    blocks of frames (pixels in Fortran order on (y, x)). Missing values (NaN: the borders
+    that ``border_nan=True`` leaves) are filled on :meth:`close` with the pixel's mean over
+    its other frames (0 for a pixel missing in every frame), as the in-memory fit did, with
+    one warning unless ``warn`` is False (an mcorr item: its children warn when they read
+    it).
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int],
+                 buffer_bytes: int = 128 << 20, warn: bool = True) -> None:
+        self.shape = tuple(int(v) for v in shape)
+        self.warn = warn
+        T, h, w = self.shape
+        self.path = Path(path)
+        self._file = PixelMajorWriter(self.path, (h * w, T))
+        self._n_buf = int(max(min(buffer_bytes // (h * w * 4), T), 1))
+        self._buf = np.empty((h * w, self._n_buf), np.float32)
+        self._start = self._count = 0
+        self._nan = np.zeros(h * w, bool)
+
+    def __setitem__(self, key: slice, frames: np.ndarray) -> None:
+        start, stop, _ = key.indices(self.shape[0])
+        if start != self._start + self._count:
+            self.flush()
+            self._start = start
+        self.add(frames)
+
+    def add(self, frames: np.ndarray) -> None:
+        """Append a (n, y, x) chunk of frames."""
+        frames = np.asarray(frames, np.float32)
+        i = 0
+        while i < len(frames):
+            n = min(self._n_buf - self._count, len(frames) - i)
+            # (n, y, x) -> (x, y, n) -> rows y + x * height: Fortran order on (y, x)
+            self._buf[:, self._count:self._count + n] = (
+                frames[i:i + n].transpose(2, 1, 0).reshape(-1, n))
+            self._count += n
+            i += n
+            if self._count == self._n_buf:
+                self.flush()
+
+    def flush(self) -> None:
+        if self._count:
+            block = self._buf[:, :self._count]
+            self._nan |= np.isnan(block).any(axis=1)
+            self._file.write(0, self._start, block)
+            self._start += self._count
+            self._count = 0
+
+    def close(self) -> int:
+        """Write what is buffered, fill missing values; the number of pixels that had NaN
+        (with a warning if ``warn``)."""
+        import warnings
+
+        from .engine.model import fill_missing
+
+        self.flush()
+        self._buf = np.empty((0, 0), np.float32)
+        rows = np.flatnonzero(self._nan)
+        for i in range(0, len(rows), 256):  # NaN pixels are rare: a few rows at a time
+            chunk = rows[i:i + 256]
+            yr = np.memmap(self.path, np.float32, "r", shape=self._file.shape)
+            values = np.array(yr[chunk])
+            del yr
+            with warnings.catch_warnings():
+                if not self.warn:
+                    warnings.simplefilter("ignore", UserWarning)
+                fill_missing(values)
+            for r, v in zip(chunk, values):
+                self._file.write(int(r), 0, v[None])
+        self._file.close()
+        return len(rows)
+
+    def __enter__(self) -> YrWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._file.close()
+
+
+class FileWorkspace:
+    """Working matrices of a fit (CNMF-E's ``Y - B``): in memory when they fit the budget,
+    else in a temporary pixel-major file in ``folder`` (a run's staging folder), unlinked as
+    soon as it is written and mapped (its space is freed when the fit drops it, or the
+    process ends)."""
+
+    def __init__(self, folder: str | os.PathLike, budget: Any) -> None:
+        self.folder = Path(folder)
+        self.budget = budget
+
+    def matrix(self, shape: tuple[int, int]) -> Any:
+        from .engine.data import MemoryWorkspace
+
+        work = self.budget.work_bytes()
+        if work is None or shape[0] * shape[1] * 4 <= work // 2:
+            return MemoryWorkspace(self.budget).matrix(shape)
+        return _FileMatrix(self.folder, shape, self.budget)
+
+
+class _FileMatrix:
+    def __init__(self, folder: Path, shape: tuple[int, int], budget: Any) -> None:
+        import secrets
+
+        self.path = folder / f".work-{secrets.token_hex(4)}.f32"
+        self.budget = budget
+        self._writer = PixelMajorWriter(self.path, shape)
+
+    def write(self, row: int, frame: int, values: np.ndarray) -> None:
+        self._writer.write(row, frame, values)
+
+    def done(self, dims: tuple[int, int]) -> Any:
+        from .engine.data import DataMatrix
+
+        self._writer.close()
+        try:
+            Y = np.memmap(self.path, np.float32, "r", shape=self._writer.shape)
+            return DataMatrix(Y, dims, self.budget)
+        finally:
+            self.path.unlink(missing_ok=True)
