@@ -61,9 +61,7 @@ from .model import (
 from .noise import ar_from_decay_time, pixel_noise
 from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
 from .ring import (
-    background_at,
     compute_W,
-    ring_background,
     ring_radius,
     subtract_background,
 )
@@ -75,6 +73,9 @@ __all__ = [
     "CNMFE_DEFAULTS", "cnmfe_params", "fit_cnmfe", "evaluate_components", "background_frames",
     "BackgroundFree", "init_bytes", "patch_bytes",
 ]
+
+# the results in use (background of any frame, evaluation): re-exported from here
+from .cnmfe_results import BackgroundFree, background_frames, evaluate_components  # noqa: E402
 
 #: CaImAn ``CNMFParams`` keys the built-in CNMF-E implements, with defaults for one-photon
 #: data (those of CaImAn's CNMF-E demo where they differ from CaImAn's 2p defaults).
@@ -511,88 +512,3 @@ def fit_cnmfe(
     finally:
         bar.close()
     return _to_estimates(m, b, f, sn, dims, P)
-
-
-# ----------------------------------------------------------------------------------- use
-
-
-def background_frames(estimates: Estimates, movie: Any, frames: Any = slice(None)) -> np.ndarray:
-    """Background of the given frames of ``movie``, (n, y, x) float32 counts.
-
-    For a ring model (``extra["W"]``): ``b0 + W (Y - A C - b0)`` frame by frame; otherwise
-    the low-rank ``b f``. ``movie``: (T, y, x) array-like, or the (pixels, T)
-    :class:`~.data.DataMatrix` (only the frames asked for are read).
-    """
-    n_frames = movie.n_frames if isinstance(movie, DataMatrix) else int(movie.shape[0])
-    idx = np.arange(n_frames)[frames]
-    dims = estimates.dims
-    if "W" in estimates.extra and isinstance(movie, DataMatrix):
-        B = background_at(movie, estimates.A, estimates.C, estimates.extra["W"],
-                          estimates.extra["b0"], dims, int(estimates.extra.get("ssub_B", 1)),
-                          np.arange(movie.n_pixels), idx)
-        return np.ascontiguousarray(B.reshape(dims[1], dims[0], -1).transpose(2, 1, 0))
-    if "W" in estimates.extra:
-        Yf = np.asarray(movie[frames] if isinstance(frames, slice) else movie[idx], np.float32)
-        AC = (estimates.A @ estimates.C[:, idx]).reshape(dims[1], dims[0], -1).transpose(2, 1, 0)
-        return ring_background(estimates.extra["W"], estimates.extra["b0"], Yf - AC, dims,
-                               int(estimates.extra.get("ssub_B", 1)))
-    B = estimates.b @ estimates.f[:, idx]
-    return B.reshape(dims[1], dims[0], -1).transpose(2, 1, 0).astype(np.float32)
-
-
-def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, Any]
-                        ) -> Estimates:
-    """Accept / reject components as CNMF's evaluation, on background-free data.
-
-    Transient SNR of ``C + YrA`` and spatial consistency ``r`` (see :mod:`.evaluate`), the
-    latter measured on ``Y - B`` with the ring background: on the raw one-photon movie the
-    bright background would dominate every footprint's pixels. A component is accepted when
-    (SNR >= min_SNR or r >= rval_thr) and SNR > SNR_lowest and r > rval_lowest.
-
-    Returns
-    -------
-    Estimates
-        The same object with ``SNR_comp``, ``r_values``, ``cnn_preds`` (NaN),
-        ``idx_components`` and ``idx_components_bad`` set.
-    """
-    from .evaluate import remove_slow_baseline, spatial_consistency, trace_snr
-
-    P = cnmfe_params(params)
-    est = estimates
-    K = est.n_components
-    N = int(np.ceil(float(P["decay_time"]) * float(P["fr"])))
-    if K:
-        snr = trace_snr(remove_slow_baseline(est.C + est.YrA), N)
-        b, f = _empty_bg(est.A.shape[0], est.C.shape[1])
-        rval = spatial_consistency(BackgroundFree(data_matrix(movie), est), est.A, est.C, b, f)
-    else:
-        snr = rval = np.zeros(0)
-    ok = (snr >= P["min_SNR"]) | (rval >= P["rval_thr"])
-    ok &= (snr > P["SNR_lowest"]) & (rval > P["rval_lowest"])
-    est.SNR_comp = np.asarray(snr, np.float64)
-    est.r_values = np.asarray(rval, np.float64)
-    est.cnn_preds = np.full(K, np.nan)
-    est.idx_components = np.flatnonzero(ok)
-    est.idx_components_bad = np.flatnonzero(~ok)
-    return est
-
-
-class BackgroundFree:
-    """The data minus the fitted background, ``Y - B``, read where asked (:meth:`take`):
-    the ring model's background computed for those pixels and frames only
-    (:func:`~.ring.background_at`), or the low-rank ``b f``."""
-
-    def __init__(self, data: DataMatrix, estimates: Estimates) -> None:
-        self.data, self.est = data, estimates
-        self.shape = data.shape
-        self.dims = data.dims
-
-    def take(self, pixels: np.ndarray, frames: Any) -> np.ndarray:
-        """(len(pixels), n_frames) float32 of ``Y - B``."""
-        est = self.est
-        Y = self.data.take(pixels, frames)
-        if "W" in est.extra:
-            return Y - background_at(self.data, est.A, est.C, est.extra["W"], est.extra["b0"],
-                                     est.dims, int(est.extra.get("ssub_B", 1)), pixels, frames)
-        fr = est.f[:, frames] if isinstance(frames, slice) else est.f[:, np.asarray(frames)]
-        return Y - est.b[np.asarray(pixels)] @ fr

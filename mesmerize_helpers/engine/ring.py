@@ -33,7 +33,7 @@ from .data import DataMatrix, MemoryWorkspace, Workspace, as_data
 
 __all__ = [
     "ds_dims", "decimation_matrix", "ring_offsets", "ring_radius", "compute_W",
-    "ring_background", "subtract_background", "background_at", "block_of_pixels",
+    "ring_background", "subtract_background", "background_at", "block_of_pixels", "RingModel",
 ]
 
 #: Ridge added to the diagonal of each pixel's normal equations, relative to their trace
@@ -300,51 +300,58 @@ def ring_background(
     return np.ascontiguousarray(out[0] if single else out)
 
 
+class RingModel:
+    """The ring background ``B = b0 1' + U W D (Y - A C - b0 1')`` of a fit, evaluated where
+    asked (:meth:`at`); the decimation and the block of each pixel are built once."""
+
+    def __init__(self, W: sp.spmatrix, b0: np.ndarray, dims: tuple[int, int],
+                 ssub_B: int) -> None:
+        self.W = sp.csr_matrix(W)
+        self.b0 = np.asarray(b0, np.float32)
+        self.dims = (int(dims[0]), int(dims[1]))
+        self.ssub = max(int(ssub_B), 1)
+        self.D = decimation_matrix(self.dims, self.ssub)
+        self.block = block_of_pixels(self.dims, self.ssub)
+
+    def at(self, Y: Any, A: Any, C: np.ndarray, pixels: np.ndarray, frames: Any
+           ) -> np.ndarray:
+        """The background at some pixels and frames, (len(pixels), n_frames) float32.
+
+        Reads only the pixels of the blocks that the rings of ``pixels`` cover.
+
+        Parameters
+        ----------
+        Y
+            (pixels, T) data: an array or a :class:`~.data.DataMatrix`.
+        A, C
+            Footprints (pixels, K) (CSR is fastest; K may be 0) and traces (K, T).
+        pixels
+            Sorted full-resolution pixel indices (Fortran order).
+        frames
+            A slice or sorted frame indices.
+        """
+        data = as_data(Y, self.dims)
+        pixels = np.asarray(pixels, np.int64)
+        out_blocks, where = np.unique(self.block[pixels], return_inverse=True)
+        Wo = self.W[out_blocks]
+        ring = np.unique(Wo.indices)  # the blocks their rings cover
+        Dr = self.D[ring]
+        full = np.unique(Dr.indices)  # the pixels of those blocks
+        R = data.take(full, frames)
+        if A.shape[1]:
+            Cf = C[:, frames] if isinstance(frames, slice) else C[:, np.asarray(frames)]
+            R = R - sp.csr_matrix(A)[full] @ Cf
+        X = Dr[:, full] @ (R - self.b0[full, None])
+        WX = np.asarray(Wo[:, ring] @ X, np.float32)
+        return self.b0[pixels, None] + WX[where]
+
+
 def background_at(
     Y: Any, A: Any, C: np.ndarray, W: sp.spmatrix, b0: np.ndarray, dims: tuple[int, int],
     ssub_B: int, pixels: np.ndarray, frames: Any,
 ) -> np.ndarray:
-    """The ring background ``b0 + U W D (Y - A C - b0)`` at some pixels and frames.
-
-    Reads only the pixels of the blocks that the rings of ``pixels`` cover.
-
-    Parameters
-    ----------
-    Y
-        (pixels, T) data: an array or a :class:`~.data.DataMatrix`.
-    A, C
-        Footprints (pixels, K) (sparse or dense; K may be 0) and traces (K, T).
-    W, b0, dims, ssub_B
-        The ring model (see :func:`compute_W`) and the frame size.
-    pixels
-        Sorted full-resolution pixel indices (Fortran order).
-    frames
-        A slice or sorted frame indices.
-
-    Returns
-    -------
-    np.ndarray
-        (len(pixels), n_frames) float32 background (counts).
-    """
-    data = as_data(Y, dims)
-    s = max(int(ssub_B), 1)
-    pixels = np.asarray(pixels, np.int64)
-    D = decimation_matrix(dims, s)
-    block = block_of_pixels(dims, s)[pixels]
-    out_blocks, where = np.unique(block, return_inverse=True)
-    Wo = sp.csr_matrix(W)[out_blocks]
-    ring = np.unique(Wo.indices)  # the blocks their rings cover
-    Dr = D[ring]
-    full = np.unique(Dr.indices)  # the pixels of those blocks
-    R = data.take(full, frames)
-    As = sp.csr_matrix(A)[full] if A.shape[1] else None
-    Cf = C[:, frames] if isinstance(frames, slice) else C[:, np.asarray(frames)]
-    b0 = np.asarray(b0, np.float32)
-    if As is not None:
-        R = R - As @ Cf
-    X = Dr[:, full] @ (R - b0[full, None])
-    WX = np.asarray(Wo[:, ring] @ X, np.float32)
-    return b0[pixels, None] + WX[where]
+    """The ring background at some pixels and frames (:meth:`RingModel.at`), for one use."""
+    return RingModel(W, b0, dims, ssub_B).at(Y, A, C, pixels, frames)
 
 
 def subtract_background(
@@ -371,7 +378,9 @@ def subtract_background(
     T = data.n_frames
     s = max(int(ssub_B), 1)
     hd, wd = ds_dims(dims, s)
-    Wr = sp.csr_matrix(W)
+    model = RingModel(W, b0, dims, s)
+    A = sp.csr_matrix(A) if A.shape[1] else A
+    Wr = model.W
     reach = int(np.max(np.abs(Wr.indices // hd - np.repeat(np.arange(hd * wd) // hd,
                                                            np.diff(Wr.indptr)))) + 1
                 if Wr.nnz else 1)
@@ -384,7 +393,6 @@ def subtract_background(
         pixels = np.arange(o0, o1)
         for t0 in range(0, T, t_step):
             frames = slice(t0, min(t0 + t_step, T))
-            Yb = data.block(o0, o1, frames) - background_at(
-                data, A, C, Wr, b0, dims, s, pixels, frames)
+            Yb = data.block(o0, o1, frames) - model.at(data, A, C, pixels, frames)
             out.write(o0, t0, Yb)
     return out.done(dims)

@@ -181,13 +181,20 @@ def render(
     noise: float,
     shifts: np.ndarray | None,
     chunk: int = 200,
-) -> np.ndarray:
-    """Noiseless scene -> (optional motion) -> Poisson shot noise + Gaussian read noise."""
+    out: Any = None,
+    row_noise: Any = 0.0,
+) -> Any:
+    """Noiseless scene -> (optional motion) -> Poisson shot noise + Gaussian read noise
+    (+ ``row_noise``: an offset per row and frame, a sensor's horizontal line noise: Gaussian
+    of that standard deviation, or ``row_noise(rng, n_frames, n_rows)`` offsets).
+
+    Frames go into ``out`` (default: a new float32 array), a chunk at a time, rounded and
+    clipped when ``out`` is integer (see :func:`tiff_writer` for a movie on disk)."""
     n, ny, nx = footprints.shape
     n_frames = traces.shape[1]
     A = footprints.reshape(n, ny * nx).T  # (pixels, n); n may be 0
     B = bg_spatial.reshape(bg_spatial.shape[0], -1).T
-    out = np.empty((n_frames, ny, nx), np.float32)
+    out = np.empty((n_frames, ny, nx), np.float32) if out is None else out
     for t0 in range(0, n_frames, chunk):
         t1 = min(t0 + chunk, n_frames)
         clean = A @ traces[:, t0:t1] + B @ bg_temporal[:, t0:t1] + baseline.reshape(-1, 1)
@@ -196,8 +203,48 @@ def render(
             clean = np.stack([shift_frame(f, s) for f, s in zip(clean, shifts[t0:t1])])
         frames = rng.poisson(np.clip(clean, 0, None)).astype(np.float32)
         frames += rng.normal(0.0, noise, size=frames.shape).astype(np.float32)
-        out[t0:t1] = frames
+        if callable(row_noise):  # (frames, rows) offsets drawn by the caller's model
+            frames += row_noise(rng, t1 - t0, ny)[:, :, None].astype(np.float32)
+        elif row_noise:
+            frames += rng.normal(0.0, row_noise, size=(t1 - t0, ny, 1)).astype(np.float32)
+        out[t0:t1] = finish(frames, out.dtype)
     return out
+
+
+class tiff_writer:  # noqa: N801 (used like a function returning an array)
+    """A (frames, y, x) uint16 TIFF on disk to :func:`render` a long movie into, a chunk at a
+    time (tifffile's contiguous layout: the movie readers map it). Written pages leave the
+    process's memory as they are written; :meth:`close` returns the movie, read-only."""
+
+    def __init__(self, path: str | Path, shape: tuple[int, int, int]) -> None:
+        import tifffile
+
+        self.path = Path(path)
+        self.shape = tuple(int(v) for v in shape)
+        self.dtype = np.dtype(np.uint16)
+        self._mm = tifffile.memmap(self.path, shape=self.shape, dtype=self.dtype,
+                                   bigtiff=True)
+
+    def __setitem__(self, key: slice, frames: np.ndarray) -> None:
+        import mmap
+
+        self._mm[key] = frames
+        self._mm.flush()
+        start, stop, _ = key.indices(self.shape[0])
+        raw = getattr(self._mm, "_mmap", None)
+        if raw is not None:  # the written pages need not stay in this process
+            frame = int(np.prod(self.shape[1:])) * 2
+            lo = (self._mm.offset + start * frame) // mmap.PAGESIZE * mmap.PAGESIZE
+            base = self._mm.offset - self._mm.offset % mmap.ALLOCATIONGRANULARITY
+            raw.madvise(mmap.MADV_DONTNEED, lo - base,
+                        min(self._mm.offset + stop * frame - lo, len(raw) - (lo - base)))
+
+    def close(self) -> np.memmap:
+        import tifffile
+
+        self._mm.flush()
+        del self._mm
+        return tifffile.memmap(self.path, mode="r")
 
 
 def finish(movie: np.ndarray, dtype: str) -> np.ndarray:

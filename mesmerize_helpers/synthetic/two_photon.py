@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
@@ -18,6 +20,7 @@ from .common import (
     slow_trace,
     smooth_field,
     spike_trains,
+    tiff_writer,
 )
 
 
@@ -40,6 +43,7 @@ def simulate_2p(
     shape_variability: float = 0.2,
     min_distance: float | None = None,
     dtype: str = "float32",
+    tiff: str | Path | None = None,
 ) -> SyntheticMovie:
     """Simulate a two-photon calcium-imaging movie with known neurons.
 
@@ -80,6 +84,9 @@ def simulate_2p(
         Minimum distance between soma centres (px); default ``2 * gSig`` (cells may touch).
     dtype
         ``"float32"`` or ``"uint16"`` (rounded and clipped, as a raw recording).
+    tiff
+        Write the movie (uint16) to this TIFF a chunk of frames at a time instead of
+        holding it in memory (long movies); ``movie`` is then the file, mapped read-only.
 
     Returns
     -------
@@ -107,9 +114,11 @@ def simulate_2p(
     bg_temporal = (slow_trace(rng, n_frames, fr, period=5.0) - 1.0)[None]
 
     shifts = motion_shifts(rng, n_frames, motion) if motion else None
-    movie = render(rng, footprints, calcium, bg_spatial, bg_temporal, baseline, noise, shifts)
+    out = None if tiff is None else tiff_writer(tiff, (n_frames, *shape))
+    movie = render(rng, footprints, calcium, bg_spatial, bg_temporal, baseline, noise, shifts,
+                   out=out)
     return SyntheticMovie(
-        movie=finish(movie, dtype),
+        movie=finish(movie, dtype) if out is None else out.close(),
         footprints=footprints,
         calcium=calcium,
         spikes=spikes,
