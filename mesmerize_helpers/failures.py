@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .engine.data import MemoryBudgetError
 from .engine.params import UnknownParameterError
 from .validation import InvalidItemError
 
@@ -45,7 +46,7 @@ def explain_failure(err: BaseException, label: str, movie: Path | None, folder: 
         return (head + f"no space left on {mount_point(folder)} (writing into {folder}). Free "
                 f"disk space there, or move the batch to a bigger disk, and re-run the item. "
                 f"({type(err).__name__}: {err})")
-    if isinstance(err, (InvalidItemError, UnknownParameterError)):
+    if isinstance(err, (InvalidItemError, UnknownParameterError, MemoryBudgetError)):
         return head + str(err)
     if isinstance(err, MemoryError):
         return (head + "out of memory. Give the job more memory (params['resources']"

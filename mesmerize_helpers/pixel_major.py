@@ -72,8 +72,11 @@ class PixelMajorWriter:
             return
         if self._mm is None:
             self._mm = np.memmap(self.path, np.float32, "r+", shape=self.shape)
-        self._mm[row:row + n, frame:frame + m] = values
-        _release(self._mm, row, row + n)
+        # a few MB of the file's pages mapped at a time (a row's part may not fill a page)
+        step = max((8 << 20) // max(m * 4, 4096), 1)
+        for r in range(0, n, step):
+            self._mm[row + r:row + min(r + step, n), frame:frame + m] = values[r:r + step]
+            _release(self._mm, row + r, row + min(r + step, n))
 
     def close(self) -> None:
         if self._mm is not None:

@@ -197,7 +197,7 @@ def sensor_artefacts(data: Any, est: Estimates, gSiz: Any, decay_frames: int = 1
         beside = _flank(rows, xs.min(), xs.max(), w, gx, lambda r, c_: r + c_ * h)
         above = _flank(cols, ys.min(), ys.max(), h, gy, lambda c_, r: r + c_ * h)
         on = _jumps(data, Ar, est.C, k, core, peaks)
-        up = on > 0
+        up = on >= 3 * _jump_noise(data, core)  # clear transients: the rest may be noise
         if not up.any():
             continue
         spread = max(float(np.median(_jumps(data, Ar, est.C, k, p, peaks)[up] / on[up]))
@@ -224,6 +224,19 @@ def _flank(lines: np.ndarray, lo: int, hi: int, n: int, size: int, index: Any) -
     if not across.size:
         return np.zeros(0, np.int64)
     return np.unique(index(lines[:, None], across[None, :]).ravel())
+
+
+def _jump_noise(data: Any, pixels: np.ndarray) -> float:
+    """Robust standard deviation (MAD) of the frame-to-frame jumps of the mean over
+    ``pixels`` (read a block of frames at a time)."""
+    jumps = []
+    step = max(data.frames_per_block() if hasattr(data, "frames_per_block") else 4096, 3)
+    T = data.shape[1]
+    for t0 in range(0, T - 2, step):
+        y = data.take(pixels, slice(t0, min(t0 + step + 2, T))).mean(axis=0)
+        jumps.append(y[1:-1] - 0.5 * (y[:-2] + y[2:]))
+    d = np.concatenate(jumps) if jumps else np.zeros(1)
+    return float(1.4826 * np.median(np.abs(d - np.median(d))))
 
 
 def _jumps(data: Any, A: sp.csr_matrix, C: np.ndarray, k: int, pixels: np.ndarray,

@@ -8,10 +8,11 @@ array in memory (the whole movie fits: the in-RAM path) or a pixel-major float32
 into memory (CaImAn's ``Yr`` layout: each pixel's trace contiguous, pixels in Fortran order
 on ``(y, x)``, index ``y + x * height``), which the job hands in as a ``np.memmap``.
 
-A file's data is read with ``pread`` into fresh arrays (contiguous rows) or gathered through
-the mapping and its pages then released from the process (``madvise``), so that the pages a
-job has read do not stay in its resident memory: the operating system still caches the
-file, but the job's peak memory is that of its blocks.
+A file's data is read through the mapping (a block of rows as a view, without a copy) or
+with ``pread`` into fresh arrays (gathered rows), and the mapped pages are released from the
+process (``madvise``) once the next block is read, so that the pages a job has read do not
+stay in its resident memory: the operating system still caches the file, but the job's
+peak memory is that of its blocks.
 
 How big a block is comes from a :class:`Budget` (the job's ``resources.mem_mb``).
 """
@@ -51,6 +52,9 @@ class Budget:
     """
 
     total: int | None = None
+    #: Bytes of one block when set (otherwise derived from ``total``): small blocks make
+    #: a test read a small movie in many pieces.
+    block: int | None = None
 
     @classmethod
     def from_mb(cls, mem_mb: float | None) -> Budget:
@@ -68,6 +72,8 @@ class Budget:
 
     def block_bytes(self) -> int | None:
         """Bytes of one block of data (None: unlimited)."""
+        if self.block is not None:
+            return int(self.block)
         if self.total is None:
             return None
         return int(min(max(self.free // 8, MIN_BLOCK_BYTES), MAX_BLOCK_BYTES))
@@ -117,8 +123,9 @@ class DataMatrix:
         Optional sorted pixel indices into ``Y``: this matrix is then the sub-matrix of those
         rows (a patch), ``dims`` its own frame size.
 
-    Every read returns an array the caller may keep but must not write into (in memory it
-    may be a view of ``Y``).
+    Every read returns an array the caller must not write into: a view of ``Y`` (in memory,
+    or of a file's mapping for a block of rows, valid as long as the matrix lives) or a
+    fresh array.
     """
 
     def __init__(self, Y: np.ndarray, dims: tuple[int, int], budget: Budget | None = None,
@@ -135,6 +142,7 @@ class DataMatrix:
             raise ValueError(f"{n} pixels do not make frames of {self.dims}.")
         self.shape = (int(n), int(Y.shape[1]))
         self._file = _file_of(Y)
+        self._viewed: tuple[int, int] | None = None
 
     # --- what it is ----------------------------------------------------------------------
 
@@ -220,9 +228,17 @@ class DataMatrix:
             return self.take_rows(np.arange(start, stop))
         if self._file is None:
             return self._Y[start:stop]
-        out = np.empty((max(stop - start, 0), self.shape[1]), np.float32)
-        self._file.pread_rows(start, out)
-        return out
+        # a view of the mapped file (no copy): its pages leave the process's memory when
+        # the next block is read (or on release()); a view kept longer stays valid
+        self.release()
+        self._viewed = (start, stop)
+        return self._Y[start:stop]
+
+    def release(self) -> None:
+        """Drop the pages of the last block read from a file from the process's memory."""
+        if self._file is not None and self._viewed is not None:
+            self._file.release(*self._viewed)
+            self._viewed = None
 
     def take_rows(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` (sorted, distinct), (len(idx), T) float32."""
@@ -284,6 +300,7 @@ class DataMatrix:
         out = np.empty((self.shape[0], V.shape[1]), np.float32)
         for a, b in self.row_blocks(copies):
             out[a:b] = self.rows(a, b) @ V
+        self.release()
         return out
 
     def project(self, *Us: Any, dtype: Any = np.float32) -> Any:
@@ -317,6 +334,7 @@ class DataMatrix:
                     outs[i] = np.asarray(part, dtype)
                 else:
                     outs[i] += part
+        self.release()
         result = tuple(np.zeros((U.shape[1], self.shape[1]), dtype) if o is None else o
                        for U, o in zip(mats, outs))
         return result if len(result) > 1 else result[0]
@@ -326,6 +344,7 @@ class DataMatrix:
         out = np.empty(self.shape[0], np.float64)
         for a, b in self.row_blocks():
             out[a:b] = self.rows(a, b).mean(axis=1, dtype=np.float64)
+        self.release()
         return out
 
     def support_dots(self, supports: list[np.ndarray], C: np.ndarray) -> np.ndarray:

@@ -83,6 +83,7 @@ def pixel_noise(
         for a in range(0, Y.shape[0], step):
             out[a:a + step] = noise_fft(Y.rows(a, min(a + step, Y.shape[0])), noise_range,
                                         method)
+        Y.release()
         return out
     for i in range(0, Y.shape[0], chunk):
         out[i:i + chunk] = noise_fft(Y[i:i + chunk], noise_range, method)

@@ -1,0 +1,281 @@
+"""Peak memory, time and disk of cnmf / cnmfe jobs against the number of frames (issue 14).
+
+Each case generates a movie on disk (a uint16 TIFF rendered a chunk of frames at a time:
+``simulate_2p(..., tiff=)`` for cnmf, ``simulate_1p_vignette(..., tiff=)`` for cnmfe), makes
+a batch in the scratch folder and runs its items through the batch API, ``s.caiman.run()``,
+each in a child Python process (``--code DIR`` runs another checkout of the package, e.g.
+``main`` for the in-RAM baseline). Measured per job:
+
+- **peak RSS**: the high-water mark of the job process's resident memory (``VmHWM`` of
+  ``/proc/<pid>/status``, read every 0.1 s while it runs: a high-water mark, so no peak
+  between two reads is missed), the process Snakemake starts for the item
+  (``.../run_item.py``), not Snakemake itself;
+- **time**: the item's ``algo_duration`` (the manifest's; what ``s.caiman.run()`` users
+  see) and per frame;
+- **disk**: the bytes of the item's folder (and of the files it shares with its parent);
+- **results**: with ``--compare``, the job's components against the in-RAM fit of the same
+  movie in this process (the engine with an unlimited budget: the whole movie in memory),
+  where that fits: components matched by footprint (cosine >= 0.9), the largest
+  difference of their traces relative to the trace's range.
+
+Usage (OPENBLAS_CORETYPE=SkylakeX; the scratch folder is deleted after each case unless
+``--keep``)::
+
+    python benchmarks/bench_memory.py --algo cnmf --frames 1000 4000 16000 64000 --size 256
+    python benchmarks/bench_memory.py --algo cnmf --frames 4000 --size 256 --code /path/main
+    python benchmarks/bench_memory.py --algo cnmf --frames 20000 --size 512 --mcorr
+    python benchmarks/bench_memory.py --algo cnmfe --frames 10000 --size 480
+
+``--json out.json`` appends one JSON line per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Params of the cases: CaImAn's demo settings for two-photon (patches of 30 px, 4
+#: components each) and one-photon data (CNMF-E's demo values with patches).
+PARAMS = {
+    "cnmf": {"fr": 30, "decay_time": 0.4, "p": 1, "nb": 2, "rf": 15, "stride": 6, "K": 4,
+             "gSig": [4, 4], "ssub": 2, "tsub": 2, "merge_thr": 0.8, "min_SNR": 2.5,
+             "rval_thr": 0.8},
+    "cnmfe": {"fr": 10, "decay_time": 0.6, "gSig": [3, 3], "min_corr": 0.8, "min_pnr": 5,
+              "rf": 24, "stride": 12, "nb": 0, "ssub_B": 2, "merge_thr": 0.7,
+              "min_SNR": 3.0, "rval_thr": 0.85},
+}
+MCORR = {"max_shifts": [8, 8], "pw_rigid": False, "border_nan": "copy"}
+
+#: Neurons per 128 x 128 px (the density of the benchmarks' synthetic cases).
+DENSITY = {"cnmf": 30, "cnmfe": 25}
+
+
+def make_movie(algo: str, n_frames: int, size: int, path: Path, seed: int = 0,
+               motion: float | None = None) -> dict:
+    """Write the case's movie as a uint16 TIFF; return its ground truth summary."""
+    sys.path.insert(0, str(ROOT))
+    from mesmerize_helpers.synthetic import simulate_1p_vignette, simulate_2p
+
+    n = int(DENSITY[algo] * (size / 128) ** 2)
+    t0 = time.perf_counter()
+    if algo == "cnmf":
+        sim = simulate_2p(n_frames=n_frames, shape=(size, size), n_neurons=n, seed=seed,
+                          motion=motion, tiff=path)
+    else:
+        sim = simulate_1p_vignette(n_frames=n_frames, shape=(size, size), n_neurons=n,
+                                   seed=seed, tiff=path)
+    np.save(path.with_suffix(".footprints.npy"), sim.footprints)
+    if "lens" in sim.background:
+        np.save(path.with_suffix(".lens.npy"), sim.background["lens"])
+    return {"neurons": n, "generate_s": round(time.perf_counter() - t0, 1),
+            "tiff_mb": round(path.stat().st_size / 2**20)}
+
+
+RUNNER = r"""
+import json, sys
+import mesmerize_helpers as mh
+batch, movie, algo, params, mcorr = sys.argv[1:6]
+params, mcorr = json.loads(params), json.loads(mcorr)
+df = mh.create_batch(batch)
+if mcorr:
+    df.caiman.add_item(algo="mcorr", item_name="m", input_movie_path=movie,
+                       params={"main": mcorr})
+    df = df.caiman.reload_from_disk()
+    m = df.iloc[-1].caiman.run().wait()
+    print("MCORR", json.dumps({"success": m["success"], "algo_duration": m.get("algo_duration"),
+                               "traceback": (m.get("traceback") or "")[:2000]}), flush=True)
+    df = df.caiman.reload_from_disk()
+    source = df.iloc[-1]
+else:
+    source = movie
+df.caiman.add_item(algo=algo, item_name="m", input_movie_path=source, params=params)
+df = df.caiman.reload_from_disk()
+m = df.iloc[-1].caiman.run().wait()
+print("ITEM", json.dumps({"success": m["success"], "algo_duration": m.get("algo_duration"),
+                          "uuid": m.get("uuid"), "traceback": (m.get("traceback") or "")[:2000]}),
+      flush=True)
+"""
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_batch(batch: Path, movie: Path, algo: str, params: dict, mcorr: dict | None,
+              code: Path) -> dict:
+    """Run the items through the batch API in a child process; watch every job process."""
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(code), "MESMERIZE_PROGRESS": "0"}
+    cmd = [sys.executable, "-c", RUNNER, str(batch), str(movie), algo,
+           json.dumps({"main": params}), json.dumps(mcorr or {})]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=str(code))
+    top = psutil.Process(proc.pid)
+    jobs: dict[int, dict] = {}  # job pid -> start time, high-water mark (kB)
+    tree_peak = 0
+    while proc.poll() is None:
+        try:
+            procs = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            break
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+                if "run_item.py" in " ".join(p.cmdline()):
+                    job = jobs.setdefault(p.pid, {"start": p.create_time(), "hwm_kb": 0})
+                    job["hwm_kb"] = max(job["hwm_kb"], _status_kb(p.pid, "VmHWM"))
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        tree_peak = max(tree_peak, total)
+        time.sleep(0.1)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    lines = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
+             for line in out.splitlines() if line.startswith(("MCORR ", "ITEM "))}
+    if "ITEM" not in lines:
+        raise RuntimeError(f"the batch run failed:\n{out[-3000:]}\n{err[-3000:]}")
+    ordered = [j["hwm_kb"] / 1024 for _, j in sorted(jobs.items(), key=lambda kv: kv[1]["start"])]
+    result = {"wall_s": round(wall, 1), "tree_peak_mb": round(tree_peak / 2**20),
+              "item": lines["ITEM"], "item_peak_mb": round(ordered[-1]) if ordered else None}
+    if "MCORR" in lines:
+        result["mcorr"] = lines["MCORR"]
+        result["mcorr_peak_mb"] = round(ordered[0]) if len(ordered) > 1 else None
+    return result
+
+
+def disk(batch: Path) -> dict:
+    """MB written per item folder (files under it, not its children's folders)."""
+    sizes = {}
+    for folder in sorted(p for p in batch.rglob("manifest.json")):
+        item = folder.parent
+        files = {f.name: f.stat().st_size for f in item.iterdir() if f.is_file()}
+        sizes[item.name[:8]] = {"total_mb": round(sum(files.values()) / 2**20),
+                                "largest": {k: round(v / 2**20) for k, v in sorted(
+                                    files.items(), key=lambda kv: -kv[1])[:3]}}
+    return sizes
+
+
+def compare(batch: Path, movie_path: Path, algo: str, params: dict, uuid: str,
+            registered: bool) -> dict:
+    """The job's components against the in-RAM fit of the same movie (unlimited budget)."""
+    sys.path.insert(0, str(ROOT))
+    from mesmerize_helpers.engine import cnmf, cnmfe
+    from mesmerize_helpers.io.estimates import load_estimates
+
+    item = next(batch.rglob(f"{uuid}/manifest.json")).parent
+    manifest = json.loads((item / "manifest.json").read_text())
+    job = load_estimates(item / manifest["outputs"]["cnmf-hdf5-path"])
+    if registered:  # the parent's registered movie, as the job read it
+        movie = np.load(item.parent / "mcorr.npy")
+    else:
+        import tifffile
+
+        movie = tifffile.imread(movie_path).astype(np.float32)
+    engine = cnmf if algo == "cnmf" else cnmfe
+    t0 = time.perf_counter()
+    est = engine.fit_cnmf(movie, params, progress=False) if algo == "cnmf" else \
+        engine.fit_cnmfe(movie, params, progress=False)
+    est = engine.evaluate_components(est, movie, params)
+    fit_s = time.perf_counter() - t0
+    del movie
+    A1, A2 = job.A.toarray(), est.A.toarray()
+    n1, n2 = np.linalg.norm(A1, axis=0), np.linalg.norm(A2, axis=0)
+    cos = (A1.T @ A2) / np.maximum(np.outer(n1, n2), 1e-30)
+    pairs = [(i, int(np.argmax(cos[i]))) for i in range(len(n1)) if cos.shape[1] and
+             cos[i].max() >= 0.9]
+    worst = 0.0
+    for i, j in pairs:
+        rng = max(float(np.ptp(est.C[j])), 1e-12)
+        worst = max(worst, float(np.abs(job.C[i] - est.C[j]).max()) / rng)
+    return {"K_job": int(A1.shape[1]), "K_ram": int(A2.shape[1]),
+            "accepted_job": len(job.idx_components), "accepted_ram": len(est.idx_components),
+            "matched": len(pairs), "max_trace_diff_rel": worst, "ram_fit_s": round(fit_s, 1),
+            "same_accepted": bool(sorted(job.idx_components.tolist()) ==
+                                  sorted(est.idx_components.tolist()))}
+
+
+def border_components(batch: Path, uuid: str, lens_path: Path) -> dict:
+    """Accepted cnmfe components whose peak lies in the dark border (lens < 0.5)."""
+    sys.path.insert(0, str(ROOT))
+    from mesmerize_helpers.io.estimates import load_estimates
+
+    item = next(batch.rglob(f"{uuid}/manifest.json")).parent
+    manifest = json.loads((item / "manifest.json").read_text())
+    est = load_estimates(item / manifest["outputs"]["cnmf-hdf5-path"])
+    lens = np.load(lens_path)
+    peaks = np.asarray(est.A.argmax(axis=0)).ravel()
+    inside = lens.ravel(order="F")[peaks] >= 0.5
+    acc = np.asarray(est.idx_components, int)
+    return {"K": int(est.A.shape[1]), "accepted": len(acc),
+            "accepted_in_border": int((~inside[acc]).sum()),
+            "rejected_in_border": int((~inside).sum() - (~inside[acc]).sum())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--algo", choices=("cnmf", "cnmfe"), default="cnmf")
+    ap.add_argument("--frames", type=int, nargs="+", default=[1000, 4000])
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--mcorr", action="store_true", help="run mcorr -> item (movie with motion)")
+    ap.add_argument("--code", type=Path, default=ROOT, help="checkout of the package to run")
+    ap.add_argument("--params", type=json.loads, default={}, help="extra params (JSON)")
+    ap.add_argument("--compare", action="store_true", help="in-RAM fit of the same movie")
+    ap.add_argument("--scratch", type=Path, default=Path("/work/scratch/memory/bench"))
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    params = {**PARAMS[args.algo], **args.params}
+    for n_frames in args.frames:
+        case = args.scratch / f"{args.algo}_{args.size}_{n_frames}"
+        shutil.rmtree(case, ignore_errors=True)
+        case.mkdir(parents=True)
+        movie = case / "movie.tif"
+        row: dict = {"algo": args.algo, "frames": n_frames, "size": args.size,
+                     "code": str(args.code), "params": params, "mcorr": args.mcorr,
+                     "openblas": os.environ.get("OPENBLAS_CORETYPE", "")}
+        try:
+            row.update(make_movie(args.algo, n_frames, args.size, movie,
+                                  motion=3.0 if args.mcorr else None))
+            row.update(run_batch(case / "batch" / "batch.tsv", movie, args.algo, params,
+                                 MCORR if args.mcorr else None, args.code))
+            item = row["item"]
+            if item["success"]:
+                row["ms_per_frame"] = round(1000 * item["algo_duration"] / n_frames, 2)
+            row["disk"] = disk(case / "batch")
+            if args.algo == "cnmfe" and item["success"]:
+                row["border"] = border_components(case / "batch", item["uuid"],
+                                                  movie.with_suffix(".lens.npy"))
+            if args.compare and item["success"]:
+                row["compare"] = compare(case / "batch", movie, args.algo, params,
+                                         item["uuid"], args.mcorr)
+        finally:
+            if not args.keep:
+                shutil.rmtree(case, ignore_errors=True)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

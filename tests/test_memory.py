@@ -1,0 +1,197 @@
+"""Source extraction in bounded memory (issue 14): the pixel-major copy of the movie, read in
+blocks sized to a budget, gives the fit the whole movie in memory gives; the copy is written
+once per input, shared, replaced by a re-run and named so that CaImAn reads it; a budget too
+small for the smallest block is an early, clear failure."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from mesmerize_helpers.engine import cnmf, cnmfe
+from mesmerize_helpers.engine.data import MB, Budget, DataMatrix, MemoryBudgetError
+from mesmerize_helpers.engine.model import movie_to_Y
+from mesmerize_helpers.io.estimates import load_estimates
+from mesmerize_helpers.io.movies import read_caiman_mmap
+from mesmerize_helpers.jobs import run_item
+from mesmerize_helpers.pixel_major import FileWorkspace, YrWriter, yr_name
+from mesmerize_helpers.synthetic import save_tiff, simulate_1p, simulate_2p
+
+
+def _on_disk(movie: np.ndarray, folder, budget: Budget) -> DataMatrix:
+    """``movie`` written as its pixel-major file (as a job does) and opened for the engine."""
+    T, h, w = movie.shape
+    path = folder / yr_name("test", (h, w), T)
+    with YrWriter(path, movie.shape, buffer_bytes=1 * MB) as writer:
+        for t0 in range(0, T, 97):  # chunks that do not divide the movie
+            writer[t0:t0 + 97] = movie[t0:t0 + 97]
+    yr = np.memmap(path, np.float32, "r", shape=(h * w, T))
+    return DataMatrix(yr, (h, w), budget)
+
+
+def _same_fit(a, b, rtol: float = 1e-3) -> None:
+    """Same components (footprints and their order), traces equal to float tolerance."""
+    assert a.A.shape == b.A.shape
+    np.testing.assert_array_equal(a.idx_components, b.idx_components)
+    scale_a = np.abs(a.A.toarray()).max()
+    np.testing.assert_allclose(a.A.toarray(), b.A.toarray(), atol=rtol * scale_a)
+    for name in ("C", "YrA"):
+        x, y = getattr(a, name), getattr(b, name)
+        span = np.ptp(x, axis=1, keepdims=True) + 1e-6
+        assert (np.abs(x - y) / span).max() < rtol, name
+
+
+def test_the_yr_file_is_the_movie_pixel_major(tmp_path):
+    """CaImAn's C-order layout (pixels in Fortran order, each trace contiguous), NaN filled
+    with the pixel's mean, and read as CaImAn's (frames, y, x) view of ``Yr``."""
+    rng = np.random.default_rng(0)
+    movie = rng.normal(10, 1, (150, 12, 9)).astype(np.float32)
+    movie[3:7, 0, :2] = np.nan
+    with pytest.warns(UserWarning, match="missing values"):
+        data = _on_disk(movie, tmp_path, Budget())
+    with pytest.warns(UserWarning, match="missing values"):
+        Y, _ = movie_to_Y(movie)
+    np.testing.assert_array_equal(data.rows(0, data.n_pixels), Y)
+    view = read_caiman_mmap(tmp_path / yr_name("test", (12, 9), 150))
+    assert view.shape == movie.shape
+    np.testing.assert_array_equal(np.asarray(view)[10], movie[10])
+    # the reads the engine makes: rows, gathered rows, frames, rows at frames
+    np.testing.assert_array_equal(data.take_rows(np.array([1, 2, 3, 50, 51])), Y[[1, 2, 3, 50, 51]])
+    np.testing.assert_array_equal(data.frames(20, 30), Y[:, 20:30])
+    np.testing.assert_array_equal(data.take(np.array([4, 90]), np.array([0, 7, 149])),
+                                  Y[np.ix_([4, 90], [0, 7, 149])])
+
+
+def test_products_in_blocks_equal_the_whole(tmp_path):
+    movie = np.random.default_rng(1).normal(5, 2, (300, 20, 16)).astype(np.float32)
+    whole = DataMatrix(movie_to_Y(movie)[0], (20, 16))
+    blocks = _on_disk(movie, tmp_path, Budget(total=400 * MB, block=64 * 300 * 4))
+    assert blocks.rows_per_block() == 64  # five blocks for 320 pixels
+    U = np.random.default_rng(2).random((320, 3)).astype(np.float32)
+    V = np.random.default_rng(3).random((300, 2)).astype(np.float32)
+    np.testing.assert_allclose(blocks.project(U), whole.project(U), rtol=1e-5)
+    np.testing.assert_allclose(blocks.dot(V), whole.dot(V), rtol=1e-6)
+    supports = [np.array([0, 1, 2, 100]), np.array([60, 61, 62, 63, 64, 65, 300])]
+    C = np.random.default_rng(4).random((2, 300)).astype(np.float32)
+    np.testing.assert_allclose(blocks.support_dots(supports, C),
+                               whole.support_dots(supports, C), rtol=1e-6)
+
+
+def test_cnmf_with_a_tiny_budget_gives_the_in_memory_fit(tmp_path):
+    """64 x 64 x 2000 frames read in blocks of 1 MB (about 40 blocks per pass), patches
+    from their own pixels: the same components as with the movie in memory."""
+    sim = simulate_2p(n_frames=2000, shape=(64, 64), n_neurons=10, seed=3)
+    params = {"fr": 30, "decay_time": 0.4, "p": 1, "nb": 1, "rf": 16, "stride": 6, "K": 4,
+              "gSig": [4, 4], "merge_thr": 0.8}
+    ram = cnmf.evaluate_components(cnmf.fit_cnmf(sim.movie, params, progress=False),
+                                   sim.movie, params)
+    data = _on_disk(sim.movie, tmp_path, Budget(total=500 * MB, block=1 * MB))
+    assert data.rows_per_block() < data.n_pixels / 30
+    chunked = cnmf.evaluate_components(cnmf.fit_cnmf(data, params, progress=False), data,
+                                       params)
+    assert chunked.n_components >= 8
+    _same_fit(ram, chunked)
+
+
+def test_cnmfe_with_a_tiny_budget_gives_the_in_memory_fit(tmp_path):
+    """The ring model solved in strips of the frame over blocks of frames, ``Y - B`` written
+    to an (unlinked) file, the evaluation reading only around each component."""
+    sim = simulate_1p(n_frames=800, shape=(64, 64), n_neurons=8, seed=2)
+    params = {"gSig": [3, 3], "fr": 10, "decay_time": 0.6, "min_corr": 0.8, "min_pnr": 5,
+              "rf": 16, "stride": 8}
+    ram = cnmfe.evaluate_components(cnmfe.fit_cnmfe(sim.movie, params, progress=False),
+                                    sim.movie, params)
+    # 21 MB of working memory: a patch fits, Y - B (13 MB) goes to a file
+    budget = Budget(total=442 * MB, block=1 * MB)
+    data = _on_disk(sim.movie, tmp_path, budget)
+    workspace = FileWorkspace(tmp_path, budget)
+    chunked = cnmfe.fit_cnmfe(data, params, progress=False, workspace=workspace)
+    chunked = cnmfe.evaluate_components(chunked, data, params)
+    assert chunked.n_components >= 6
+    assert not list(tmp_path.glob(".work-*"))  # Y - B files are gone once mapped
+    _same_fit(ram, chunked)
+
+
+def test_a_budget_too_small_fails_early_naming_mem_mb(tmp_path):
+    sim = simulate_1p(n_frames=400, shape=(64, 64), n_neurons=4, seed=1)
+    data = DataMatrix(movie_to_Y(sim.movie)[0], (64, 64), Budget.from_mb(420))
+    with pytest.raises(MemoryBudgetError, match=r"params\['resources'\]\['mem_mb'\] to at "
+                                                r"least \d+, or use patches \(rf"):
+        cnmfe.fit_cnmfe(data, {"gSig": [3, 3], "min_pnr": 5}, progress=False)
+    # the same through a job: a failed item that says so on its first line
+    movie = save_tiff(tmp_path / "m.tif", sim.movie)
+    manifest = run_item(tmp_path / "item", uuid="u", algo="cnmfe", input_movie=movie,
+                        params={"main": {"gSig": [3, 3]}, "resources": {"mem_mb": 420}},
+                        progress=False)
+    assert not manifest["success"]
+    first = manifest["traceback"].splitlines()[0]
+    minimum = int(re.search(r"at least (\d+)", first).group(1))
+    manifest = run_item(tmp_path / "item", uuid="u", algo="cnmfe", input_movie=movie,
+                        params={"main": {"gSig": [3, 3], "min_pnr": 5},
+                                "resources": {"mem_mb": minimum}}, progress=False)
+    assert manifest["success"], manifest["traceback"]
+
+
+def test_the_copy_is_written_once_by_the_mcorr_item_and_replaced_by_its_rerun(tmp_path):
+    sim = simulate_2p(n_frames=120, shape=(48, 48), n_neurons=5, motion=2.0, seed=4)
+    movie = save_tiff(tmp_path / "m.tif", sim.movie)
+    parent = tmp_path / "p"
+    mcorr = {"main": {"max_shifts": [4, 4], "border_nan": "copy"}}
+    first = run_item(parent, uuid="p", algo="mcorr", params=mcorr, input_movie=movie,
+                     progress=False)
+    yr = parent / first["outputs"]["yr-path"]
+    assert re.fullmatch(r"Yr-.+_d1_48_d2_48_d3_1_order_C_frames_120\.mmap", yr.name)
+    assert first["run_id"] in yr.name
+    registered = np.load(parent / "mcorr.npy")
+    np.testing.assert_array_equal(read_caiman_mmap(yr), registered)
+    params = {"main": {"gSig": [3, 3], "K": 5}}
+    children = [run_item(parent / c, uuid=c, algo="cnmf", params=params, input_movie="",
+                         parent_dir=parent, progress=False) for c in ("c1", "c2")]
+    for c, child in zip(("c1", "c2"), children):
+        assert child["success"], child["traceback"]
+        assert (parent / c / child["outputs"]["cnmf-memmap-path"]).resolve() == yr.resolve()
+        assert not list((parent / c).glob("*.mmap"))  # no copy of its own
+    est = load_estimates(parent / "c1" / "cnmf.hdf5")
+    assert est.A.shape[0] == 48 * 48
+    # a re-run writes its own copy and removes the previous run's
+    second = run_item(parent, uuid="p", algo="mcorr", params=mcorr, input_movie=movie,
+                      progress=False)
+    assert second["outputs"]["yr-path"] != first["outputs"]["yr-path"]
+    assert not yr.exists() and (parent / second["outputs"]["yr-path"]).is_file()
+    assert len(list(parent.glob("Yr-*.mmap"))) == 1
+
+
+def test_a_raw_movie_item_writes_its_copy_and_its_images_in_one_pass(tmp_path):
+    sim = simulate_2p(n_frames=100, shape=(40, 40), n_neurons=4, seed=5)
+    movie = save_tiff(tmp_path / "m.tif", sim.movie)
+    manifest = run_item(tmp_path / "i", uuid="i", algo="cnmf", input_movie=movie,
+                        params={"main": {"gSig": [3, 3], "K": 4}}, progress=False)
+    assert manifest["success"], manifest["traceback"]
+    out = manifest["outputs"]
+    assert out["cnmf-memmap-path"].startswith("Yr-") and manifest["run_id"] in out["cnmf-memmap-path"]
+    np.testing.assert_array_equal(read_caiman_mmap(tmp_path / "i" / out["cnmf-memmap-path"]),
+                                  sim.movie)
+    mean = np.load(tmp_path / "i" / out["mean-projection-path"])
+    np.testing.assert_allclose(mean, sim.movie.mean(axis=0), rtol=1e-5)
+
+
+def test_cnmfe_accepts_no_component_in_the_dark_border_of_a_lens():
+    """A GRIN lens's field in a dark frame with the sensor's line noise (what a miniscope
+    records): CNMF-E finds components on the dark border (line-noise bursts look like
+    transients there) and must reject every one of them, keeping the cells."""
+    from mesmerize_helpers.scoring import match_by_iou
+    from mesmerize_helpers.synthetic import simulate_1p_vignette
+
+    sim = simulate_1p_vignette(n_frames=500, shape=(80, 80), n_neurons=10, seed=0)
+    params = {"gSig": [3, 3], "fr": 10, "decay_time": 0.6, "min_corr": 0.8, "min_pnr": 5}
+    est = cnmfe.evaluate_components(cnmfe.fit_cnmfe(sim.movie, params, progress=False),
+                                    sim.movie, params)
+    peaks = np.asarray(est.A.argmax(axis=0)).ravel()
+    border = sim.background["lens"].ravel(order="F")[peaks] < 0.5
+    assert border.sum() >= 3  # there is something to reject
+    assert not border[est.idx_components].any()
+    assert set(est.extra["artefact"][border]) <= {"unlit", "line noise"}
+    found = est.footprints(est.idx_components)
+    assert match_by_iou(sim.footprints, found).recall >= 0.9
