@@ -18,6 +18,7 @@ from .commit import RERUN_DIR, read_done
 from .manifest import DONE, MANIFEST, write_text_atomic
 from .runstate import ItemState, run_params
 from .settings import remembered_raw_data
+from .step_support import DEFAULT_MEM_MB
 
 __all__ = [
     "TSV_COLUMNS", "adopt_finished", "all_folders_pattern", "done_path", "folder_pattern", "item_ain",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 #: Bytes per pixel-frame of a float32 movie, and how many movie copies a step holds at once.
-_MEMORY_FACTOR = {"mcorr": 0.0, "cnmf": 3.0, "cnmfe": 4.0}
+_MEMORY_FACTOR = {"mcorr": 0.0, "cnmf": 3.0, "cnmfe": 4.0}  # small movies: a few copies
 _MCORR_CHUNK_FRAMES = 200
 
 
@@ -262,13 +263,31 @@ def _movie_megabytes(path: str | list) -> float:
     return path.stat().st_size / 1e6 * 2  # raw movies are mostly 16-bit; float32 doubles them
 
 
+def _whole_field_mb(item: dict[str, Any], movie_mb: float) -> float:
+    """The budget (MB) a cnmf/cnmfe job needs for a whole-field initialization (no
+    ``rf``, no seeds): its copy of the movie downsampled by ``ssub``/``tsub``, a few times
+    (what the job checks before it starts, :func:`~.engine.data.require`); 0 otherwise."""
+    from .engine.data import BASE_BYTES, MB
+    from .engine.params import flatten_main
+
+    main = flatten_main(item["params"].get("main") or {})
+    if main.get("rf") is not None or item["params"].get("Ain") or main.get("Ain"):
+        return 0.0
+    cnmfe = item["algo"] == "cnmfe"
+    ssub = max(int(main.get("ssub", 1 if cnmfe else 2) or 1), 1)
+    tsub = max(int(main.get("tsub", 1 if cnmfe else 2) or 1), 1)
+    copies = 3 if cnmfe else 4  # engine.cnmfe.init_bytes, engine.patches.greedy_bytes
+    return BASE_BYTES / MB + 2 * copies * movie_mb / (ssub * ssub * tsub) + 100
+
+
 def resources(item: dict[str, Any], input_path: str | list, name: str, config: dict,
               attempt: int = 1) -> int:
     """A job resource (``mem_mb``, ``runtime`` minutes, ``cpus_per_task``) for one item.
 
     ``params["resources"]`` of the item wins; otherwise memory follows the movie size and the
-    algorithm (mcorr streams frame chunks, cnmf holds a few copies of the movie), and retries
-    (``attempt``) get more memory and time.
+    algorithm (mcorr streams frame chunks; cnmf/cnmfe jobs read the movie in blocks within
+    this budget: at most :data:`~.step_support.DEFAULT_MEM_MB`, unless a whole-field
+    initialization needs more), and retries (``attempt``) get more memory and time.
     """
     override = item["params"].get("resources", {})
     if name in override:
@@ -281,7 +300,11 @@ def resources(item: dict[str, Any], input_path: str | list, name: str, config: d
             frames_mb = movie_mb / 1000 * _MCORR_CHUNK_FRAMES  # ~ a few chunks of frames
             need = 500 + 4 * frames_mb
         else:
-            need = 500 + _MEMORY_FACTOR[item["algo"]] * movie_mb
+            # source extraction reads the movie in blocks within its budget (this value):
+            # small movies get what holding them took, large ones a fixed budget, unless
+            # a whole-field initialization needs more
+            need = max(min(DEFAULT_MEM_MB, 500 + _MEMORY_FACTOR[item["algo"]] * movie_mb),
+                       _whole_field_mb(item, movie_mb))
         return int(max(base, need) * attempt)
     if name == "runtime":
         base = int(defaults.get("runtime_min", 30))

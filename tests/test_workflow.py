@@ -138,12 +138,21 @@ def test_workflow_support_patterns_and_resources(batch, movie):
     assert ws.resources(cnmf, "x", "mem_mb", config) == 1234
     assert ws.resources(mcorr, str(movie), "mem_mb", config) == 1000
     assert ws.resources(mcorr, str(movie), "mem_mb", config, attempt=2) == 2000
-    # cnmf memory follows the movie size: a (sparse) 1 GB 16-bit movie, 2 GB as float32
-    huge = movie.parent / "huge.tif"
-    with open(huge, "wb") as f:
-        f.truncate(10**9)
-    plain = {**cnmf, "params": CNMF, "parent": None}
-    assert ws.resources(plain, str(huge), "mem_mb", config) == 500 + 3 * 2000
+    # cnmf reads the movie in blocks: memory follows the size of a small movie, then stays at
+    # the default budget (a (sparse) 1 GB 16-bit movie, 2 GB as float32)...
+    from mesmerize_helpers.step_support import DEFAULT_MEM_MB
+
+    small, huge = movie.parent / "small.tif", movie.parent / "huge.tif"
+    for path, size in ((small, 10**8), (huge, 10**9)):
+        with open(path, "wb") as f:
+            f.truncate(size)
+    plain = {**cnmf, "params": {"main": {**CNMF["main"], "rf": 15}}, "parent": None}
+    assert ws.resources(plain, str(small), "mem_mb", config) == 500 + 3 * 200
+    assert ws.resources(plain, str(huge), "mem_mb", config) == DEFAULT_MEM_MB
+    # ...unless it initializes on the whole field: the job's own minimum (a few copies of
+    # the downsampled movie)
+    whole = {**plain, "algo": "cnmfe", "params": {"main": {"gSig": [3, 3]}}}
+    assert ws.resources(whole, str(huge), "mem_mb", config) == 400 + 2 * 3 * 2000 + 100
     assert ws.resources({**mcorr}, str(huge), "mem_mb", config) < 3000  # mcorr streams chunks
 
 
