@@ -57,7 +57,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .engine.images import SummaryAccumulator
-from .outputs import MovieWriter, pnr_gsig, save_array, save_images, summary_images_for
+from .outputs import MovieWriter, Tee, pnr_gsig, save_array, save_images, summary_images_for
 
 __all__ = ["CAIMAN_MISSING", "require_caiman", "mcorr_step", "cnmf_step", "cnmfe_step",
            "STEPS", "caiman_version", "save_caiman_memmap"]
@@ -172,7 +172,6 @@ def mcorr_step(
     require_caiman()
     from caiman.motion_correction import MotionCorrect, get_patch_centers
 
-    from .jobs import Tee
     from .pixel_major import YrWriter, yr_name
     from .step_support import YR_KEY, job_budget, run_id_of
 

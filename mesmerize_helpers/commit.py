@@ -21,7 +21,10 @@ from typing import Any
 
 from .locks import COMMIT_LOCK, item_lock
 from .manifest import DONE, MANIFEST, read_manifest, write_manifest, write_text_atomic
-from .step_support import STAGING_PREFIX
+
+#: A run writes its files into ``<item folder>/<STAGING_PREFIX><run_id>/`` and moves them
+#: into the item folder when it succeeds.
+STAGING_PREFIX = ".run-"
 
 #: Files that make Snakemake re-run an item our files say is not current (workflow rule
 #: ``rerun``); old ones are removed by a later run of the item.

@@ -42,6 +42,7 @@ from .locks import RUN_LOCK, item_lock, log_waiting
 from .manifest import read_manifest
 from .outputs import (
     MovieWriter,
+    Tee,
     describe,
     pnr_gsig,
     save_array,
@@ -114,18 +115,6 @@ def mcorr_step(
         outputs["patch-centers"] = save_array(folder, "patch_centers.npy", result.patch_centers)
     outputs.update(save_images(folder, images.images()))
     return outputs
-
-
-class Tee:
-    """The write side of a (frames, y, x) array that writes every chunk to several."""
-
-    def __init__(self, *outs: Any) -> None:
-        self.outs = outs
-        self.shape = tuple(outs[0].shape)
-
-    def __setitem__(self, key: slice, frames: np.ndarray) -> None:
-        for out in self.outs:
-            out[key] = frames
 
 
 def source_extraction(algo: str) -> tuple[Callable[..., Any], Callable[..., Any]]:

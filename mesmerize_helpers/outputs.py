@@ -141,6 +141,18 @@ class MovieWriter:
         self.close()
 
 
+class Tee:
+    """The write side of a (frames, y, x) array that writes every chunk to several."""
+
+    def __init__(self, *outs: Any) -> None:
+        self.outs = outs
+        self.shape = tuple(outs[0].shape)
+
+    def __setitem__(self, key: slice, frames: np.ndarray) -> None:
+        for out in self.outs:
+            out[key] = frames
+
+
 class FrameReader:
     """Frames of a memory-mapped movie read with ``pread`` instead of through the mapping.
 

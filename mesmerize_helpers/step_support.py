@@ -13,11 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .commit import STAGING_PREFIX, new_run_id
 from .engine.data import Budget, DataMatrix
-
-#: A run writes its files into ``<item folder>/<STAGING_PREFIX><run_id>/`` and moves them
-#: into the item folder when it succeeds (:mod:`.commit`).
-STAGING_PREFIX = ".run-"
 
 
 def n_processes() -> int:
@@ -61,8 +58,6 @@ def run_id_of(folder: str | os.PathLike) -> str:
     name = Path(folder).name
     if name.startswith(STAGING_PREFIX):
         return name[len(STAGING_PREFIX):]
-    from .commit import new_run_id
-
     return new_run_id()
 
 
