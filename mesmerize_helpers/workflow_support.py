@@ -24,7 +24,7 @@ __all__ = [
     "TSV_COLUMNS", "adopt_finished", "all_folders_pattern", "done_path", "folder_pattern", "item_ain",
     "item_by_folder", "item_folders", "item_input", "item_patch_files", "item_rerun",
     "item_states", "load_items", "scatter_pattern", "fit_patch_from_snakemake",
-    "manifest_path", "plot_from_snakemake", "raw_data_dir", "report_labels", "resources",
+    "manifest_path", "raw_data_dir", "report_labels", "resources",
     "results_root", "run_from_snakemake", "run_params",
 ]
 
@@ -377,19 +377,6 @@ def _item_name(batch: Path, uuid: str) -> str | None:
         return next((row["item_name"] for row in read_table(batch) if row["uuid"] == uuid), None)
     except (OSError, ValueError):
         return None
-
-
-def plot_from_snakemake(smk: Any) -> None:
-    """Body of ``scripts/plot_item.py``: the item's summary figure via :mod:`.plots`."""
-    from .batch import load_batch
-    from .plots import plot_cnmf, plot_mcorr
-
-    row = load_batch(Path(smk.config["batch"]).resolve()).caiman.uloc(smk.params.item)
-    plot = plot_mcorr if row["algo"] == "mcorr" else plot_cnmf
-    out = Path(smk.output[0])
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # never half a figure
-    plot(row, tmp)
-    os.replace(tmp, out)
 
 
 def fit_patch_from_snakemake(smk: Any) -> None:

@@ -164,20 +164,6 @@ def test_upsample_footprints_is_opencvs_bilinear_zoom(small, full):
                                    atol=1e-6)
 
 
-def test_contours_drawn_in_boxes_equal_whole_frame_contours():
-    from mesmerize_helpers.engine.contours import footprint_contour, footprint_contours
-
-    dims = (40, 48)
-    # inside, touching the top-left corner, the bottom edge and the right edge
-    A = disks(dims, np.array([[20, 20], [1, 2], [38, 10], [15, 46.5]]), 5)
-    contours, centers = footprint_contours(sp.csc_matrix(A), dims)
-    for k in range(A.shape[1]):
-        ref_c, ref_m = footprint_contour(A[:, k].reshape(dims, order="F"))
-        assert len(ref_c) >= 8
-        np.testing.assert_allclose(contours[k], ref_c, atol=1e-9)
-        np.testing.assert_allclose(centers[k], ref_m, atol=1e-9)
-
-
 def test_fit_in_patches_holds_a_few_movies_not_pixels_times_components():
     """End to end: 192 px field in 30 px patches (~260 components before merging). The
     (pixels, T) float32 working copy is one movie; measured peak 2.9 movies (11.3 when the
