@@ -133,11 +133,11 @@ def screenshot(path: Path) -> None:
         df = mh.load_batch(Path(tmp) / "demo" / "batch.tsv")
         page = write_viewer(df, Path(tmp) / "batch.html", progress=False)
         row = df.iloc[1]
-        contours, _ = row.cnmf.get_contours("all", swap_dim=True)
-        k = int(np.argsort([c[:, 1].mean() for c in contours])[len(contours) // 2])
+        contours, _ = row.cnmf.get_contours("all", swap_dim=False)  # (x, y) per component
+        k = int(np.argsort([np.nanmean(c[:, 0]) for c in contours])[len(contours) // 2])
         with chromium(1280, 1400) as driver:
             open_page(driver, page, anchor=row["uuid"][:8])
-            x, y = contours[k].mean(axis=0) + 0.5
+            x, y = np.nanmean(contours[k], axis=0) + 0.5  # NaN rows separate pieces
             click_at(driver, f"contours-{row['uuid']}", x, y)
             time.sleep(0.5)
             driver.save_screenshot(str(Path(tmp) / "full.png"))
