@@ -37,8 +37,9 @@ Notes: CaImAn adds ``1e-4`` to every pixel of the ``.mmap`` files it writes, and
 unchanged (CaImAn's fit does not depend on that offset beyond float rounding). cnmfe
 items always get ``center_psf=True`` and ``method_init="corr_pnr"``, and CaImAn's 1p-demo
 settings (:data:`CNMFE_DEFAULTS`: ring model ``nb=0``, ``ssub=tsub=1``, ...) unless their
-params say otherwise; seeded cnmf items (``params["Ain"]``) run with ``rf=None``,
-``only_init=False`` as CaImAn's seeded demo. ``use_cnn`` defaults to False here (the CNN classifier
+params say otherwise; seeded cnmf and cnmfe items (``params["Ain"]`` or
+``params["Ain_path"]``) get ``Ain`` and run with ``rf=None``, ``only_init=False``, as
+mesmerize-core forces for both. ``use_cnn`` defaults to False here (the CNN classifier
 needs CaImAn's model files, ``caimanmanager install``); set it explicitly to use it.
 CaImAn's temporary files go to ``<item folder>/caiman_tmp`` (``CAIMAN_TEMP``), removed at
 the end of the step.
@@ -241,7 +242,7 @@ def mcorr_step(
 
 def _main_params(params: dict, algo: str, seeded: bool = False) -> dict[str, Any]:
     """The CaImAn params of a cnmf/cnmfe item: ``use_cnn`` off unless set, CNMF-E's settings,
-    and for seeded CNMF what CaImAn's seeded demo sets (whole field, full fit after the
+    and for seeded CNMF or CNMF-E what mesmerize-core forces (whole field, full fit of the
     seeds: ``rf=None``, ``only_init=False``)."""
     main = dict(params["main"])
     main.setdefault("use_cnn", False)
@@ -316,8 +317,6 @@ def cnmf_step(
     if patch_files:
         raise ValueError("params['scatter_patches'] (patches fitted by separate jobs) is a "
                          "built-in engine feature; engine: caiman fits patches itself (rf).")
-    if Ain is not None and algo == "cnmfe":
-        raise ValueError("Seeded CNMF-E (params['Ain']) is not supported; use a cnmf item.")
     main = _main_params(params, algo, seeded=Ain is not None)
     # our pixel-major copy is CaImAn's C-order memmap (the parent's, or written here)
     data, outputs, computed = cnmf_input(movie, folder, job_budget(params, mem_mb), yr,

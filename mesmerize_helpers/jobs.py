@@ -149,7 +149,8 @@ def cnmf_step(
     The fit reads the pixel-major copy of the movie (the parent's ``yr``, else one written
     here) a block at a time, within the job's memory budget (``mem_mb``, else
     ``params["resources"]["mem_mb"]``, :func:`~.step_support.job_budget`).
-    ``Ain``: seed masks, (y, x, n) boolean or float (CaImAn's convention), or None.
+    ``Ain``: seed masks, (y, x, n) boolean or float (CaImAn's convention), or None; for
+    CNMF and CNMF-E alike (mesmerize-core's ``params["Ain_path"]``).
     ``patch_files``: patch fits made by separate jobs (:func:`run_patch`), gathered here.
     """
     from .io.estimates import save_estimates
@@ -160,9 +161,7 @@ def cnmf_step(
     fit, evaluate = source_extraction(algo)
     options: dict[str, Any] = {"refit": bool(params.get("refit", True)),
                                "n_processes": n_processes(), "progress": progress}
-    if Ain is not None:
-        if algo == "cnmfe":
-            raise ValueError("Seeded CNMF-E (params['Ain']) is not supported; use a cnmf item.")
+    if Ain is not None:  # seeded: no search for neurons, no patches (CaImAn's rf=None)
         options["Ain"] = Ain
     if patch_files:
         options["patch_results"] = load_patches(patch_files)
