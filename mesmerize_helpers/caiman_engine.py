@@ -305,13 +305,14 @@ def cnmf_step(
     patch_files: list[str] | None = None, algo: str = "cnmf", yr: Any = None,
     mem_mb: float | None = None,
 ) -> dict[str, Any]:
-    """Fit CaImAn's CNMF (or CNMF-E), refit (``params["refit"]``, default True for CNMF and
-    False for CNMF-E), evaluate (``params["eval"]`` overrides quality params); outputs as
+    """Fit CaImAn's CNMF (or CNMF-E), refit (only when ``params["refit"] is True``, as
+    mesmerize-core), evaluate (``params["eval"]`` overrides quality params); outputs as
     :func:`.jobs.cnmf_step`."""
     caiman = require_caiman()
     from caiman.source_extraction.cnmf.cnmf import CNMF
 
     from .io.estimates import save_estimates
+    from .jobs import refits
     from .step_support import cnmf_input, job_budget, n_processes
 
     if patch_files:
@@ -333,9 +334,9 @@ def cnmf_step(
         images = np.reshape(Yr.T, [T, *mdims], order="F")
         cnm = CNMF(n_processes(), params=_params(main), dview=None, Ain=seeds)
         cnm.fit(images)
-        # CNMF-E: no refit unless asked, as CaImAn's 1p demo and mesmerize-core (CaImAn's
-        # refit of a ring-model fit re-seeds it poorly)
-        if params.get("refit", algo == "cnmf"):
+        # as mesmerize-core: only when params["refit"] is True (whose cnmfe never refits;
+        # CaImAn's refit of a ring-model fit re-seeds it poorly)
+        if refits(params):
             cnm = cnm.refit(images, dview=None)
         if params.get("eval"):
             cnm.params.change_params(params_dict=dict(params["eval"]))

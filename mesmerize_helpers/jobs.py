@@ -139,6 +139,13 @@ def source_extraction(algo: str) -> tuple[Callable[..., Any], Callable[..., Any]
     return cnmf.fit_cnmf, cnmf.evaluate_components
 
 
+def refits(params: dict) -> bool:
+    """Whether a cnmf/cnmfe item refits: only when ``params["refit"] is True`` (a top-level
+    key, not in ``"main"``), as mesmerize-core decides for cnmf items. mesmerize-core's
+    cnmfe items never refit; here ``refit: True`` adds a whole-field round to CNMF-E too."""
+    return params.get("refit") is True
+
+
 def cnmf_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
     patch_files: list[str] | None = None, algo: str = "cnmf", yr: Any = None,
@@ -159,7 +166,7 @@ def cnmf_step(
     budget = job_budget(params, mem_mb)
     data, outputs, images = cnmf_input(movie, folder, budget, yr, progress)
     fit, evaluate = source_extraction(algo)
-    options: dict[str, Any] = {"refit": bool(params.get("refit", True)),
+    options: dict[str, Any] = {"refit": refits(params),
                                "n_processes": n_processes(), "progress": progress}
     if Ain is not None:  # seeded: no search for neurons, no patches (CaImAn's rf=None)
         options["Ain"] = Ain
@@ -400,7 +407,7 @@ def run_item(
         ``"builtin"``, or ``"caiman"`` (real CaImAn, :mod:`.caiman_engine`; the item fails
         with an ImportError naming how to install it when CaImAn is missing).
     ain_path
-        A ``.npy`` of seed masks (y, x, n) for seeded CNMF (``params["Ain"]``, resolved);
+        A ``.npy`` of seed masks (y, x, n) for seeded CNMF or CNMF-E (``params["Ain"]``, resolved);
         with ``params["Ain"] = "somata"`` the seeds are found in the input's mean image
         instead (:func:`somata_seeds`).
     patch_files
