@@ -17,6 +17,7 @@ entries misses instead of stale hits.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -117,7 +118,9 @@ class Cache:
         """Decorator for a getter of a series accessor with a keyword-only ``return_copy``.
 
         The getter's own arguments (defaults filled in, however they were passed) and the
-        item's uuid and result-file stamp (``instance._cache_stamp()``) are the key.
+        item's uuid and result-file stamp (``instance._cache_stamp()``) are the key; the
+        item's files are held still meanwhile (``instance._held_still()``, a context, when
+        the instance has one).
         """
         signature = inspect.signature(func)
         params = signature.parameters
@@ -134,14 +137,16 @@ class Cache:
             bound = signature.bind(instance, *args, **kwargs)
             bound.apply_defaults()
             arguments = {k: v for k, v in list(bound.arguments.items())[1:]}
-            uuid, stamp = instance._series["uuid"], instance._cache_stamp()
-            hit = self._find(uuid, func.__name__, arguments, stamp)
-            if hit is not None:
-                self.cache.at[hit, "time_stamp"] = time.time()
-                value = self.cache.at[hit, "return_val"]
-            else:
-                value = func(instance, *args, **kwargs)
-                self._add(uuid, func.__name__, arguments, value, stamp)
+            # the item's files held still (no commit) from its stamp to the value read
+            with getattr(instance, "_held_still", contextlib.nullcontext)():
+                uuid, stamp = instance._series["uuid"], instance._cache_stamp()
+                hit = self._find(uuid, func.__name__, arguments, stamp)
+                if hit is not None:
+                    self.cache.at[hit, "time_stamp"] = time.time()
+                    value = self.cache.at[hit, "return_val"]
+                else:
+                    value = func(instance, *args, **kwargs)
+                    self._add(uuid, func.__name__, arguments, value, stamp)
             return copy.deepcopy(value) if return_copy else value
 
         return wrapper

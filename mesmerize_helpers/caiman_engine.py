@@ -37,8 +37,9 @@ Notes: CaImAn adds ``1e-4`` to every pixel of the ``.mmap`` files it writes, and
 unchanged (CaImAn's fit does not depend on that offset beyond float rounding). cnmfe
 items always get ``center_psf=True`` and ``method_init="corr_pnr"``, and CaImAn's 1p-demo
 settings (:data:`CNMFE_DEFAULTS`: ring model ``nb=0``, ``ssub=tsub=1``, ...) unless their
-params say otherwise; seeded cnmf items (``params["Ain"]``) run with ``rf=None``,
-``only_init=False`` as CaImAn's seeded demo. ``use_cnn`` defaults to False here (the CNN classifier
+params say otherwise; seeded cnmf and cnmfe items (``params["Ain"]`` or
+``params["Ain_path"]``) get ``Ain`` and run with ``rf=None``, ``only_init=False``, as
+mesmerize-core forces for both. ``use_cnn`` defaults to False here (the CNN classifier
 needs CaImAn's model files, ``caimanmanager install``); set it explicitly to use it.
 CaImAn's temporary files go to ``<item folder>/caiman_tmp`` (``CAIMAN_TEMP``), removed at
 the end of the step.
@@ -240,7 +241,7 @@ def mcorr_step(
 
 def _main_params(params: dict, algo: str, seeded: bool = False) -> dict[str, Any]:
     """The CaImAn params of a cnmf/cnmfe item: ``use_cnn`` off unless set, CNMF-E's settings,
-    and for seeded CNMF what CaImAn's seeded demo sets (whole field, full fit after the
+    and for seeded CNMF or CNMF-E what mesmerize-core forces (whole field, full fit of the
     seeds: ``rf=None``, ``only_init=False``)."""
     main = dict(params["main"])
     main.setdefault("use_cnn", False)
@@ -303,20 +304,19 @@ def cnmf_step(
     patch_files: list[str] | None = None, algo: str = "cnmf", yr: Any = None,
     mem_mb: float | None = None,
 ) -> dict[str, Any]:
-    """Fit CaImAn's CNMF (or CNMF-E), refit (``params["refit"]``, default True for CNMF and
-    False for CNMF-E), evaluate (``params["eval"]`` overrides quality params); outputs as
+    """Fit CaImAn's CNMF (or CNMF-E), refit (only when ``params["refit"] is True``, as
+    mesmerize-core), evaluate (``params["eval"]`` overrides quality params); outputs as
     :func:`.jobs.cnmf_step`."""
     caiman = require_caiman()
     from caiman.source_extraction.cnmf.cnmf import CNMF
 
     from .io.estimates import save_estimates
+    from .jobs import refits
     from .step_support import cnmf_input, job_budget, n_processes
 
     if patch_files:
         raise ValueError("params['scatter_patches'] (patches fitted by separate jobs) is a "
                          "built-in engine feature; engine: caiman fits patches itself (rf).")
-    if Ain is not None and algo == "cnmfe":
-        raise ValueError("Seeded CNMF-E (params['Ain']) is not supported; use a cnmf item.")
     main = _main_params(params, algo, seeded=Ain is not None)
     # our pixel-major copy is CaImAn's C-order memmap (the parent's, or written here)
     data, outputs, computed = cnmf_input(movie, folder, job_budget(params, mem_mb), yr,
@@ -333,9 +333,9 @@ def cnmf_step(
         images = np.reshape(Yr.T, [T, *mdims], order="F")
         cnm = CNMF(n_processes(), params=_params(main), dview=None, Ain=seeds)
         cnm.fit(images)
-        # CNMF-E: no refit unless asked, as CaImAn's 1p demo and mesmerize-core (CaImAn's
-        # refit of a ring-model fit re-seeds it poorly)
-        if params.get("refit", algo == "cnmf"):
+        # as mesmerize-core: only when params["refit"] is True (whose cnmfe never refits;
+        # CaImAn's refit of a ring-model fit re-seeds it poorly)
+        if refits(params):
             cnm = cnm.refit(images, dview=None)
         if params.get("eval"):
             cnm.params.change_params(params_dict=dict(params["eval"]))

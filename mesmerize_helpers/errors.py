@@ -11,6 +11,16 @@ class DependencyError(Exception):
     """An item cannot be removed because other items use its output."""
 
 
+class ItemRunningError(RuntimeError):
+    """An item's folder cannot be removed: a job is running the item (or one inside its
+    folder) right now. ``folder``: the running item's folder; ``holder``: who runs it."""
+
+    def __init__(self, message: str, folder: object = None, holder: str = "") -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.holder = holder
+
+
 class WrongAlgorithmExtensionError(Exception):
     """An algorithm-specific accessor (``s.mcorr``, ``s.cnmf``) was used on another algo's row."""
 

@@ -128,6 +128,13 @@ def source_extraction(algo: str) -> tuple[Callable[..., Any], Callable[..., Any]
     return cnmf.fit_cnmf, cnmf.evaluate_components
 
 
+def refits(params: dict) -> bool:
+    """Whether a cnmf/cnmfe item refits: only when ``params["refit"] is True`` (a top-level
+    key, not in ``"main"``), as mesmerize-core decides for cnmf items. mesmerize-core's
+    cnmfe items never refit; here ``refit: True`` adds a whole-field round to CNMF-E too."""
+    return params.get("refit") is True
+
+
 def cnmf_step(
     movie: Any, params: dict, folder: Path, progress: bool = True, Ain: Any = None,
     patch_files: list[str] | None = None, algo: str = "cnmf", yr: Any = None,
@@ -138,7 +145,8 @@ def cnmf_step(
     The fit reads the pixel-major copy of the movie (the parent's ``yr``, else one written
     here) a block at a time, within the job's memory budget (``mem_mb``, else
     ``params["resources"]["mem_mb"]``, :func:`~.step_support.job_budget`).
-    ``Ain``: seed masks, (y, x, n) boolean or float (CaImAn's convention), or None.
+    ``Ain``: seed masks, (y, x, n) boolean or float (CaImAn's convention), or None; for
+    CNMF and CNMF-E alike (mesmerize-core's ``params["Ain_path"]``).
     ``patch_files``: patch fits made by separate jobs (:func:`run_patch`), gathered here.
     """
     from .io.estimates import save_estimates
@@ -147,11 +155,9 @@ def cnmf_step(
     budget = job_budget(params, mem_mb)
     data, outputs, images = cnmf_input(movie, folder, budget, yr, progress)
     fit, evaluate = source_extraction(algo)
-    options: dict[str, Any] = {"refit": bool(params.get("refit", True)),
+    options: dict[str, Any] = {"refit": refits(params),
                                "n_processes": n_processes(), "progress": progress}
-    if Ain is not None:
-        if algo == "cnmfe":
-            raise ValueError("Seeded CNMF-E (params['Ain']) is not supported; use a cnmf item.")
+    if Ain is not None:  # seeded: no search for neurons, no patches (CaImAn's rf=None)
         options["Ain"] = Ain
     if patch_files:
         options["patch_results"] = load_patches(patch_files)
@@ -390,7 +396,7 @@ def run_item(
         ``"builtin"``, or ``"caiman"`` (real CaImAn, :mod:`.caiman_engine`; the item fails
         with an ImportError naming how to install it when CaImAn is missing).
     ain_path
-        A ``.npy`` of seed masks (y, x, n) for seeded CNMF (``params["Ain"]``, resolved);
+        A ``.npy`` of seed masks (y, x, n) for seeded CNMF or CNMF-E (``params["Ain"]``, resolved);
         with ``params["Ain"] = "somata"`` the seeds are found in the input's mean image
         instead (:func:`somata_seeds`).
     patch_files

@@ -78,6 +78,43 @@ def is_running(folder: str | os.PathLike) -> bool:
         os.close(fd)
 
 
+@contextmanager
+def hold_idle(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold, without waiting, the run lock of the item in ``folder`` and of every item folder
+    inside it (its descendants' folders nest in it), so that none of them is running while
+    the block runs (e.g. removes the folder) and none starts meanwhile.
+
+    Raises
+    ------
+    ItemRunningError
+        When a job holds one of them now; the message names that folder and the holder.
+    """
+    from .errors import ItemRunningError
+
+    folder = Path(folder)
+    paths = [folder / RUN_LOCK, *(p for p in sorted(folder.rglob(RUN_LOCK))
+                                  if p != folder / RUN_LOCK)]
+    fds: list[int] = []
+    try:
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:  # no lock file: never run, or a read-only copy
+                continue
+            fds.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                holder = holder or "another process"
+                raise ItemRunningError(f"A job is running the item in {path.parent} now "
+                                       f"({holder}).", path.parent, holder) from None
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)  # releases the locks
+
+
 def log_waiting(what: str) -> Callable[[str], None]:
     """An ``on_wait`` that tells the job's log whom it waits for."""
     return lambda holder: print(f"Waiting for {what}: held by {holder}.", file=sys.stderr, flush=True)

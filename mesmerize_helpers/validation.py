@@ -30,7 +30,7 @@ from .param_types import TYPES_KEY, encode_types
 
 #: Top-level params keys besides ``"main"`` (CaImAn's params) and what they hold.
 TOP_LEVEL_KEYS = {
-    "main": "CaImAn's parameters", "refit": "refit CNMF after the first fit (bool)",
+    "main": "CaImAn's parameters", "refit": "refit CNMF after the first fit (bool, default False)",
     "eval": "quality params for component evaluation", "resources": "job mem_mb/runtime/cpus",
     "scatter_patches": "fit patches as separate jobs (bool)", "Ain": "seed masks (.npy) or 'somata'",
     "Ain_path": "seed masks (.npy)", "somata": "options of the 'somata' seeds",

@@ -271,7 +271,8 @@ def _whole_field_mb(item: dict[str, Any], movie_mb: float) -> float:
     from .engine.params import flatten_main
 
     main = flatten_main(item["params"].get("main") or {})
-    if main.get("rf") is not None or item["params"].get("Ain") or main.get("Ain"):
+    seeded = item["params"].get("Ain") or item["params"].get("Ain_path") or main.get("Ain")
+    if main.get("rf") is not None or seeded:
         return 0.0
     cnmfe = item["algo"] == "cnmfe"
     ssub = max(int(main.get("ssub", 1 if cnmfe else 2) or 1), 1)

@@ -14,7 +14,8 @@ from conftest import CNMF, MCORR, write_movie
 
 import mesmerize_helpers as mh
 from mesmerize_helpers.batch import DATAFRAME_COLUMNS, BatchFormatError, read_table
-from mesmerize_helpers.errors import DependencyError
+from mesmerize_helpers.errors import DependencyError, ItemRunningError
+from mesmerize_helpers.locks import RUN_LOCK, item_lock
 from mesmerize_helpers.manifest import write_manifest
 
 
@@ -96,6 +97,29 @@ def test_uloc_remove_and_dependencies(batch, movie):
     assert list(batch["uuid"]) == [m] and list(batch.index) == [0]
     batch.caiman.remove_item(0)
     assert batch.empty and mh.load_batch(batch.paths.get_batch_path()).empty
+
+
+def test_remove_item_refuses_to_delete_a_running_item(batch, movie):
+    """A job holds the item's run lock for its whole run: removing the item with its data
+    then would delete files under it, so remove_item raises and removes nothing, also when
+    the running item is a child inside the removed one's folder (safe_removal=False)."""
+    m = batch.caiman.add_item("mcorr", "reg", movie, MCORR)
+    c = batch.caiman.add_item("cnmf", "cells", batch.caiman.uloc(m), CNMF)
+    parent, child = (batch.caiman.uloc(u).caiman.get_output_dir() for u in (m, c))
+    child.mkdir(parents=True)  # nested in the parent's folder
+    (child / "cnmf.hdf5").write_text("x")
+    path = batch.paths.get_batch_path()
+    with item_lock(child, RUN_LOCK):  # the child's job, running
+        with pytest.raises(ItemRunningError, match=rf"cnmf item {c} \('cells'\).*running it now.*"
+                                                   r"pid .*Wait for the run to finish"):
+            batch.caiman.remove_item(c)
+        with pytest.raises(ItemRunningError, match=rf"mcorr item {m}.*the item {c} in its folder"):
+            batch.caiman.remove_item(m, safe_removal=False)
+        assert (child / "cnmf.hdf5").is_file() and len(mh.load_batch(path)) == len(batch) == 2
+        batch.caiman.remove_item(c, remove_data=False)  # the folder stays: allowed
+        assert (child / "cnmf.hdf5").is_file() and list(batch["uuid"]) == [m]
+    batch.caiman.remove_item(m)  # the run is over
+    assert not parent.exists() and mh.load_batch(path).empty
 
 
 def test_lineage_over_two_hops(batch, movie):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import CNMF
 
 from mesmerize_helpers.cache import Cache, cnmf_cache, parse_size
+from mesmerize_helpers.commit import commit, staging_folder
 from mesmerize_helpers.engine.cnmf import Estimates
 from mesmerize_helpers.errors import WrongAlgorithmExtensionError
 from mesmerize_helpers.io.estimates import save_estimates
@@ -153,3 +159,36 @@ def test_cache_respects_size_limit():
     with pytest.raises(ValueError):
         parse_size("lots")
     assert cnmf_cache.size == 1024 ** 3 or cnmf_cache.storage_type == "ITEMS"
+
+
+def test_getters_never_see_a_commit_half_done(truth_item, monkeypatch):
+    """A run commits while a notebook reads the item: its getters wait for the switch and
+    then read the new run whole (never "not run" while the manifest is briefly absent, never
+    the old manifest's components with the new estimates)."""
+    row, _, _, _ = truth_item
+    folder = row.caiman.get_output_dir()
+    np.testing.assert_array_equal(row.cnmf.get_good_components(), [0, 2, 4])  # cached
+    old = row.cnmf.get_output().estimates
+    staging = staging_folder(folder, "next")  # the next run, staged as a job stages it
+    new = dataclasses.replace(old, C=old.C * 2, idx_components=np.array([1, 3, 5]),
+                              idx_components_bad=np.array([0, 2, 4]))
+    save_estimates(staging / "cnmf.hdf5", new, CNMF["main"])
+    manifest = {**row.caiman.get_manifest(), "run_id": "next"}
+    switching, real_replace = threading.Event(), os.replace
+
+    def slow_replace(src, dst):  # the committing thread pauses between its file switches
+        if threading.current_thread().name == "commit":
+            switching.set()
+            time.sleep(0.3)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", slow_replace)
+    job = threading.Thread(target=commit, args=(staging, folder, manifest), name="commit")
+    job.start()
+    assert switching.wait(5) and not (folder / "manifest.json").exists()  # mid-commit
+    good = row.cnmf.get_good_components()
+    traces = row.cnmf.get_temporal("good")
+    job.join()
+    np.testing.assert_array_equal(good, [1, 3, 5])
+    np.testing.assert_allclose(traces, 2 * old.C[[1, 3, 5]], rtol=1e-6)
+    assert row.caiman.get_manifest()["run_id"] == "next"

@@ -477,3 +477,28 @@ def test_errors_are_mesmerize_cores_types(guide):
     df.caiman.remove_item(len(df) - 1)
     with pytest.raises(IndexError):
         stale.caiman.save_to_disk()
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algo", ["cnmf", "cnmfe"])
+@pytest.mark.parametrize("extra, refit", [({}, False), ({"refit": True}, True),
+                                          ({"refit": False}, False), ({"refit": 1}, False)])
+def test_refit_only_when_params_refit_is_true(algo, extra, refit, tmp_path, monkeypatch):
+    """mesmerize-core's algorithms/cnmf.py refits when ``params["refit"] is True``, only
+    then (a missing key or a truthy non-bool does not); the job passes that to the fit."""
+    from mesmerize_helpers import jobs
+
+    seen = {}
+
+    def fit(data, main, **options):  # stands in for the engine: records how it was called
+        seen.update(options)
+        raise _Stop
+
+    monkeypatch.setattr(jobs, "source_extraction", lambda algo: (fit, None))
+    movie = np.random.default_rng(0).random((20, 16, 16), dtype=np.float32)
+    with pytest.raises(_Stop):
+        jobs.STEPS[algo](movie, {"main": {}, **extra}, tmp_path, progress=False)
+    assert seen["refit"] is refit

@@ -28,6 +28,7 @@ from ..io.movies import open_memmap
 from ..legacy import writable_batch
 from ..manifest import update_manifest
 from .common import batch_path_of, checked_manifest, output_file, result_stamp
+from .results import held_still
 
 _ALGOS = ("cnmf", "cnmfe")
 
@@ -57,6 +58,9 @@ class CNMFExtensions:
 
     def _cache_stamp(self) -> tuple:
         return result_stamp(self._series, _ALGOS)
+
+    def _held_still(self) -> Any:
+        return held_still(self._series)
 
     def get_output_path(self) -> Path:
         """The HDF5 file holding the estimates (CaImAn's ``CNMF.save`` layout)."""

@@ -11,7 +11,8 @@ import os
 import shutil
 import uuid as uuid_lib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,12 @@ from .. import validation
 from ..errors import (
     DependencyError,
     ItemNotFoundError,
+    ItemRunningError,
     ReadOnlyBatchError,
 )
 from ..io.movies import open_movie, read_input_movie
 from ..legacy import is_legacy, writable_batch
+from ..locks import hold_idle
 from ..manifest import read_manifest, update_manifest
 from ..param_types import decode_types, encode_types
 from .editing import save_frame, split_updates
@@ -40,6 +43,25 @@ from .results import (  # noqa: F401 (re-exported: the other accessors' helpers)
     parents_of,
     result_stamp,
 )
+
+
+@contextmanager
+def _idle(folder: Path, row: pd.Series, remove_data: bool) -> Iterator[None]:
+    """While the item in ``row`` (output ``folder``) is removed with its data: no job runs it
+    or an item inside its folder (:func:`~mesmerize_helpers.locks.hold_idle`)."""
+    if not remove_data or not folder.exists():
+        yield
+        return
+    try:
+        with hold_idle(folder):
+            yield
+    except ItemRunningError as err:
+        which = "it" if err.folder == folder else f"the item {err.folder.name} in its folder"
+        raise ItemRunningError(
+            f"Cannot remove {row['algo']} item {row['uuid']} ({row['item_name']!r}) with its "
+            f"data: a job is running {which} now ({err.holder}). Wait for the run to finish "
+            f"(`mesmerize-helpers status BATCH` marks running items) or stop it, then remove "
+            f"the item; nothing was removed.", err.folder, err.holder) from None
 
 
 def _uuid_of(df: pd.DataFrame, index_or_uuid: int | str | uuid_lib.UUID) -> str:
@@ -244,6 +266,10 @@ class CaimanDataFrameExtensions:
         ------
         DependencyError
             When other items use this item's output and ``safe_removal`` is True.
+        ItemRunningError
+            When ``remove_data`` and a job is running this item, or an item whose folder
+            is inside its folder (a dependent item, with ``safe_removal=False``), right now:
+            its files would be deleted under it. Nothing is removed.
         """
         writable_batch(self._batch_path)
         uuid = _uuid_of(self._df, index)
@@ -262,9 +288,10 @@ class CaimanDataFrameExtensions:
                     if r["parent"] == uuid:
                         r["parent"] = None
 
-        batch_lib.update_rows(self._batch_path, drop)
-        if remove_data and folder.exists():
-            shutil.rmtree(folder)
+        with _idle(folder, self.uloc(uuid), remove_data):
+            batch_lib.update_rows(self._batch_path, drop)
+            if remove_data and folder.exists():
+                shutil.rmtree(folder)
         with warnings.catch_warnings():
             # mesmerize-core's API edits the user's DataFrame in place; pandas 3.1 deprecates
             # inplace=, and pyproject pins pandas < 4 until there is another in-place way

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..io.movies import open_memmap
 from .common import checked_outputs, output_file
+from .results import held_still
 
 _ALGOS = ("mcorr",)
 
@@ -57,15 +58,17 @@ class MCorrExtensions:
         ValueError
             ``pw_rigid=True`` for an item run rigid.
         """
-        outputs, folder = checked_outputs(self._series, _ALGOS)
-        shifts = np.load(folder / outputs["shifts"])
+        with held_still(self._series):  # both files from the same run
+            outputs, folder = checked_outputs(self._series, _ALGOS)
+            shifts = np.load(folder / outputs["shifts"])
+            patches = (np.load(folder / outputs["shifts-pw"])  # (frames, ny, nx, axes)
+                       if "shifts-pw" in outputs and shifts.ndim != 3 else None)
         if shifts.ndim == 3:  # mesmerize-core's file: (axes, frames, patches) when pw_rigid
             piecewise = list(shifts)
             rigid = None
         else:
             piecewise = None
-            if "shifts-pw" in outputs:
-                patches = np.load(folder / outputs["shifts-pw"])  # (frames, ny, nx, axes)
+            if patches is not None:
                 flat = patches.reshape(patches.shape[0], -1, patches.shape[-1])
                 piecewise = [flat[..., axis] for axis in range(flat.shape[-1])]
             rigid = list(shifts.T)

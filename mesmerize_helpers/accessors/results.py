@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pandas as pd
 from .. import batch as batch_lib
 from ..errors import BatchItemNotRunError, BatchItemUnsuccessfulError, WrongAlgorithmExtensionError
 from ..legacy import checked_legacy_outputs, is_legacy, read_pickle_batch
+from ..locks import COMMIT_LOCK, item_lock
 from ..manifest import MANIFEST, read_manifest
 from ..status import check_current
 from .paths import batch_path_of
@@ -44,6 +48,34 @@ def item_folder(s: pd.Series) -> Path:
     parents = parents_of(path)
     parents.setdefault(s["uuid"], s["parent"])
     return batch_lib.item_dir(batch_lib.results_dir_of(path), s["uuid"], parents)
+
+
+_pins = threading.local()  # the item folders this thread holds still (see held_still)
+
+
+@contextmanager
+def held_still(s: pd.Series) -> Iterator[None]:
+    """While the block reads the results of the item in row ``s``, no run commits new ones
+    and no re-evaluation rewrites them: the item's shared commit lock, as a child job holds
+    it while it reads its parent (:func:`~mesmerize_helpers.commit.reading_parent`). A
+    commit under way finishes first (its manifest is briefly absent while files switch).
+
+    Re-entrant: getters that call getters take the lock once. Nothing to hold for a
+    mesmerize-core batch (no runs commit into it). Do not write the item's files inside
+    (a commit lock wanted by this thread would wait for itself).
+    """
+    path = batch_path_of(s)
+    folder = None if is_legacy(path) else str(item_folder(s))
+    held = _pins.__dict__.setdefault("folders", set())
+    if folder is None or folder in held or not os.path.isdir(folder):
+        yield
+        return
+    with item_lock(folder, COMMIT_LOCK, shared=True):
+        held.add(folder)
+        try:
+            yield
+        finally:
+            held.discard(folder)
 
 
 def checked_manifest(s: pd.Series, algos: tuple[str, ...] | None = None) -> tuple[dict, Path]:

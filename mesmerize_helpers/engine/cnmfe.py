@@ -49,7 +49,12 @@ from .cnmf_field import CNMF_DEFAULTS
 from .corr_pnr import init_neurons_corr_pnr
 from .data import Budget, DataMatrix, MemoryWorkspace, Workspace, as_data, require
 from .footprints import areas, as_footprints
-from .initialization import downsample_data, upsample_footprints
+from .initialization import (
+    downsample_data,
+    masks_matrix,
+    seed_of_components,
+    upsample_footprints,
+)
 from .merging import merge_components
 from .model import (
     Components,
@@ -444,6 +449,7 @@ def fit_cnmfe(
     progress: bool = True,
     budget: Budget | None = None,
     workspace: Workspace | None = None,
+    Ain: Any = None,
 ) -> Estimates:
     """Fit CNMF-E to a one-photon movie.
 
@@ -471,6 +477,11 @@ def fit_cnmfe(
         :class:`~.data.MemoryBudgetError` before it starts.
     workspace
         Where the background-free data ``Y - B`` goes (default: memory).
+    Ain
+        Optional seed footprints, as for :func:`~.cnmf.fit_cnmf`: (y, x, n) boolean or float
+        masks, (n, y, x) masks, or a (pixels, n) Fortran-order matrix. No search for neurons
+        and no patches: the seeded neurons are fitted with the ring background
+        (:mod:`.cnmfe_seeded`); ``Estimates.seed_index`` says which mask each lies on.
 
     Returns
     -------
@@ -485,8 +496,9 @@ def fit_cnmfe(
     Y = data_matrix(movie, budget)
     dims = Y.dims
     workspace = workspace or MemoryWorkspace(Y.budget)
-    use_patches = P["rf"] is not None
-    if not use_patches:
+    masks = None if Ain is None else masks_matrix(Ain, dims)  # read the user's masks once
+    use_patches = masks is None and P["rf"] is not None
+    if not use_patches and masks is None:
         require(Y.budget, init_bytes(Y.n_pixels, Y.n_frames, P),
                 f"The whole-field initialization (rf=None) of {Y.n_frames} frames of "
                 f"{dims[0]} x {dims[1]}", "use patches (rf, stride) or downsample the "
@@ -494,13 +506,18 @@ def fit_cnmfe(
     sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     bar = tqdm(total=2 + int(refit), desc="cnmfe", disable=not progress)
     try:
-        if use_patches:
+        if masks is not None:
+            from .cnmfe_seeded import fit_seeded
+
+            m = fit_seeded(Y, dims, P, masks, sn, workspace, refit=refit)
+            bar.update(1 + int(refit))
+        elif use_patches:
             m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress)
             m, _ = refine(Y, dims, m, P, sn, workspace)
         else:
             m = fit_field(Y, dims, P, sn, workspace)
-        bar.update(1)
-        if refit:
+        bar.update(int(masks is None))
+        if refit and masks is None:
             m, _ = refine(Y, dims, m, P, sn, workspace)
             bar.update(1)
         # the ring model that goes with the final neurons (and Y - B for a low-rank b f)
@@ -511,4 +528,7 @@ def fit_cnmfe(
         bar.update(1)
     finally:
         bar.close()
-    return _to_estimates(m, b, f, sn, dims, P)
+    est = _to_estimates(m, b, f, sn, dims, P)
+    if masks is not None:
+        est.seed_index = seed_of_components(est.A, masks)
+    return est
