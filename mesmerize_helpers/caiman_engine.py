@@ -311,8 +311,7 @@ def cnmf_step(
     from caiman.source_extraction.cnmf.cnmf import CNMF
 
     from .io.estimates import save_estimates
-    from .jobs import refits
-    from .step_support import cnmf_input, job_budget, n_processes
+    from .step_support import cnmf_input, job_budget, n_processes, refits
 
     if patch_files:
         raise ValueError("params['scatter_patches'] (patches fitted by separate jobs) is a "

@@ -57,6 +57,7 @@ from .step_support import (  # noqa: F401 (n_processes re-exported)
     job_budget,
     n_processes,
     open_yr,
+    refits,
     run_id_of,
 )
 
@@ -126,13 +127,6 @@ def source_extraction(algo: str) -> tuple[Callable[..., Any], Callable[..., Any]
     from .engine import cnmf
 
     return cnmf.fit_cnmf, cnmf.evaluate_components
-
-
-def refits(params: dict) -> bool:
-    """Whether a cnmf/cnmfe item refits: only when ``params["refit"] is True`` (a top-level
-    key, not in ``"main"``), as mesmerize-core decides for cnmf items. mesmerize-core's
-    cnmfe items never refit; here ``refit: True`` adds a whole-field round to CNMF-E too."""
-    return params.get("refit") is True
 
 
 def cnmf_step(

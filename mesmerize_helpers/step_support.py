@@ -53,6 +53,13 @@ def job_budget(params: dict, mem_mb: float | None = None) -> Budget:
     return Budget.from_mb(float(value))
 
 
+def refits(params: dict) -> bool:
+    """Whether a cnmf/cnmfe item refits: only when ``params["refit"] is True`` (a top-level
+    key, not in ``"main"``), as mesmerize-core decides for cnmf items. mesmerize-core's
+    cnmfe items never refit; here ``refit: True`` adds a whole-field round to CNMF-E too."""
+    return params.get("refit") is True
+
+
 def run_id_of(folder: str | os.PathLike) -> str:
     """The run id of a staging folder (``.run-<run_id>``), else a new one."""
     name = Path(folder).name
