@@ -288,7 +288,7 @@ def spatial_step(
         Y, m.A, m.C, m.b, m.f, dims, radius=growth_radius(P),
         update_background=bool(P["update_background_components"]),
         max_radius=MAX_RADIUS_FACTOR * float(max(P["gSig"])), allowed=m.region,
-        shaping=shaping_params(P), sn=sn,
+        shaping=shaping_params(P), sn=sn, surround=m.region is None,
     )
     m = replace(m, A=A, b=b)
     if prune:
