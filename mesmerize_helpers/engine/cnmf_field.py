@@ -279,7 +279,8 @@ def spatial_step(
     sn: np.ndarray, prune: bool = True,
 ) -> CNMFModel:
     """Update footprints and background footprints, shape the footprints (``sn``: (pixels,)
-    noise of ``Y``, see :mod:`.shaping`); drop empty and oversized components.
+    noise of ``Y``, see :mod:`.shaping`; unseeded ones as their excess over their surround,
+    :func:`~.spatial.surround_levels`); drop empty and oversized components.
 
     A footprint spread over many times the area of a soma is background that a component
     has taken over (typically neuropil); removing it lets the background model take it back.

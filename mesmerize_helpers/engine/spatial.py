@@ -4,7 +4,8 @@ Hierarchical alternating least squares on ``Y ~ A C + b f``: each footprint in t
 the non-negative least-squares update given all the others, restricted to a support made of
 its current pixels dilated by a disk, so that footprints stay local but can grow or move.
 The background footprints ``b`` are updated on the whole field. Each footprint is then
-shaped like a cell (:mod:`.shaping`). ``Y`` (a :class:`~.data.DataMatrix`) is read in two
+shaped like a cell (:mod:`.shaping`), free footprints as their excess over the neuropil
+around them (:func:`surround_levels`). ``Y`` (a :class:`~.data.DataMatrix`) is read in two
 products: its rows on each support times that footprint's trace
 (:meth:`~.data.DataMatrix.support_dots`), and the whole matrix times the background traces.
 """
