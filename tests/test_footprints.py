@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from mesmerize_helpers.engine import footprints as fpm
 from mesmerize_helpers.engine.merging import merge_components
 from mesmerize_helpers.engine.shaping import Shaping, shape_footprint
-from mesmerize_helpers.engine.spatial import dilated_supports, update_spatial
+from mesmerize_helpers.engine.spatial import dilated_supports, surround_levels, update_spatial
 from mesmerize_helpers.engine.temporal import update_temporal
 
 
@@ -107,6 +107,41 @@ def test_update_spatial_is_hals_on_the_supports():
     allowed[:, 1:] = True
     A2, _ = update_spatial(Y, A0, C, b0, f, dims, radius=2, allowed=allowed)
     assert A2[:, [0]].toarray()[~allowed[:, 0], 0].sum() == 0
+
+
+def test_neuropil_plateau_correlated_with_the_cell_is_not_part_of_its_footprint():
+    # real neuropil carries some of the cell's activity: every pixel around the soma
+    # regresses on its trace with a small positive weight, significant once pooled
+    rng = np.random.default_rng(3)
+    dims, T = (48, 48), 300
+    yy, xx = np.mgrid[: dims[0], : dims[1]]
+    soma = disks(dims, np.array([[24, 24]]), 4)
+    plateau = (np.hypot(yy - 24, xx - 24) <= 16).ravel(order="F")[:, None].astype(np.float32)
+    c = rng.exponential(1.0, (1, T)).astype(np.float32)
+    b, f = np.full((soma.shape[0], 1), 2.0, np.float32), np.ones((1, T), np.float32)
+    Y = soma @ c + 0.2 * plateau @ c + b @ f + rng.standard_normal((soma.shape[0], T))
+    Y = Y.astype(np.float32)
+    sn = np.ones(soma.shape[0])
+    shaping = Shaping(open_radius=2)
+    kw = dict(radius=4, max_radius=12, update_background=False, shaping=shaping, sn=sn)
+    truth = soma[:, 0] > 0
+    iou = {}
+    for surround in (False, True):
+        A, _ = update_spatial(Y, soma, c, b, f, dims, surround=surround, **kw)
+        got = A.toarray()[:, 0] > 0
+        iou[surround] = (got & truth).sum() / (got | truth).sum()
+    # without the surround the footprint takes in the plateau out to its support (radius 8
+    # around a radius-4 soma: a quarter of it is the cell); above it, it is the soma, less
+    # some of its rim (0.37 of the peak there, 0.17 above the plateau: ~4 noise levels)
+    assert iou[False] < 0.45 and iou[True] > 0.7
+    # the level on a support of radius 10: 0.2 of the soma's peak, where the plateau is
+    pix = np.flatnonzero(np.hypot(yy - 24, xx - 24).ravel(order="F") <= 10)
+    raw = (soma[:, 0] + 0.2 * plateau[:, 0])[pix] + 0.05 * rng.standard_normal(pix.size)
+    ptr, inside = np.array([0, pix.size]), truth[pix]
+    assert abs(surround_levels(raw, pix, inside, ptr, dims)[0] - 0.2) < 0.01
+    # a ring darker than nothing (negative weights) is not added back; no ring, no level
+    assert surround_levels(raw - 0.4, pix, inside, ptr, dims)[0] == 0
+    assert surround_levels(raw, pix, np.ones(pix.size, bool), ptr, dims)[0] == 0
 
 
 @pytest.fixture(scope="module")

@@ -279,7 +279,8 @@ def spatial_step(
     sn: np.ndarray, prune: bool = True,
 ) -> CNMFModel:
     """Update footprints and background footprints, shape the footprints (``sn``: (pixels,)
-    noise of ``Y``, see :mod:`.shaping`); drop empty and oversized components.
+    noise of ``Y``, see :mod:`.shaping`; unseeded ones as their excess over their surround,
+    :func:`~.spatial.surround_levels`); drop empty and oversized components.
 
     A footprint spread over many times the area of a soma is background that a component
     has taken over (typically neuropil); removing it lets the background model take it back.
@@ -288,7 +289,7 @@ def spatial_step(
         Y, m.A, m.C, m.b, m.f, dims, radius=growth_radius(P),
         update_background=bool(P["update_background_components"]),
         max_radius=MAX_RADIUS_FACTOR * float(max(P["gSig"])), allowed=m.region,
-        shaping=shaping_params(P), sn=sn,
+        shaping=shaping_params(P), sn=sn, surround=m.region is None,
     )
     m = replace(m, A=A, b=b)
     if prune:

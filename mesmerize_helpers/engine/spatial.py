@@ -4,7 +4,8 @@ Hierarchical alternating least squares on ``Y ~ A C + b f``: each footprint in t
 the non-negative least-squares update given all the others, restricted to a support made of
 its current pixels dilated by a disk, so that footprints stay local but can grow or move.
 The background footprints ``b`` are updated on the whole field. Each footprint is then
-shaped like a cell (:mod:`.shaping`). ``Y`` (a :class:`~.data.DataMatrix`) is read in two
+shaped like a cell (:mod:`.shaping`), free footprints as their excess over the neuropil
+around them (:func:`surround_levels`). ``Y`` (a :class:`~.data.DataMatrix`) is read in two
 products: its rows on each support times that footprint's trace
 (:meth:`~.data.DataMatrix.support_dots`), and the whole matrix times the background traces.
 """
@@ -20,9 +21,14 @@ from scipy import ndimage
 from .data import as_data
 from .footprints import as_footprints, box_image, column, from_columns
 from .linalg import pair_dots
-from .shaping import Shaping, shape_footprint
+from .shaping import SMOOTH, Shaping, shape_footprint
 
-__all__ = ["update_spatial", "disk", "dilated_supports"]
+__all__ = ["update_spatial", "disk", "dilated_supports", "surround_levels", "SURROUND_GAP"]
+
+#: Gap (px) between a footprint and the ring where its surround is measured: the footprint's
+#: outline was drawn on a significance map blurred by ``SMOOTH`` px (:mod:`.shaping`), so the
+#: cell's own values reach up to about two blur widths beyond it.
+SURROUND_GAP = 2 * SMOOTH
 
 
 def disk(radius: int) -> np.ndarray:
@@ -121,6 +127,59 @@ def _shared_pixel_gram(
     return sp.csr_matrix((prod[inv], (rows, cols)), shape=(L, L))
 
 
+def surround_levels(
+    raw: np.ndarray, pix: np.ndarray, inside: np.ndarray, ptr: np.ndarray,
+    dims: tuple[int, int], gap: float = SURROUND_GAP,
+) -> np.ndarray:
+    """Each footprint's surround level: the median of its least-squares values on the ring
+    of support pixels more than ``gap`` px from the current footprint (0 when negative or
+    when there is no such ring).
+
+    The neuropil around a soma carries the activity of its neighbours, dendrites and axons,
+    so it is correlated with the cell's trace, and its pixels regress on that trace with a
+    small positive weight: a plateau that is significant against pixel noise once pooled over
+    a few pixels, and that a noise test alone keeps as part of the cell (footprints about
+    twice the area of the soma, on real two-photon data). The cell is what stands above
+    that plateau, as in neuropil subtraction; the median is robust to the neighbouring
+    cells the ring crosses.
+
+    Parameters
+    ----------
+    raw
+        Concatenated least-squares values of all footprints on their supports.
+    pix
+        Same length: pixel indices (Fortran order on ``dims``).
+    inside
+        Same length, bool: the pixel belongs to the current footprint.
+    ptr
+        (K + 1,) offsets of each footprint's support in ``raw``.
+    dims
+        (y, x) frame size.
+    gap
+        Distance (px) from the footprint where the ring starts.
+
+    Returns
+    -------
+    np.ndarray
+        (K,) non-negative levels, in footprint units.
+    """
+    out = np.zeros(len(ptr) - 1)
+    pad = int(np.ceil(gap)) + 1
+    for k in range(len(out)):
+        p, r, ins = pix[ptr[k]:ptr[k + 1]], raw[ptr[k]:ptr[k + 1]], inside[ptr[k]:ptr[k + 1]]
+        if not ins.any() or ins.all():
+            continue
+        img, r0, c0 = box_image(p[ins], np.ones(int(ins.sum()), np.uint8), dims, pad)
+        dist = ndimage.distance_transform_edt(img == 0)
+        yy, xx = p % dims[0] - r0, p // dims[0] - c0
+        near = np.zeros(p.size, bool)  # support pixels beyond the box are farther than pad
+        inbox = (yy >= 0) & (yy < img.shape[0]) & (xx >= 0) & (xx < img.shape[1])
+        near[inbox] = dist[yy[inbox], xx[inbox]] <= gap
+        if (~near).any():
+            out[k] = max(float(np.median(r[~near])), 0.0)
+    return out
+
+
 def update_spatial(
     Y: Any,
     A: Any,
@@ -136,6 +195,7 @@ def update_spatial(
     allowed: Any = None,
     shaping: Shaping | None = None,
     sn: np.ndarray | None = None,
+    surround: bool = False,
 ) -> tuple[sp.csc_matrix, np.ndarray]:
     """HALS update of the footprints ``A`` and background footprints ``b``.
 
@@ -176,6 +236,11 @@ def update_spatial(
     sn
         (pixels,) noise standard deviation of each pixel of ``Y``: sets the noise floor of
         the shaping (None: no floor).
+    surround
+        Shape each footprint's excess over its local surround (:func:`surround_levels`,
+        measured on the support's pixels more than ``SURROUND_GAP`` px from the current
+        footprint): for footprints free to grow; a seed's support is clipped to its region,
+        where the cell itself may lie, so seeded fits leave it off.
 
     Returns
     -------
@@ -229,6 +294,9 @@ def update_spatial(
                     b[:, j] = np.maximum(b[:, j] + (Ub[:, j] - fit) / Vbb[j, j], 0)
     shaping = Shaping() if shaping is None else shaping
     norms = np.sqrt(diag)
+    if surround:
+        levels = surround_levels(raw, pix, _values_on(A, supports) > 0, ptr, dims)
+        raw -= np.repeat(levels, sizes).astype(raw.dtype)
     cols = [shape_footprint(pix[ptr[k]:ptr[k + 1]], raw[ptr[k]:ptr[k + 1]], dims, shaping,
                             sn, norms[k]) if diag[k] > 0 else (pix[:0], w[:0])
             for k in range(K)]
