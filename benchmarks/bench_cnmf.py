@@ -155,7 +155,10 @@ def run_case(case: str, n_processes: int) -> dict:
     # "fit" = what CaImAn's cnm.fit does (patches or whole-field init + one round of updates),
     # "refit" = the second whole-field round seeded with the fit (cnm.refit)
     def fit():
+        from mesmerize_helpers.engine.data import as_data
+
         Y, dims = movie_to_Y(movie)
+        Y = as_data(Y, dims)  # the engine reads blocks of a DataMatrix (unlimited budget here)
         sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
         if P["rf"] is not None:
             from mesmerize_helpers.engine.patches import fit_patches
