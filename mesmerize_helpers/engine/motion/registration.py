@@ -20,7 +20,8 @@ class Registrar:
     Parameters
     ----------
     template
-        (y, x) float32 template, unfiltered.
+        (y, x) float32 template, unfiltered (``weights.template_filter`` and ``kernel`` are
+        applied here).
     cfg
         Parsed parameters.
     kernel
@@ -44,11 +45,13 @@ class Registrar:
         self.workers = workers
         self.border_nan = border_nan
         self.shape = template.shape
+        weights = weights or ShiftWeights()
+        if weights.template_filter is not None:  # the template's noise, for the estimate only
+            template = weights.template_filter.apply(template)
         est = self._prefilter(template[None].astype(np.float32))
         # Rigid search within +/-max_shifts: the frame mask excludes that border (+ margin).
         ms_y, ms_x = cfg.max_shifts
         mask = border_mask(self.shape, (ms_y + 2, ms_y + 2, ms_x + 2, ms_x + 2))
-        weights = weights or ShiftWeights()
         pixels = None if weights.pixels is None else weights.pixels[None]
         self.frame_tmpl = MaskedTemplates(est, mask[None], cfg.max_shifts, workers,
                                           weights=pixels)

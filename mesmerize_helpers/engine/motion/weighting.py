@@ -11,6 +11,8 @@
   bright movies without such transients they are not, and registration is unchanged).
 - :func:`patch_shrinkage`: how far piecewise-rigid patch shifts may deviate from the rigid
   one, from the noise of patch estimates measured on the template sample.
+- :func:`template_gain`: a Wiener filter of the template for the shift estimate, from the
+  template's noise spectrum (measured on two templates made from disjoint frames).
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import scipy.fft
+from scipy import ndimage
 
 from ..params import as_pair
+from .correlation import _periodic_extension
 
 # Width (px) of the Gaussian that smooths residuals (activity is cell-sized, noise is not)
 # and then the weights (the Taylor expansion of the weights needs them smooth).
@@ -31,6 +36,11 @@ _WEIGHT_SMOOTHING = 2.0
 # about 1.5 they did not help on any test movie, and hurt a little on simulate_2p); the
 # weighted fine stage costs about 15 % more per frame.
 _PIXEL_GAIN = 1.6
+# Template Wiener filter: power spectra are smoothed over this many frequency bins (a single
+# periodogram is too noisy to divide by), computed on the template extended by this many
+# pixels to wrap around smoothly (no leakage of its edges into the spectrum).
+_SPECTRUM_SMOOTHING = 2.0
+_SPECTRUM_PAD = 16
 
 
 def highpass_kernel(gSig: tuple[float, float] | float) -> np.ndarray:
@@ -97,15 +107,73 @@ def patch_shrinkage(deviations: np.ndarray, noise: np.ndarray) -> PatchShrinkage
 
 
 @dataclass(frozen=True)
+class TemplateGain:
+    """A real filter (``gain``, the rfft2 half spectrum of the template extended by ``pad``
+    pixels to wrap around smoothly) applied to templates before shifts are estimated."""
+
+    gain: np.ndarray
+    pad: int
+
+    def apply(self, template: np.ndarray) -> np.ndarray:
+        """(y, x) template filtered (float32); its mean is kept."""
+        h, w = template.shape
+        ext = _periodic_extension(template[None].astype(np.float64), self.pad)[0]
+        if self.gain.shape != (ext.shape[0], ext.shape[1] // 2 + 1):
+            raise ValueError(f"a {h}x{w} template does not match the filter's size")
+        spec = scipy.fft.rfft2(ext) * self.gain
+        return scipy.fft.irfft2(spec, s=ext.shape)[:h, :w].astype(np.float32)
+
+
+def _smoothed_power(image: np.ndarray) -> np.ndarray:
+    """(H, W) periodogram of a periodic image, smoothed over neighbouring frequencies."""
+    power = np.abs(scipy.fft.fft2(image - image.mean())) ** 2
+    return ndimage.gaussian_filter(power, _SPECTRUM_SMOOTHING, mode="wrap")
+
+
+def template_gain(template: np.ndarray, half_a: np.ndarray, half_b: np.ndarray,
+                  n_a: int, n_b: int) -> TemplateGain:
+    """Wiener filter of a template made of ``n_a + n_b`` registered frames.
+
+    A template is the mean of noisy frames; its noise is white-ish (shot noise) while the
+    tissue's spectrum falls with frequency, so at high frequencies a dim movie's template is
+    mostly noise, which the correlation with each frame then matches. The noise is measured
+    on two templates ``half_a``, ``half_b`` made from disjoint sets of ``n_a`` and ``n_b``
+    frames: their difference has the noise spectrum of one frame times ``1/n_a + 1/n_b``, so
+    that of the whole template (the mean of all ``n`` frames) is the difference's times
+    ``n_a n_b / n^2``. The filter is ``max(0, 1 - noise / power)``: 1 where the template is
+    clean (bright movies are unchanged), towards 0 where it is noise.
+
+    Parameters
+    ----------
+    template
+        (y, x) mean of all the registered frames.
+    half_a, half_b
+        (y, x) means of the two disjoint sets of registered frames.
+    n_a, n_b
+        Number of frames in each set.
+    """
+    n = n_a + n_b
+    stack = np.stack([template, half_a - half_b]).astype(np.float64)
+    ext = _periodic_extension(stack, _SPECTRUM_PAD)
+    power, difference = (_smoothed_power(image) for image in ext)
+    noise = difference * (n_a * n_b / n**2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = np.clip(1.0 - noise / power, 0.0, 1.0)
+    gain = np.nan_to_num(gain, nan=1.0)[:, :ext.shape[2] // 2 + 1]
+    return TemplateGain(gain.astype(np.float32), _SPECTRUM_PAD)
+
+
+@dataclass(frozen=True)
 class ShiftWeights:
     """What the shift estimate weighs: pixel weights (y, x) in template coordinates (None:
     unweighted), with ``pixel_gain`` the predicted reduction of the shift variance that
     decided them; ``patch_shrink``: how piecewise-rigid patch shifts are pulled towards the
-    rigid one, or None."""
+    rigid one, or None; ``template_filter``: the Wiener filter of the template, or None."""
 
     pixels: np.ndarray | None = None
     pixel_gain: float = 1.0
     patch_shrink: PatchShrinkage | None = None
+    template_filter: TemplateGain | None = None
 
 
 def _smooth(frames: np.ndarray, sigma: float) -> np.ndarray:
