@@ -556,7 +556,8 @@ def test_activity_weights_are_used_only_on_active_movies(dim_movie, rigid_data):
 
     cfg = parse_params({})
     _, weights = initial_template(dim_movie.movie[:150], cfg, None, 1, 16)
-    assert weights.pixels is not None and weights.pixel_gain > 2
+    # (gains 1.9-2.4 here, measured after the variance-stabilising square root)
+    assert weights.pixels is not None and weights.pixel_gain > 1.7
     # weights are low where the cells are: their mean over the brightest 5 % of the max image
     peak = dim_movie.movie.max(axis=0)
     active = peak > np.percentile(peak, 95)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from .registration import Registrar
 from .weighting import (
     ShiftWeights,
     estimate_weights,
-    highpass_filter,
+    noise_model,
     patch_shrinkage,
     template_gain,
 )
@@ -169,13 +168,14 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
     becoming NaN, so that the template has no holes.
     """
     border = max(cfg.max_shifts) + 2
-    prefilter = None if kernel is None else partial(highpass_filter, kernel=kernel)
     first = np.zeros(len(sample), bool)
     first[::max(1, len(sample) // _FIRST_ROUND_FRAMES)] = True
     reg = Registrar(_bin_median(sample), cfg, kernel, False, "copy", workers)
     registered = _register(reg, sample[first], chunk)[2]
     template = _fill_nan(_bin_median(registered))
-    weights = estimate_weights(registered, template, border, prefilter, chunk)
+    stabilizer = noise_model(registered, template, border)
+    weights = replace(estimate_weights(registered, template, border, kernel, stabilizer, chunk),
+                      stabilizer=stabilizer)
     if (~first).sum() >= _CROSS_MIN_FRAMES:
         _, registered, half = _cross_registered(sample, first, template, cfg, kernel, workers,
                                                 chunk, weights)
@@ -186,8 +186,8 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
         reg = Registrar(template, cfg, kernel, False, "copy", workers, weights)
         registered = _register(reg, sample, chunk)[2]
         template, gain = _fill_nan(_mean_frame(registered)), None
-    weights = replace(estimate_weights(registered, template, border, prefilter, chunk),
-                      template_filter=gain)
+    weights = replace(estimate_weights(registered, template, border, kernel, stabilizer, chunk),
+                      template_filter=gain, stabilizer=stabilizer)
     if cfg.pw_rigid:
         reg = Registrar(template, cfg, kernel, True, "copy", workers, weights)
         shifts_rig, shifts_pw, registered = _register(reg, sample, chunk)
