@@ -114,13 +114,26 @@ def read_sample(movie: Any, n_frames: int, dims: tuple[int, int], chunk: int) ->
     return sample
 
 
-def _mean_frame(frames: np.ndarray) -> np.ndarray:
-    """NaN-aware mean of (n, y, x) registered frames (NaN where no frame has data)."""
-    if not np.isnan(frames).any():
-        return frames.mean(axis=0, dtype=np.float64).astype(np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(frames, axis=0).astype(np.float32)
+def _mean_frame(frames: np.ndarray, index: np.ndarray | None = None, chunk: int = 16
+                ) -> np.ndarray:
+    """NaN-aware mean of registered frames ``frames[index]`` (all when None), NaN where no
+    frame has data; summed ``chunk`` frames at a time (no copy of the selection)."""
+    index = np.arange(len(frames)) if index is None else index
+    total = np.zeros(frames.shape[1:])
+    count = None  # counts per pixel, only once a NaN is met
+    for a, b in frame_chunks(len(index), chunk):
+        part = frames[index[a:b]]
+        holes = np.isnan(part)
+        if holes.any():
+            if count is None:
+                count = np.full(frames.shape[1:], float(a))
+            part = np.where(holes, 0.0, part)
+        total += part.sum(axis=0)  # float32 over a chunk, float64 over the chunks
+        if count is not None:
+            count += b - a - holes.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / (count if count is not None else len(index))
+    return mean.astype(np.float32)
 
 
 def _cross_registered(sample: np.ndarray, first: np.ndarray, template: np.ndarray,
@@ -128,22 +141,21 @@ def _cross_registered(sample: np.ndarray, first: np.ndarray, template: np.ndarra
                       weights: ShiftWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Register every sampled frame to a template that does not contain it.
 
-    ``template`` was made from the frames ``first`` (bool mask over the sample): the others
+    ``template`` was made from the frames ``first`` (indices into the sample): the others
     are registered to it, and the ``first`` frames to the mean of the others. A frame
     registered to a template holding itself is pulled towards where it was put before (its
     noise matches its own copy), and on dim movies that keeps the errors of the earlier,
-    rougher rounds in the template. Returns the shifts, the registered frames and the mean
-    of the ``first`` ones.
+    rougher rounds in the template. Returns the registered sample, the mean of the
+    ``first`` frames and that of the others.
     """
-    shifts = np.empty((len(sample), 2), np.float32)
     registered = np.empty_like(sample, dtype=np.float32)
-    other = ~first
-    for subset, reference in ((other, template), (first, None)):
-        if reference is None:
-            reference = _fill_nan(_mean_frame(registered[other]))
-        reg = Registrar(reference, cfg, kernel, False, "copy", workers, weights)
-        shifts[subset], _, registered[subset] = _register(reg, sample[subset], chunk)
-    return shifts, registered, _mean_frame(registered[first])
+    other = np.setdiff1d(np.arange(len(sample)), first)
+    reg = Registrar(template, cfg, kernel, False, "copy", workers, weights)
+    _register(reg, sample, chunk, other, registered)
+    rest = _fill_nan(_mean_frame(registered, other, chunk))
+    reg = Registrar(rest, cfg, kernel, False, "copy", workers, weights)
+    _register(reg, sample, chunk, first, registered)
+    return registered, _fill_nan(_mean_frame(registered, first, chunk)), rest
 
 
 def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray | None,
@@ -168,30 +180,28 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
     becoming NaN, so that the template has no holes.
     """
     border = max(cfg.max_shifts) + 2
-    first = np.zeros(len(sample), bool)
-    first[::max(1, len(sample) // _FIRST_ROUND_FRAMES)] = True
+    first = np.arange(0, len(sample), max(1, len(sample) // _FIRST_ROUND_FRAMES))
     reg = Registrar(_bin_median(sample), cfg, kernel, False, "copy", workers)
-    registered = _register(reg, sample[first], chunk)[2]
+    registered = _register(reg, sample, chunk, first)[2]
     template = _fill_nan(_bin_median(registered))
     stabilizer = noise_model(registered, template, border)
     weights = replace(estimate_weights(registered, template, border, kernel, stabilizer, chunk),
                       stabilizer=stabilizer)
-    if (~first).sum() >= _CROSS_MIN_FRAMES:
-        _, registered, half = _cross_registered(sample, first, template, cfg, kernel, workers,
-                                                chunk, weights)
-        template = _fill_nan(_mean_frame(registered))
-        rest = _fill_nan(_mean_frame(registered[~first]))
-        gain = template_gain(template, _fill_nan(half), rest, first.sum(), (~first).sum())
+    if len(sample) - len(first) >= _CROSS_MIN_FRAMES:
+        registered, half, rest = _cross_registered(sample, first, template, cfg, kernel,
+                                                   workers, chunk, weights)
+        template = _fill_nan(_mean_frame(registered, None, chunk))
+        gain = template_gain(template, half, rest, len(first), len(sample) - len(first))
     else:  # too few frames to leave any out
         reg = Registrar(template, cfg, kernel, False, "copy", workers, weights)
         registered = _register(reg, sample, chunk)[2]
-        template, gain = _fill_nan(_mean_frame(registered)), None
+        template, gain = _fill_nan(_mean_frame(registered, None, chunk)), None
     weights = replace(estimate_weights(registered, template, border, kernel, stabilizer, chunk),
                       template_filter=gain, stabilizer=stabilizer)
     if cfg.pw_rigid:
         reg = Registrar(template, cfg, kernel, True, "copy", workers, weights)
         shifts_rig, shifts_pw, registered = _register(reg, sample, chunk)
-        template = _fill_nan(_mean_frame(registered))
+        template = _fill_nan(_mean_frame(registered, None, chunk))
         if len(sample) >= _SHRINK_MIN_FRAMES:
             some = slice(None, None, max(1, len(sample) // _SHRINK_FRAMES))
             noise = reg.patch_noise(sample[some], shifts_rig[some], chunk)
@@ -200,13 +210,18 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
     return template, weights
 
 
-def _register(reg: Registrar, frames: np.ndarray, chunk: int
+def _register(reg: Registrar, frames: np.ndarray, chunk: int, index: np.ndarray | None = None,
+              out: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """:meth:`Registrar.register` of ``frames`` in chunks (bounded working memory)."""
-    registered = np.empty_like(frames, dtype=np.float32)
+    """:meth:`Registrar.register` of ``frames[index]`` (all when None) in chunks (bounded
+    working memory), into ``out[index]`` when given (else a new array of the selection)."""
+    n = len(frames) if index is None else len(index)
+    registered = np.empty((n, *frames.shape[1:]), np.float32) if out is None else out
     shifts_rig, shifts_pw = [], []
-    for a, b in frame_chunks(len(frames), chunk):
-        rig, pw, registered[a:b] = reg.register(frames[a:b])
+    for a, b in frame_chunks(n, chunk):
+        where = slice(a, b) if index is None else index[a:b]
+        rig, pw, moved = reg.register(frames[where])
+        registered[where if out is not None else slice(a, b)] = moved
         shifts_rig.append(rig)
         shifts_pw.append(pw)
     pw = None if shifts_pw[0] is None else np.concatenate(shifts_pw)
