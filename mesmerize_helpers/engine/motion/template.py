@@ -187,6 +187,7 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
     stabilizer = noise_model(registered, template, border)
     weights = replace(estimate_weights(registered, template, border, kernel, stabilizer, chunk),
                       stabilizer=stabilizer)
+    del registered  # not held while the whole sample is registered
     if len(sample) - len(first) >= _CROSS_MIN_FRAMES:
         registered, half, rest = _cross_registered(sample, first, template, cfg, kernel,
                                                    workers, chunk, weights)
