@@ -8,12 +8,14 @@ applied exactly), all counts scaled by ``photons``. Each is registered rigidly a
 piecewise-rigidly with ``gSig_filt=(3, 3)`` (CaImAn's default strides 96 / overlaps 32; 48 / 24
 on fields under 256 px), CaImAn's other defaults (``max_shifts`` 6). Reported: RMSE (px) of
 the applied shifts against the true ones after removing their constant offset, over every
-frame (and every patch).
+frame (and every patch); with several ``--seeds``, the mean over the seeds' movies and, in
+brackets, the worst.
 
 Usage (from the repository root)::
 
     OPENBLAS_CORETYPE=SkylakeX python benchmarks/bench_motion_dim.py --before e6331c8 \\
-        --caiman /work/scratch/caiman/venv/bin/python --scratch /work/scratch/motion
+        --caiman /work/scratch/caiman/venv/bin/python --scratch /work/scratch/motion \\
+        --sizes 128 --seeds 0,1,2,3,4
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="256,512")
     parser.add_argument("--frames", type=int, default=400)
     parser.add_argument("--photons", default="0.25,0.5,1,2,4")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated movie seeds")
     parser.add_argument("--before", help="git commit of the code to compare with")
     parser.add_argument("--caiman", help="Python of an environment with CaImAn 1.12")
     parser.add_argument("--scratch", default=tempfile.gettempdir())
@@ -108,32 +110,38 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_dim_", dir=args.scratch))
     before = export_commit(args.before, scratch) if args.before else None
+    seeds = [int(v) for v in args.seeds.split(",")]
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}, {args.frames} frames, "
-          f"seed {args.seed}, before: {args.before or '-'}, CaImAn: {args.caiman or '-'}",
+          f"seeds {seeds}, before: {args.before or '-'}, CaImAn: {args.caiman or '-'}",
           flush=True)
-    header = ["field", "photons"]
+    columns = []
     for mode in MODES:
-        header += [f"{mode}: ours"] + ([f"{mode}: {args.before}"] if before else []) + (
-            [f"{mode}: CaImAn"] if args.caiman else [])
+        columns += [(mode, "ours")] + ([(mode, args.before)] if before else []) + (
+            [(mode, "CaImAn")] if args.caiman else [])
+    header = ["field", "photons"] + [f"{mode}: {who}" for mode, who in columns]
     lines = ["| " + " | ".join(header) + " |", "|---|---:" + "|---:" * (len(header) - 2) + "|"]
     for size in (int(s) for s in args.sizes.split(",")):
         for photons in (float(p) for p in args.photons.split(",")):
-            sim = simulate_dim_2p(args.frames, (size, size), photons=photons, seed=args.seed,
-                                  keep_footprints=False)
-            movie = scratch / "movie.tif"
-            tifffile.imwrite(movie, sim.movie)
-            cells = [f"{size}x{size}", f"{photons:g}"]
-            for mode in MODES:
-                params = params_for(mode, size)
-                out = scratch / "shifts.npy"
-                register(str(movie), params, str(out))
-                cells.append(f"{shift_rmse(np.load(out), sim.shifts):.3f}")
-                if before:
-                    old = run_other_code(before, movie, params, out)
-                    cells.append(f"{shift_rmse(old, sim.shifts):.3f}")
-                if args.caiman:
-                    theirs = run_caiman(args.caiman, movie, params, scratch / "caiman")
-                    cells.append(f"{shift_rmse(theirs, sim.shifts):.3f}")
+            errors: dict[tuple[str, str], list[float]] = {c: [] for c in columns}
+            for seed in seeds:
+                sim = simulate_dim_2p(args.frames, (size, size), photons=photons, seed=seed,
+                                      keep_footprints=False)
+                movie = scratch / "movie.tif"
+                tifffile.imwrite(movie, sim.movie)
+                for mode in MODES:
+                    params = params_for(mode, size)
+                    out = scratch / "shifts.npy"
+                    register(str(movie), params, str(out))
+                    errors[mode, "ours"].append(shift_rmse(np.load(out), sim.shifts))
+                    if before:
+                        old = run_other_code(before, movie, params, out)
+                        errors[mode, args.before].append(shift_rmse(old, sim.shifts))
+                    if args.caiman:
+                        theirs = run_caiman(args.caiman, movie, params, scratch / "caiman")
+                        errors[mode, "CaImAn"].append(shift_rmse(theirs, sim.shifts))
+            cells = [f"{size}x{size}", f"{photons:g}"] + [
+                f"{np.mean(e):.3f}" + (f" ({np.max(e):.3f})" if len(e) > 1 else "")
+                for e in errors.values()]
             lines.append("| " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
     print("\n" + "\n".join(lines))

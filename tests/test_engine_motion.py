@@ -532,21 +532,25 @@ def dim_movie(request):
 
 def test_dim_movie_rigid_accuracy(dim_movie):
     """Neuropil of 2-10 photons, firing neurons of 30-60 photons at their peak, shot and read
-    noise, uniform shifts within +/-5 px. The code before the noise model (e6331c8) gave 0.216 /
-    0.224 px (seeds 0 / 1) here; now 0.127 / 0.144 (0.06 px on 512 px fields, see
-    benchmarks/README.md)."""
+    noise, uniform shifts within +/-5 px. e6331c8 (before the noise model) gave 0.216 / 0.224
+    px (seeds 0 / 1); with the pixel weights alone 0.127 / 0.144; now 0.097 / 0.105 (0.097-
+    0.131 over seeds 0-5: cross-validated template, its Wiener filter, variance
+    stabilisation; 0.06 px on 512 px fields, see benchmarks/README.md)."""
     res = motion_correct(dim_movie.movie, {}, progress=False)
-    assert shift_rmse(res.shifts_rig, dim_movie.shifts) <= 0.165
+    assert shift_rmse(res.shifts_rig, dim_movie.shifts) <= 0.125
 
 
 def test_dim_movie_pw_rigid_accuracy(dim_movie):
     """Same movies, piecewise rigid with gSig_filt on 72 px patches: e6331c8 gave 0.280 /
-    0.287 px (patch estimates four times noisier than the rigid one, all kept); now 0.144 /
-    0.142, the patch deviations being mostly shrunk back to the rigid shift."""
+    0.287 px (patch estimates four times noisier than the rigid one, all kept), the patch
+    shrinkage 0.144 / 0.142; now 0.121 / 0.122 (0.121-0.144 over seeds 0-5). The patch
+    deviations are shrunk back to the rigid shift, so this is the accuracy of the rigid
+    estimate on gSig_filt-filtered frames; with the true (noise-free) shifts' template it
+    is about 0.118."""
     res = motion_correct(dim_movie.movie, DIM_PW, progress=False)
     err = res.shifts_pw + dim_movie.shifts[:, None, None, :]
     err = err - err.mean(axis=(0, 1, 2))
-    assert float(np.sqrt((err**2).sum(axis=-1).mean())) <= 0.165
+    assert float(np.sqrt((err**2).sum(axis=-1).mean())) <= 0.135
 
 
 def test_activity_weights_are_used_only_on_active_movies(dim_movie, rigid_data):
@@ -556,7 +560,8 @@ def test_activity_weights_are_used_only_on_active_movies(dim_movie, rigid_data):
 
     cfg = parse_params({})
     _, weights = initial_template(dim_movie.movie[:150], cfg, None, 1, 16)
-    assert weights.pixels is not None and weights.pixel_gain > 2
+    # (gains 1.9-2.4 here, measured after the variance-stabilising square root)
+    assert weights.pixels is not None and weights.pixel_gain > 1.7
     # weights are low where the cells are: their mean over the brightest 5 % of the max image
     peak = dim_movie.movie.max(axis=0)
     active = peak > np.percentile(peak, 95)

@@ -4,15 +4,19 @@ Implements the method of Pnevmatikakis & Giovannucci (2017), "NoRMCorre: An onli
 for piecewise rigid motion correction of calcium imaging data", with CaImAn's parameter names
 and defaults, as pure array code:
 
-1. A template is built from single frames sampled evenly over the movie (150-200 frames:
-   median over bins of sampled frames of their means), refined by registering the sample to
-   it: a rough round on a third of the sample, then all of it (then, piecewise, a
-   piecewise-rigid round). The registered sample also gives the noise model
-   (:mod:`.weighting`): where cells fire, frames differ from the template by far more than
-   their noise, and those pixels are down-weighted in the correlation when that is predicted
-   to pay; piecewise, how much patch shifts deviate from the rigid one beyond the noise of a
-   patch-sized estimate (measured on two halves of each patch) sets how far they are
-   trusted (a Wiener shrinkage towards the rigid shift).
+1. A template is built from single frames sampled evenly over the movie (150-200 frames):
+   a rough round registers a third of the sample to the median over bins of the sample's
+   means, then every sampled frame is registered to a template that does not hold it (the
+   rest to the rough template, the rough third to the mean of the rest); the template is
+   the mean of the registered sample (then, piecewise, a piecewise-rigid round). The
+   registered sample also gives the noise model (:mod:`.weighting`): where shot noise
+   makes the noise grow with the brightness, shifts are estimated on square-rooted
+   (variance-stabilised) frames and template; the template's noise, measured on the two
+   disjoint halves, sets a Wiener filter of the template; where cells fire, frames differ
+   from the template by far more than their noise, and those pixels are down-weighted in
+   the correlation when that is predicted to pay; piecewise, how much patch shifts deviate
+   from the rigid one beyond the noise of a patch-sized estimate (measured on two halves of
+   each patch) sets how far they are trusted (a Wiener shrinkage towards the rigid shift).
 2. Each chunk of frames is registered to the template. Rigid: the peak of the FFT
    cross-correlation with the template, searched within ``max_shifts`` and refined to sub-pixel
    accuracy with an upsampled DFT around the peak (Guizar-Sicairos et al. 2008), all batched

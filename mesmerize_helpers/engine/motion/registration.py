@@ -11,7 +11,7 @@ from .config import MotionConfig
 from .correlation import MaskedTemplates
 from .grid import border_mask, dense_shift_field, patch_grid
 from .warping import shift_dense, shift_rigid_cv, shift_rigid_fft
-from .weighting import ShiftWeights, highpass_filter
+from .weighting import ShiftWeights, estimate_domain
 
 
 class Registrar:
@@ -20,11 +20,13 @@ class Registrar:
     Parameters
     ----------
     template
-        (y, x) float32 template, unfiltered.
+        (y, x) float32 template, unfiltered (``weights.template_filter`` and ``kernel`` are
+        applied here).
     cfg
         Parsed parameters.
     kernel
-        High-pass kernel applied to frames and template for estimating shifts, or None.
+        High-pass kernel applied to frames and template for estimating shifts, or None (after
+        ``weights.stabilizer``, if any).
     piecewise
         Estimate patch shifts and warp with a dense field.
     border_nan
@@ -40,15 +42,17 @@ class Registrar:
                  piecewise: bool, border_nan: bool | str, workers: int,
                  weights: ShiftWeights | None = None) -> None:
         self.cfg = cfg
-        self.kernel = kernel
+        self.estimate_domain = estimate_domain(kernel, (weights or ShiftWeights()).stabilizer)
         self.workers = workers
         self.border_nan = border_nan
         self.shape = template.shape
+        weights = weights or ShiftWeights()
+        if weights.template_filter is not None:  # the template's noise, for the estimate only
+            template = weights.template_filter.apply(template)
         est = self._prefilter(template[None].astype(np.float32))
         # Rigid search within +/-max_shifts: the frame mask excludes that border (+ margin).
         ms_y, ms_x = cfg.max_shifts
         mask = border_mask(self.shape, (ms_y + 2, ms_y + 2, ms_x + 2, ms_x + 2))
-        weights = weights or ShiftWeights()
         pixels = None if weights.pixels is None else weights.pixels[None]
         self.frame_tmpl = MaskedTemplates(est, mask[None], cfg.max_shifts, workers,
                                           weights=pixels)
@@ -90,7 +94,8 @@ class Registrar:
         return np.stack(masks)
 
     def _prefilter(self, frames: np.ndarray) -> np.ndarray:
-        return frames if self.kernel is None else highpass_filter(frames, self.kernel)
+        """Frames as the shift estimate sees them (variance-stabilised, high-passed)."""
+        return frames if self.estimate_domain is None else self.estimate_domain(frames)
 
     def _patches(self, frames: np.ndarray) -> np.ndarray:
         """(n, y, x) -> (n, n_patches, patch_y, patch_x) copies of the patches."""

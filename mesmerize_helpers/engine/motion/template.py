@@ -6,14 +6,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import numpy as np
 
 from .config import MotionConfig
 from .registration import Registrar
-from .weighting import ShiftWeights, estimate_weights, highpass_filter, patch_shrinkage
+from .weighting import (
+    ShiftWeights,
+    estimate_weights,
+    noise_model,
+    patch_shrinkage,
+    template_gain,
+)
 
 # Template estimation: the first template is the median over bins of this many sampled
 # frames of their means.
@@ -25,6 +30,9 @@ _TEMPLATE_MAX_FRAMES = 200
 _TEMPLATE_PIXELS = 2**26
 # Frames (of the sample) registered in the first, rough round.
 _FIRST_ROUND_FRAMES = 50
+# Fewest other sampled frames for the cross-validated refinement (each frame registered to a
+# template without it).
+_CROSS_MIN_FRAMES = 4
 # Fewest sampled frames for estimating how much patch shifts deviate beyond their noise.
 _SHRINK_MIN_FRAMES = 20
 # Frames (of the sample) whose patches are matched on two half-masks to measure that noise.
@@ -106,34 +114,96 @@ def read_sample(movie: Any, n_frames: int, dims: tuple[int, int], chunk: int) ->
     return sample
 
 
+def _mean_frame(frames: np.ndarray, index: np.ndarray | None = None, chunk: int = 16
+                ) -> np.ndarray:
+    """NaN-aware mean of registered frames ``frames[index]`` (all when None), NaN where no
+    frame has data; summed ``chunk`` frames at a time (no copy of the selection)."""
+    index = np.arange(len(frames)) if index is None else index
+    total = np.zeros(frames.shape[1:])
+    count = None  # counts per pixel, only once a NaN is met
+    for a, b in frame_chunks(len(index), chunk):
+        part = frames[index[a:b]]
+        holes = np.isnan(part)
+        if holes.any():
+            if count is None:
+                count = np.full(frames.shape[1:], float(a))
+            part = np.where(holes, 0.0, part)
+        total += part.sum(axis=0)  # float32 over a chunk, float64 over the chunks
+        if count is not None:
+            count += b - a - holes.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = total / (count if count is not None else len(index))
+    return mean.astype(np.float32)
+
+
+def _cross_registered(sample: np.ndarray, first: np.ndarray, template: np.ndarray,
+                      cfg: MotionConfig, kernel: np.ndarray | None, workers: int, chunk: int,
+                      weights: ShiftWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Register every sampled frame to a template that does not contain it.
+
+    ``template`` was made from the frames ``first`` (indices into the sample): the others
+    are registered to it, and the ``first`` frames to the mean of the others. A frame
+    registered to a template holding itself is pulled towards where it was put before (its
+    noise matches its own copy), and on dim movies that keeps the errors of the earlier,
+    rougher rounds in the template. Returns the registered sample, the mean of the
+    ``first`` frames and that of the others.
+    """
+    registered = np.empty_like(sample, dtype=np.float32)
+    other = np.setdiff1d(np.arange(len(sample)), first)
+    reg = Registrar(template, cfg, kernel, False, "copy", workers, weights)
+    _register(reg, sample, chunk, other, registered)
+    rest = _fill_nan(_mean_frame(registered, other, chunk))
+    reg = Registrar(rest, cfg, kernel, False, "copy", workers, weights)
+    _register(reg, sample, chunk, first, registered)
+    return registered, _fill_nan(_mean_frame(registered, first, chunk)), rest
+
+
 def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray | None,
                      workers: int, chunk: int) -> tuple[np.ndarray, ShiftWeights]:
-    """Template from the sampled frames: register them to their own bin median, iterate;
-    and the shift weighting, from how the registered sample differs from its template.
+    """Template from the sampled frames, and how the shift estimate weighs the data.
 
-    A rough first round on a subset of the sample, a second on all of it, then (piecewise
-    mode) one piecewise-rigid round so that the template is sharp where the deformation
-    varies over time. The pixel weighting (:func:`.weighting.estimate_weights`) is measured
-    after the second round and used from then on; the patch shrinkage
-    (:func:`.weighting.patch_shrinkage`) in the piecewise round. Frames are registered
-    ``chunk`` at a time. Border pixels replicate the edge rather than becoming NaN, so that
-    the template has no holes.
+    1. A rough round: a subset of the sample (``_FIRST_ROUND_FRAMES``) registered to the bin
+       median of the unregistered sample; their bin median is the first template, and how
+       they differ from it sets the pixel weighting (:func:`.weighting.estimate_weights`)
+       of the next round.
+    2. Cross-validated refinement (:func:`_cross_registered`): the rest of the sample
+       registered to that template, then the subset to the mean of the rest, so that no
+       frame is registered to a template holding its own noise. The template is the mean
+       of the registered sample; the two disjoint halves measure its noise, which sets a
+       Wiener filter of the template for the shift estimate
+       (:func:`.weighting.template_gain`), and the pixel weighting is measured again.
+    3. Piecewise mode: one piecewise-rigid round so that the template is sharp where the
+       deformation varies over time, and the patch shrinkage
+       (:func:`.weighting.patch_shrinkage`).
+
+    Frames are registered ``chunk`` at a time. Border pixels replicate the edge rather than
+    becoming NaN, so that the template has no holes.
     """
-    template = _bin_median(sample)
-    weights = ShiftWeights()
-    rounds = [False] * 2 + ([True] if cfg.pw_rigid else [])
-    # the first round only needs a rough template: a subset of the sample is enough
-    first = sample[::max(1, len(sample) // _FIRST_ROUND_FRAMES)]
-    for i, piecewise in enumerate(rounds):
-        reg = Registrar(template, cfg, kernel, piecewise, "copy", workers, weights)
-        frames = first if i == 0 else sample
-        shifts_rig, shifts_pw, registered = _register(reg, frames, chunk)
-        template = _fill_nan(_bin_median(registered))
-        if i == 1:
-            prefilter = None if kernel is None else partial(highpass_filter, kernel=kernel)
-            weights = estimate_weights(registered, template, max(cfg.max_shifts) + 2,
-                                       prefilter, chunk)
-        if piecewise and len(sample) >= _SHRINK_MIN_FRAMES:
+    border = max(cfg.max_shifts) + 2
+    first = np.arange(0, len(sample), max(1, len(sample) // _FIRST_ROUND_FRAMES))
+    reg = Registrar(_bin_median(sample), cfg, kernel, False, "copy", workers)
+    registered = _register(reg, sample, chunk, first)[2]
+    template = _fill_nan(_bin_median(registered))
+    stabilizer = noise_model(registered, template, border)
+    weights = replace(estimate_weights(registered, template, border, kernel, stabilizer, chunk),
+                      stabilizer=stabilizer)
+    del registered  # not held while the whole sample is registered
+    if len(sample) - len(first) >= _CROSS_MIN_FRAMES:
+        registered, half, rest = _cross_registered(sample, first, template, cfg, kernel,
+                                                   workers, chunk, weights)
+        template = _fill_nan(_mean_frame(registered, None, chunk))
+        gain = template_gain(template, half, rest, len(first), len(sample) - len(first))
+    else:  # too few frames to leave any out
+        reg = Registrar(template, cfg, kernel, False, "copy", workers, weights)
+        registered = _register(reg, sample, chunk)[2]
+        template, gain = _fill_nan(_mean_frame(registered, None, chunk)), None
+    weights = replace(estimate_weights(registered, template, border, kernel, stabilizer, chunk),
+                      template_filter=gain, stabilizer=stabilizer)
+    if cfg.pw_rigid:
+        reg = Registrar(template, cfg, kernel, True, "copy", workers, weights)
+        shifts_rig, shifts_pw, registered = _register(reg, sample, chunk)
+        template = _fill_nan(_mean_frame(registered, None, chunk))
+        if len(sample) >= _SHRINK_MIN_FRAMES:
             some = slice(None, None, max(1, len(sample) // _SHRINK_FRAMES))
             noise = reg.patch_noise(sample[some], shifts_rig[some], chunk)
             shrink = patch_shrinkage(shifts_pw - shifts_rig[:, None, None, :], noise)
@@ -141,13 +211,18 @@ def initial_template(sample: np.ndarray, cfg: MotionConfig, kernel: np.ndarray |
     return template, weights
 
 
-def _register(reg: Registrar, frames: np.ndarray, chunk: int
+def _register(reg: Registrar, frames: np.ndarray, chunk: int, index: np.ndarray | None = None,
+              out: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """:meth:`Registrar.register` of ``frames`` in chunks (bounded working memory)."""
-    registered = np.empty_like(frames, dtype=np.float32)
+    """:meth:`Registrar.register` of ``frames[index]`` (all when None) in chunks (bounded
+    working memory), into ``out[index]`` when given (else a new array of the selection)."""
+    n = len(frames) if index is None else len(index)
+    registered = np.empty((n, *frames.shape[1:]), np.float32) if out is None else out
     shifts_rig, shifts_pw = [], []
-    for a, b in frame_chunks(len(frames), chunk):
-        rig, pw, registered[a:b] = reg.register(frames[a:b])
+    for a, b in frame_chunks(n, chunk):
+        where = slice(a, b) if index is None else index[a:b]
+        rig, pw, moved = reg.register(frames[where])
+        registered[where if out is not None else slice(a, b)] = moved
         shifts_rig.append(rig)
         shifts_pw.append(pw)
     pw = None if shifts_pw[0] is None else np.concatenate(shifts_pw)
