@@ -55,7 +55,11 @@ PARAMS = {
              "rval_thr": 0.8},
     "cnmfe": {"fr": 10, "decay_time": 0.6, "gSig": [3, 3], "min_corr": 0.8, "min_pnr": 5,
               "rf": 24, "stride": 12, "nb": 0, "ssub_B": 2, "merge_thr": 0.7,
-              "min_SNR": 3.0, "rval_thr": 0.85},
+              "min_SNR": 3.0, "rval_thr": 0.85,
+              # the built-in CNMF-E's defaults (the demo's), spelled out for CaImAn, whose
+              # defaults are two-photon ones: with its ssub = tsub = 2 it finds no cell here
+              "gSiz": [13, 13], "ssub": 1, "tsub": 1, "p": 1, "K": None, "nb_patch": 0,
+              "low_rank_background": None, "ring_size_factor": 1.5, "del_duplicates": True},
 }
 MCORR = {"max_shifts": [8, 8], "pw_rigid": False, "border_nan": "copy"}
 
@@ -250,6 +254,44 @@ def border_components(batch: Path, uuid: str, lens_path: Path) -> dict:
             "rejected_in_border": in_border(peaks, lens_path) - border}
 
 
+def plot_case(batch: Path, uuid: str, png: Path, lens_path: Path | None = None,
+              caiman_peaks: list[int] | None = None) -> Path:
+    """Accepted (green) and rejected (red) contours of the item on its mean and correlation
+    images, through the batch API as a user would draw them; the lens's edge (lens = 0.5)
+    dashed, CaImAn's accepted components (their footprints' peaks) as crosses."""
+    sys.path.insert(0, str(ROOT))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import mesmerize_helpers as mh
+
+    df = mh.load_batch(batch)
+    row = df[df["uuid"] == uuid].iloc[0]
+    good, bad = (row.cnmf.get_contours(which, swap_dim=False)[0] for which in ("good", "bad"))
+    images = {"mean": row.caiman.get_projection("mean"), "correlation": row.caiman.get_corr_image()}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    for ax, (name, image) in zip(axes, images.items()):
+        ax.imshow(image, cmap="gray")
+        for contours, colour in ((bad, "red"), (good, "lime")):
+            for c in contours:
+                if len(c):
+                    ax.plot(c[:, 0], c[:, 1], color=colour, linewidth=0.7)
+        if lens_path is not None and lens_path.exists():
+            ax.contour(np.load(lens_path), levels=[0.5], colors="cyan", linestyles="dashed",
+                       linewidths=0.8)
+        if caiman_peaks is not None:
+            y, x = np.unravel_index(np.asarray(caiman_peaks, int), image.shape, order="F")
+            ax.plot(x, y, "x", color="orange", markersize=4)
+        ax.set_title(f"{name} image: {len(good)} accepted (green), {len(bad)} rejected (red)")
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def run_caiman(algo: str, movie: Path, params: dict, out: Path, python: str) -> dict:
     """mesmerize-core's item done with CaImAn (``caiman_cnmf_item.py``) on the same movie."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -287,6 +329,8 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true", help="in-RAM fit of the same movie")
     ap.add_argument("--caiman", metavar="PYTHON",
                     help="also run the item with CaImAn (its Python) on the same movie")
+    ap.add_argument("--figure", type=Path, metavar="PNG",
+                    help="contours on the mean / correlation images (last case)")
     ap.add_argument("--scratch", type=Path, default=Path("/work/scratch/memory/bench"))
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", type=Path)
@@ -337,6 +381,9 @@ def main() -> None:
                 if lens and lens.exists():
                     cm["accepted_in_border"] = in_border(peaks, lens)
                 row["caiman"] = cm
+            if args.figure and item["success"]:
+                plot_case(case / "batch" / "batch.tsv", item["uuid"], args.figure, lens,
+                          peaks if args.caiman else None)
         finally:
             if not args.keep:
                 shutil.rmtree(case, ignore_errors=True)
