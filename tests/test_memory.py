@@ -195,3 +195,18 @@ def test_cnmfe_accepts_no_component_in_the_dark_border_of_a_lens():
     assert set(est.extra["artefact"][border]) <= {"unlit", "line noise"}
     found = est.footprints(est.idx_components)
     assert match_by_iou(sim.footprints, found).recall >= 0.9
+
+
+def test_mcorr_job_memory_does_not_grow_with_the_number_of_frames(tmp_path):
+    """The mcorr job streams chunks of frames: its memory resource follows the frame size,
+    not the movie's length (a 32 x 32 movie of 200,000 frames: a sparse .npy)."""
+    from mesmerize_helpers import workflow_support as ws
+
+    config = {"resources": {"mem_mb_min": 100}}
+    item = {"algo": "mcorr", "params": {"main": {}}}
+    sizes = {}
+    for n_frames in (1000, 200_000):
+        path = tmp_path / f"m{n_frames}.npy"
+        np.lib.format.open_memmap(path, "w+", np.float32, (n_frames, 32, 32)).flush()
+        sizes[n_frames] = ws.resources(item, str(path), "mem_mb", config)
+    assert sizes[200_000] == sizes[1000] < 600
