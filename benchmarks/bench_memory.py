@@ -332,6 +332,8 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, metavar="PNG",
                     help="contours on the mean / correlation images (last case)")
     ap.add_argument("--scratch", type=Path, default=Path("/work/scratch/memory/bench"))
+    ap.add_argument("--movie-scratch", type=Path,
+                    help="write the generated movie here (e.g. /dev/shm when disk is short)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -341,7 +343,9 @@ def main() -> None:
         case = args.scratch / f"{args.algo}_{shape[0]}x{shape[1]}_{n_frames}"
         shutil.rmtree(case, ignore_errors=True)
         case.mkdir(parents=True)
-        movie = args.movie or case / "movie.tif"
+        movie_dir = case if args.movie_scratch is None else args.movie_scratch / case.name
+        movie_dir.mkdir(parents=True, exist_ok=True)
+        movie = args.movie or movie_dir / "movie.tif"
         lens = args.lens if args.movie else movie.with_suffix(".lens.npy")
         row: dict = {"algo": args.algo, "frames": n_frames, "size": args.size, "shape": shape,
                      "movie": str(args.movie or ""), "code": str(args.code), "params": params,
@@ -387,6 +391,7 @@ def main() -> None:
         finally:
             if not args.keep:
                 shutil.rmtree(case, ignore_errors=True)
+                shutil.rmtree(movie_dir, ignore_errors=True)
         print(json.dumps(row), flush=True)
         if args.json:
             with open(args.json, "a") as f:
