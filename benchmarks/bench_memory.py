@@ -126,13 +126,14 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def run_batch(batch: Path, movie: Path, algo: str, params: dict, mcorr: dict | None,
-              code: Path) -> dict:
+              code: Path, mem_mb: float | None = None) -> dict:
     """Run the items through the batch API in a child process; watch every job process."""
     import psutil
 
     env = {**os.environ, "PYTHONPATH": str(code), "MESMERIZE_PROGRESS": "0"}
     cmd = [sys.executable, "-c", RUNNER, str(batch), str(movie), algo,
-           json.dumps({"main": params}), json.dumps(mcorr or {})]
+           json.dumps({"main": params, **({"resources": {"mem_mb": mem_mb}} if mem_mb else {})}),
+           json.dumps(mcorr or {})]
     batch.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log_out, log_err = open(batch.parent / "run.out", "w+"), open(batch.parent / "run.err", "w+")
@@ -287,7 +288,7 @@ def plot_case(batch: Path, uuid: str, png: Path, lens_path: Path | None = None,
         ax.set_title(f"{name} image: {len(good)} accepted (green), {len(bad)} rejected (red)")
         ax.set_axis_off()
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return png
 
@@ -325,6 +326,8 @@ def main() -> None:
     ap.add_argument("--code", type=Path, default=ROOT, help="checkout of the package to run")
     ap.add_argument("--baseline", type=Path, metavar="DIR",
                     help="also run the same movie with this checkout (e.g. the in-RAM code)")
+    ap.add_argument("--mem-mb", type=float,
+                    help="the item's params['resources']['mem_mb'] (default: the job's own)")
     ap.add_argument("--params", type=json.loads, default={}, help="extra params (JSON)")
     ap.add_argument("--compare", action="store_true", help="in-RAM fit of the same movie")
     ap.add_argument("--caiman", metavar="PYTHON",
@@ -361,7 +364,8 @@ def main() -> None:
                 row.update(make_movie(args.algo, n_frames, shape, movie,
                                       motion=3.0 if args.mcorr else None))
             row.update(run_batch(case / "batch" / "batch.tsv", movie, args.algo, params,
-                                 MCORR if args.mcorr else None, args.code))
+                                 MCORR if args.mcorr else None, args.code, args.mem_mb))
+            row["mem_mb"] = args.mem_mb
             item = row["item"]
             if item["success"]:
                 row["ms_per_frame"] = round(1000 * item["algo_duration"] / n_frames, 2)
