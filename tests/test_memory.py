@@ -237,3 +237,20 @@ def test_jobs_scan_movies_for_nan_without_mapping_them(tmp_path, monkeypatch):
     assert manifest["nonfinite_pixels"] == 0
     assert len(scanned) == 2  # the raw input, then the registered movie
     assert not any(isinstance(m, np.memmap) for m in scanned)
+
+
+def test_a_slice_of_frames_is_copied_from_the_file_a_block_of_rows_at_a_time(tmp_path):
+    """A slice of frames touches a page of every row: copied whole, a wide range of rows
+    left GBs of the file mapped in the job (the ring model of a long 480 x 480 movie)."""
+    movie = np.random.default_rng(0).random((300, 64, 64), dtype=np.float32)
+    data = _on_disk(movie, tmp_path, Budget(total=500 * MB, block=MB // 4))
+    spans = []
+    release = data._file.release
+    data._file.release = lambda lo, hi: (spans.append(hi - lo), release(lo, hi))
+    Y = movie_to_Y(movie)[0]
+    np.testing.assert_array_equal(data.block(0, 4096, slice(100, 140)), Y[:, 100:140])
+    rows = np.arange(5, 4096, 3)
+    np.testing.assert_array_equal(data.take(rows, slice(7, 9)), Y[rows, 7:9])
+    np.testing.assert_array_equal(data.frames(10, 20), Y[:, 10:20])
+    per = (MB // 4) // (300 * 4)
+    assert len(spans) > 3 * (4096 // per) and max(spans) <= per
