@@ -22,11 +22,14 @@ Usage (OPENBLAS_CORETYPE=SkylakeX; the scratch folder is deleted after each case
 ``--keep``)::
 
     python benchmarks/bench_memory.py --algo cnmf --frames 1000 4000 16000 64000 --size 256
-    python benchmarks/bench_memory.py --algo cnmf --frames 4000 --size 256 --code /path/main
+    python benchmarks/bench_memory.py --algo cnmf --frames 1000 4000 --size 256 \
+        --baseline /path/main --compare     # the in-RAM code on the same movies, right after
     python benchmarks/bench_memory.py --algo cnmf --frames 20000 --size 512 --mcorr
     python benchmarks/bench_memory.py --algo cnmfe --frames 10000 --size 480
 
-``--json out.json`` appends one JSON line per case.
+``--json out.json`` appends one JSON line per case. ``--caiman PYTHON`` runs mesmerize-core's
+item with CaImAn (``caiman_cnmf_item.py``) on the same movie; ``--movie M.tif`` (with
+``--lens LENS.npy``, < 0.5 = dark border) runs a recorded movie instead of a generated one.
 """
 
 from __future__ import annotations
@@ -52,7 +55,11 @@ PARAMS = {
              "rval_thr": 0.8},
     "cnmfe": {"fr": 10, "decay_time": 0.6, "gSig": [3, 3], "min_corr": 0.8, "min_pnr": 5,
               "rf": 24, "stride": 12, "nb": 0, "ssub_B": 2, "merge_thr": 0.7,
-              "min_SNR": 3.0, "rval_thr": 0.85},
+              "min_SNR": 3.0, "rval_thr": 0.85,
+              # the built-in CNMF-E's defaults (the demo's), spelled out for CaImAn, whose
+              # defaults are two-photon ones: with its ssub = tsub = 2 it finds no cell here
+              "gSiz": [13, 13], "ssub": 1, "tsub": 1, "p": 1, "K": None, "nb_patch": 0,
+              "low_rank_background": None, "ring_size_factor": 1.5, "del_duplicates": True},
 }
 MCORR = {"max_shifts": [8, 8], "pw_rigid": False, "border_nan": "copy"}
 
@@ -60,19 +67,19 @@ MCORR = {"max_shifts": [8, 8], "pw_rigid": False, "border_nan": "copy"}
 DENSITY = {"cnmf": 30, "cnmfe": 25}
 
 
-def make_movie(algo: str, n_frames: int, size: int, path: Path, seed: int = 0,
+def make_movie(algo: str, n_frames: int, shape: tuple[int, int], path: Path, seed: int = 0,
                motion: float | None = None) -> dict:
     """Write the case's movie as a uint16 TIFF; return its ground truth summary."""
     sys.path.insert(0, str(ROOT))
     from mesmerize_helpers.synthetic import simulate_1p_vignette, simulate_2p
 
-    n = int(DENSITY[algo] * (size / 128) ** 2)
+    n = int(DENSITY[algo] * shape[0] * shape[1] / 128**2)
     t0 = time.perf_counter()
     if algo == "cnmf":
-        sim = simulate_2p(n_frames=n_frames, shape=(size, size), n_neurons=n, seed=seed,
+        sim = simulate_2p(n_frames=n_frames, shape=shape, n_neurons=n, seed=seed,
                           motion=motion, tiff=path)
     else:
-        sim = simulate_1p_vignette(n_frames=n_frames, shape=(size, size), n_neurons=n,
+        sim = simulate_1p_vignette(n_frames=n_frames, shape=shape, n_neurons=n,
                                    seed=seed, tiff=path)
     np.save(path.with_suffix(".footprints.npy"), sim.footprints)
     if "lens" in sim.background:
@@ -119,47 +126,66 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def run_batch(batch: Path, movie: Path, algo: str, params: dict, mcorr: dict | None,
-              code: Path) -> dict:
+              code: Path, mem_mb: float | None = None) -> dict:
     """Run the items through the batch API in a child process; watch every job process."""
     import psutil
 
     env = {**os.environ, "PYTHONPATH": str(code), "MESMERIZE_PROGRESS": "0"}
     cmd = [sys.executable, "-c", RUNNER, str(batch), str(movie), algo,
-           json.dumps({"main": params}), json.dumps(mcorr or {})]
+           json.dumps({"main": params, **({"resources": {"mem_mb": mem_mb}} if mem_mb else {})}),
+           json.dumps(mcorr or {})]
+    batch.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=str(code))
+    log_out, log_err = open(batch.parent / "run.out", "w+"), open(batch.parent / "run.err", "w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=log_out, stderr=log_err, text=True,
+                            cwd=str(code))
     top = psutil.Process(proc.pid)
-    jobs: dict[int, dict] = {}  # job pid -> start time, high-water mark (kB)
-    tree_peak = 0
+    jobs: dict[int, dict] = {}  # job pid -> start time, high-water mark (kB), CPU s
+    tree_peak, tick = 0, 0
     while proc.poll() is None:
-        try:
-            procs = [top, *top.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            break
-        total = 0
-        for p in procs:
+        if tick % 10 == 0:  # the process tree once a second (its RSS, new jobs)
             try:
-                total += p.memory_info().rss
-                if "run_item.py" in " ".join(p.cmdline()):
-                    job = jobs.setdefault(p.pid, {"start": p.create_time(), "hwm_kb": 0})
-                    job["hwm_kb"] = max(job["hwm_kb"], _status_kb(p.pid, "VmHWM"))
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        tree_peak = max(tree_peak, total)
+                procs = [top, *top.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            total = 0
+            for p in procs:
+                try:
+                    total += p.memory_info().rss
+                    if p.pid not in jobs and "run_item.py" in " ".join(p.cmdline()):
+                        jobs[p.pid] = {"proc": p, "start": p.create_time(), "hwm_kb": 0}
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            tree_peak = max(tree_peak, total)
+        for pid, job in jobs.items():  # the jobs' high-water marks every 0.1 s
+            hwm = _status_kb(pid, "VmHWM")
+            if hwm:
+                job["hwm_kb"] = max(job["hwm_kb"], hwm)
+                try:
+                    cpu = job["proc"].cpu_times()
+                    job["cpu_s"] = cpu.user + cpu.system
+                except psutil.NoSuchProcess:
+                    pass
+        tick += 1
         time.sleep(0.1)
-    out, err = proc.communicate()
+    proc.wait()
     wall = time.perf_counter() - t0
+    log_out.seek(0), log_err.seek(0)
+    out, err = log_out.read(), log_err.read()
+    log_out.close(), log_err.close()
     lines = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
              for line in out.splitlines() if line.startswith(("MCORR ", "ITEM "))}
     if "ITEM" not in lines:
         raise RuntimeError(f"the batch run failed:\n{out[-3000:]}\n{err[-3000:]}")
-    ordered = [j["hwm_kb"] / 1024 for _, j in sorted(jobs.items(), key=lambda kv: kv[1]["start"])]
+    ordered = [j for _, j in sorted(jobs.items(), key=lambda kv: kv[1]["start"])]
     result = {"wall_s": round(wall, 1), "tree_peak_mb": round(tree_peak / 2**20),
-              "item": lines["ITEM"], "item_peak_mb": round(ordered[-1]) if ordered else None}
+              "item": lines["ITEM"],
+              "item_peak_mb": round(ordered[-1]["hwm_kb"] / 1024) if ordered else None,
+              # CPU seconds of the job process (its last reading, up to 0.1 s short)
+              "item_cpu_s": round(ordered[-1].get("cpu_s", 0), 1) if ordered else None}
     if "MCORR" in lines:
         result["mcorr"] = lines["MCORR"]
-        result["mcorr_peak_mb"] = round(ordered[0]) if len(ordered) > 1 else None
+        result["mcorr_peak_mb"] = round(ordered[0]["hwm_kb"] / 1024) if len(ordered) > 1 else None
     return result
 
 
@@ -222,55 +248,154 @@ def border_components(batch: Path, uuid: str, lens_path: Path) -> dict:
     item = next(batch.rglob(f"{uuid}/manifest.json")).parent
     manifest = json.loads((item / "manifest.json").read_text())
     est = load_estimates(item / manifest["outputs"]["cnmf-hdf5-path"])
-    lens = np.load(lens_path)
     peaks = np.asarray(est.A.argmax(axis=0)).ravel()
-    inside = lens.ravel(order="F")[peaks] >= 0.5
     acc = np.asarray(est.idx_components, int)
-    return {"K": int(est.A.shape[1]), "accepted": len(acc),
-            "accepted_in_border": int((~inside[acc]).sum()),
-            "rejected_in_border": int((~inside).sum() - (~inside[acc]).sum())}
+    border = in_border(peaks[acc], lens_path)
+    return {"K": int(est.A.shape[1]), "accepted": len(acc), "accepted_in_border": border,
+            "rejected_in_border": in_border(peaks, lens_path) - border}
+
+
+def plot_case(batch: Path, uuid: str, png: Path, lens_path: Path | None = None,
+              caiman_peaks: list[int] | None = None) -> Path:
+    """Accepted (green) and rejected (red) contours of the item on its mean and correlation
+    images, through the batch API as a user would draw them; the lens's edge (lens = 0.5)
+    dashed, CaImAn's accepted components (their footprints' peaks) as crosses."""
+    sys.path.insert(0, str(ROOT))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import mesmerize_helpers as mh
+
+    df = mh.load_batch(batch)
+    row = df[df["uuid"] == uuid].iloc[0]
+    good, bad = (row.cnmf.get_contours(which, swap_dim=False)[0] for which in ("good", "bad"))
+    images = {"mean": row.caiman.get_projection("mean"), "correlation": row.caiman.get_corr_image()}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    for ax, (name, image) in zip(axes, images.items()):
+        ax.imshow(image, cmap="gray")
+        for contours, colour in ((bad, "red"), (good, "lime")):
+            for c in contours:
+                if len(c):
+                    ax.plot(c[:, 0], c[:, 1], color=colour, linewidth=0.7)
+        if lens_path is not None and lens_path.exists():
+            ax.contour(np.load(lens_path), levels=[0.5], colors="cyan", linestyles="dashed",
+                       linewidths=0.8)
+        if caiman_peaks is not None:
+            y, x = np.unravel_index(np.asarray(caiman_peaks, int), image.shape, order="F")
+            ax.plot(x, y, "x", color="orange", markersize=4)
+        ax.set_title(f"{name} image: {len(good)} accepted (green), {len(bad)} rejected (red)")
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return png
+
+
+def run_caiman(algo: str, movie: Path, params: dict, out: Path, python: str) -> dict:
+    """mesmerize-core's item done with CaImAn (``caiman_cnmf_item.py``) on the same movie."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::UserWarning:caiman",
+           "CAIMAN_DATA": str(Path(python).parents[2] / "caiman_data")}
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run([python, str(ROOT / "benchmarks" / "caiman_cnmf_item.py"), algo,
+                          str(movie), str(out), json.dumps(params)], env=env,
+                         capture_output=True, text=True)
+    lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
+    if res.returncode or not lines:
+        raise RuntimeError(f"CaImAn's item failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def in_border(peaks: list[int] | np.ndarray, lens_path: Path) -> int:
+    """How many of these pixels (Fortran-order indices) lie in the dark border (lens < 0.5)."""
+    lens = np.load(lens_path)
+    return int((lens.ravel(order="F")[np.asarray(peaks, int)] < 0.5).sum())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algo", choices=("cnmf", "cnmfe"), default="cnmf")
     ap.add_argument("--frames", type=int, nargs="+", default=[1000, 4000])
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--size", type=int, default=256, help="square frames of this side")
+    ap.add_argument("--shape", type=int, nargs=2, help="frames of (height, width) instead")
+    ap.add_argument("--movie", type=Path, help="run this movie instead of a generated one")
+    ap.add_argument("--lens", type=Path, help="with --movie: (y, x) .npy, < 0.5 = dark border")
     ap.add_argument("--mcorr", action="store_true", help="run mcorr -> item (movie with motion)")
     ap.add_argument("--code", type=Path, default=ROOT, help="checkout of the package to run")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="also run the same movie with this checkout (e.g. the in-RAM code)")
+    ap.add_argument("--mem-mb", type=float,
+                    help="the item's params['resources']['mem_mb'] (default: the job's own)")
     ap.add_argument("--params", type=json.loads, default={}, help="extra params (JSON)")
     ap.add_argument("--compare", action="store_true", help="in-RAM fit of the same movie")
+    ap.add_argument("--caiman", metavar="PYTHON",
+                    help="also run the item with CaImAn (its Python) on the same movie")
+    ap.add_argument("--figure", type=Path, metavar="PNG",
+                    help="contours on the mean / correlation images (last case)")
     ap.add_argument("--scratch", type=Path, default=Path("/work/scratch/memory/bench"))
+    ap.add_argument("--movie-scratch", type=Path,
+                    help="write the generated movie here (e.g. /dev/shm when disk is short)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     params = {**PARAMS[args.algo], **args.params}
+    shape = tuple(args.shape) if args.shape else (args.size, args.size)
     for n_frames in args.frames:
-        case = args.scratch / f"{args.algo}_{args.size}_{n_frames}"
+        case = args.scratch / f"{args.algo}_{shape[0]}x{shape[1]}_{n_frames}"
         shutil.rmtree(case, ignore_errors=True)
         case.mkdir(parents=True)
-        movie = case / "movie.tif"
-        row: dict = {"algo": args.algo, "frames": n_frames, "size": args.size,
-                     "code": str(args.code), "params": params, "mcorr": args.mcorr,
-                     "openblas": os.environ.get("OPENBLAS_CORETYPE", "")}
+        movie_dir = case if args.movie_scratch is None else args.movie_scratch / case.name
+        movie_dir.mkdir(parents=True, exist_ok=True)
+        movie = args.movie or movie_dir / "movie.tif"
+        lens = args.lens if args.movie else movie.with_suffix(".lens.npy")
+        row: dict = {"algo": args.algo, "frames": n_frames, "size": args.size, "shape": shape,
+                     "movie": str(args.movie or ""), "code": str(args.code), "params": params,
+                     "mcorr": args.mcorr, "openblas": os.environ.get("OPENBLAS_CORETYPE", "")}
         try:
-            row.update(make_movie(args.algo, n_frames, args.size, movie,
-                                  motion=3.0 if args.mcorr else None))
+            if args.movie:
+                import tifffile
+
+                with tifffile.TiffFile(movie) as tif:
+                    row["shape"] = tif.series[0].shape[1:]
+                    row["frames"] = n_frames = tif.series[0].shape[0]
+            else:
+                row.update(make_movie(args.algo, n_frames, shape, movie,
+                                      motion=3.0 if args.mcorr else None))
             row.update(run_batch(case / "batch" / "batch.tsv", movie, args.algo, params,
-                                 MCORR if args.mcorr else None, args.code))
+                                 MCORR if args.mcorr else None, args.code, args.mem_mb))
+            row["mem_mb"] = args.mem_mb
             item = row["item"]
             if item["success"]:
                 row["ms_per_frame"] = round(1000 * item["algo_duration"] / n_frames, 2)
             row["disk"] = disk(case / "batch")
-            if args.algo == "cnmfe" and item["success"]:
-                row["border"] = border_components(case / "batch", item["uuid"],
-                                                  movie.with_suffix(".lens.npy"))
+            if args.algo == "cnmfe" and item["success"] and lens and lens.exists():
+                row["border"] = border_components(case / "batch", item["uuid"], lens)
+            if args.baseline:  # right after ours, same movie: a ratio measured in one run
+                base = run_batch(case / "baseline" / "batch.tsv", movie, args.algo, params,
+                                 MCORR if args.mcorr else None, args.baseline)
+                if base["item"]["success"]:
+                    base["ms_per_frame"] = round(
+                        1000 * base["item"]["algo_duration"] / n_frames, 2)
+                base["disk"] = disk(case / "baseline")
+                row["baseline"] = {"code": str(args.baseline), **base}
             if args.compare and item["success"]:
                 row["compare"] = compare(case / "batch", movie, args.algo, params,
                                          item["uuid"], args.mcorr)
+            if args.caiman:
+                cm = run_caiman(args.algo, movie, params, case / "caiman", args.caiman)
+                peaks = cm.pop("accepted_peaks")
+                if lens and lens.exists():
+                    cm["accepted_in_border"] = in_border(peaks, lens)
+                row["caiman"] = cm
+            if args.figure and item["success"]:
+                plot_case(case / "batch" / "batch.tsv", item["uuid"], args.figure, lens,
+                          peaks if args.caiman else None)
         finally:
             if not args.keep:
                 shutil.rmtree(case, ignore_errors=True)
+                shutil.rmtree(movie_dir, ignore_errors=True)
         print(json.dumps(row), flush=True)
         if args.json:
             with open(args.json, "a") as f:

@@ -302,7 +302,7 @@ def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: 
         shape = validation.check_movie(path, var_name)
         validation.check_params_for_movie(algo, params, shape)
         movie = open_movie(path, var_name_hdf5=var_name)
-        validation.check_finite(movie, path)
+        validation.check_finite(sequential_frames(movie), path)  # pread: RSS stays flat
         stored = stored_input if stored_input is not None else str(path)
         return JobInput(movie, path, files={"movie": {"path": stored, **file_stat(path)}})
     with reading_parent(parent_dir) as parent:  # a memmap keeps its file even if replaced later
@@ -322,7 +322,7 @@ def open_input(input_movie: str | os.PathLike, parent_dir: Path | None, params: 
                           f"pixel's mean over the other frames (border_nan='copy' in the mcorr "
                           f"params avoids them).", UserWarning, stacklevel=2)
     elif recorded is None:
-        validation.check_finite(movie, path, hint=NAN_BORDER_HINT)
+        validation.check_finite(sequential_frames(movie), path, hint=NAN_BORDER_HINT)
     else:
         raise validation.InvalidItemError(
             f"Movie {path} has {recorded} NaN or infinite pixel value(s). {NAN_BORDER_HINT}")
@@ -469,8 +469,11 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
         outputs.update(seed_outputs)
         store_correlation_image(staging, outputs, algo)  # CaImAn's estimates/Cn, any engine
         if "mcorr-output-path" in outputs:  # for its children: NaN borders or not
+            # read with pread (sequential_frames): scanning the mapping would leave the whole
+            # registered movie in the job's resident memory (7.3 GB at 20,000 x 512 x 512)
             registered = np.load(staging / outputs["mcorr-output-path"], mmap_mode="r")
-            manifest["nonfinite_pixels"] = validation.nonfinite_pixels(registered)[0]
+            manifest["nonfinite_pixels"] = validation.nonfinite_pixels(
+                sequential_frames(registered))[0]
             del registered
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {

@@ -281,6 +281,19 @@ def _whole_field_mb(item: dict[str, Any], movie_mb: float) -> float:
     return BASE_BYTES / MB + 2 * copies * movie_mb / (ssub * ssub * tsub) + 100
 
 
+def _frame_megabytes(path: str | list, movie_mb: float) -> float:
+    """One float32 frame of the job's input movie, in MB (read from the movie's header;
+    a thousandth of the movie when it cannot be opened)."""
+    try:
+        from .io.movies import open_movie
+
+        p = Path(path)
+        shape = open_movie(p.parent / "mcorr.npy" if p.name == DONE else p).shape
+        return float(shape[1]) * float(shape[2]) * 4 / 1e6
+    except Exception:  # noqa: BLE001 (an unreadable movie fails in its job, with its message)
+        return movie_mb / 1000
+
+
 def resources(item: dict[str, Any], input_path: str | list, name: str, config: dict,
               attempt: int = 1) -> int:
     """A job resource (``mem_mb``, ``runtime`` minutes, ``cpus_per_task``) for one item.
@@ -298,7 +311,8 @@ def resources(item: dict[str, Any], input_path: str | list, name: str, config: d
     if name == "mem_mb":
         base = int(defaults.get("mem_mb_min", 1000))
         if item["algo"] == "mcorr":
-            frames_mb = movie_mb / 1000 * _MCORR_CHUNK_FRAMES  # ~ a few chunks of frames
+            # mcorr streams: a few chunks of frames, whatever the length of the movie
+            frames_mb = _frame_megabytes(input_path, movie_mb) * _MCORR_CHUNK_FRAMES
             need = 500 + 4 * frames_mb
         else:
             # source extraction reads the movie in blocks within its budget (this value):

@@ -98,13 +98,14 @@ def test_cnmf_with_a_tiny_budget_gives_the_in_memory_fit(tmp_path):
 def test_cnmfe_with_a_tiny_budget_gives_the_in_memory_fit(tmp_path):
     """The ring model solved in strips of the frame over blocks of frames, ``Y - B`` written
     to an (unlinked) file, the evaluation reading only around each component."""
-    sim = simulate_1p(n_frames=800, shape=(64, 64), n_neurons=8, seed=2)
+    sim = simulate_1p(n_frames=500, shape=(64, 64), n_neurons=8, seed=2)
     params = {"gSig": [3, 3], "fr": 10, "decay_time": 0.6, "min_corr": 0.8, "min_pnr": 5,
               "rf": 16, "stride": 8}
     ram = cnmfe.evaluate_components(cnmfe.fit_cnmfe(sim.movie, params, progress=False),
                                     sim.movie, params)
-    # 21 MB of working memory: a patch fits, Y - B (13 MB) goes to a file
-    budget = Budget(total=442 * MB, block=1 * MB)
+    # 15 MB of working memory: a patch fits, Y - B (8 MB) goes to a file
+    budget = Budget(total=430 * MB, block=1 * MB)
+    assert budget.work_bytes() // 2 < 64 * 64 * 500 * 4  # FileWorkspace: Y - B to a file
     data = _on_disk(sim.movie, tmp_path, budget)
     workspace = FileWorkspace(tmp_path, budget)
     chunked = cnmfe.fit_cnmfe(data, params, progress=False, workspace=workspace)
@@ -195,3 +196,61 @@ def test_cnmfe_accepts_no_component_in_the_dark_border_of_a_lens():
     assert set(est.extra["artefact"][border]) <= {"unlit", "line noise"}
     found = est.footprints(est.idx_components)
     assert match_by_iou(sim.footprints, found).recall >= 0.9
+
+
+def test_mcorr_job_memory_does_not_grow_with_the_number_of_frames(tmp_path):
+    """The mcorr job streams chunks of frames: its memory resource follows the frame size,
+    not the movie's length (a 32 x 32 movie of 200,000 frames: a sparse .npy)."""
+    from mesmerize_helpers import workflow_support as ws
+
+    config = {"resources": {"mem_mb_min": 100}}
+    item = {"algo": "mcorr", "params": {"main": {}}}
+    sizes = {}
+    for n_frames in (1000, 200_000):
+        path = tmp_path / f"m{n_frames}.npy"
+        np.lib.format.open_memmap(path, "w+", np.float32, (n_frames, 32, 32)).flush()
+        sizes[n_frames] = ws.resources(item, str(path), "mem_mb", config)
+    assert sizes[200_000] == sizes[1000] < 600
+
+
+def test_jobs_scan_movies_for_nan_without_mapping_them(tmp_path, monkeypatch):
+    """Counting the registered movie's missing values (mcorr) and checking a raw float movie
+    read frames with pread: a scan through the mapping leaves the whole movie in the job's
+    resident memory (7.3 GB for 20,000 frames of 512 x 512)."""
+    from mesmerize_helpers import validation
+
+    scanned = []
+    original = validation.nonfinite_pixels
+
+    def spy(movie, *args, **kwargs):
+        scanned.append(movie)
+        return original(movie, *args, **kwargs)
+
+    monkeypatch.setattr(validation, "nonfinite_pixels", spy)
+    sim = simulate_2p(n_frames=60, shape=(32, 32), n_neurons=3, seed=6)
+    raw = tmp_path / "m.npy"
+    np.save(raw, sim.movie.astype(np.float32))
+    manifest = run_item(tmp_path / "p", uuid="p", algo="mcorr", input_movie=raw,
+                        params={"main": {"max_shifts": [2, 2], "border_nan": "copy"}},
+                        progress=False)
+    assert manifest["success"], manifest["traceback"]
+    assert manifest["nonfinite_pixels"] == 0
+    assert len(scanned) == 2  # the raw input, then the registered movie
+    assert not any(isinstance(m, np.memmap) for m in scanned)
+
+
+def test_a_slice_of_frames_is_copied_from_the_file_a_block_of_rows_at_a_time(tmp_path):
+    """A slice of frames touches a page of every row: copied whole, a wide range of rows
+    left GBs of the file mapped in the job (the ring model of a long 480 x 480 movie)."""
+    movie = np.random.default_rng(0).random((300, 64, 64), dtype=np.float32)
+    data = _on_disk(movie, tmp_path, Budget(total=500 * MB, block=MB // 4))
+    spans = []
+    release = data._file.release
+    data._file.release = lambda lo, hi: (spans.append(hi - lo), release(lo, hi))
+    Y = movie_to_Y(movie)[0]
+    np.testing.assert_array_equal(data.block(0, 4096, slice(100, 140)), Y[:, 100:140])
+    rows = np.arange(5, 4096, 3)
+    np.testing.assert_array_equal(data.take(rows, slice(7, 9)), Y[rows, 7:9])
+    np.testing.assert_array_equal(data.frames(10, 20), Y[:, 10:20])
+    per = (MB // 4) // (300 * 4)
+    assert len(spans) > 3 * (4096 // per) and max(spans) <= per

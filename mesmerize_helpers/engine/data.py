@@ -270,6 +270,8 @@ class DataMatrix:
         (n_rows, n_frames) float32 (a copy)."""
         rows = self._rows if idx is None else (
             np.asarray(idx, np.int64) if self._rows is None else self._rows[np.asarray(idx)])
+        if self._file is not None and isinstance(frames, slice):
+            return self._copy_mapped(rows, frames)
         if rows is None:
             out = np.array(self._Y[:, frames], np.float32)
         elif isinstance(frames, slice) and len(rows) and rows[-1] - rows[0] + 1 == len(rows):
@@ -282,6 +284,26 @@ class DataMatrix:
             lo = 0 if rows is None or not len(rows) else int(rows[0])
             hi = self._Y.shape[0] if rows is None or not len(rows) else int(rows[-1]) + 1
             self._file.release(lo, hi)
+        return out
+
+    def _copy_mapped(self, rows: np.ndarray | None, frames: slice) -> np.ndarray:
+        """Rows (sorted; None: all) of the mapped file at a slice of frames, copied a block
+        of rows at a time, each block's pages released after its copy: a slice of frames
+        touches a page of every row (and the OS maps the pages around it), so one copy of a
+        wide range mapped GBs (5.3 GB peak for a 480 x 480 x 10,000 ring model)."""
+        rows = np.arange(self._Y.shape[0]) if rows is None else rows
+        out = np.empty((len(rows), len(range(*frames.indices(self.shape[1])))), np.float32)
+        span = max(int((self.budget.block_bytes() or MAX_BLOCK_BYTES) // self._file.row_bytes), 1)
+        i = 0
+        while i < len(rows):
+            j = int(np.searchsorted(rows, rows[i] + span, side="left"))
+            lo, hi = int(rows[i]), int(rows[j - 1]) + 1
+            if hi - lo == j - i:
+                out[i:j] = self._Y[lo:hi, frames]
+            else:
+                out[i:j] = self._Y[rows[i:j], frames]
+            self._file.release(lo, hi)
+            i = j
         return out
 
     def __reduce__(self) -> tuple:
