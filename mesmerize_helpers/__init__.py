@@ -31,6 +31,7 @@ from .errors import (  # noqa: E402
     BatchItemUnsuccessfulError,
     DependencyError,
     ItemNotCurrentError,
+    ItemRunningError,
     PreventOverwriteError,
     WrongAlgorithmExtensionError,
 )
@@ -48,5 +49,5 @@ __all__ = [
     "PreventOverwriteError", "WrongAlgorithmExtensionError",
     # mesmerize-core's compute backends (batch_utils), all run with Snakemake here
     "COMPUTE_BACKENDS", "COMPUTE_BACKEND_SUBPROCESS", "COMPUTE_BACKEND_SLURM",
-    "COMPUTE_BACKEND_LOCAL", "COMPUTE_BACKEND_ASYNC", "ItemNotCurrentError",
+    "COMPUTE_BACKEND_LOCAL", "COMPUTE_BACKEND_ASYNC", "ItemNotCurrentError", "ItemRunningError",
 ]
