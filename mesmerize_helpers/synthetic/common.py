@@ -247,6 +247,26 @@ class tiff_writer:  # noqa: N801 (used like a function returning an array)
         return tifffile.memmap(self.path, mode="r")
 
 
+def assemble(
+    movie: Any, footprints: np.ndarray, calcium: np.ndarray, spikes: np.ndarray,
+    bg_spatial: np.ndarray, bg_temporal: np.ndarray, baseline: np.ndarray,
+    resting: np.ndarray, shifts: np.ndarray | None, *, gSig: float, fr: float,
+    decay_time: float, g: float, **background: Any,
+) -> SyntheticMovie:
+    """A simulator's result: the (finished) movie with its ground truth. The background
+    maps and traces are kept as float32; ``shifts`` None means no motion (zeros); extra keyword
+    arguments are more background entries (e.g. a lens mask)."""
+    return SyntheticMovie(
+        movie=movie, footprints=footprints, calcium=calcium, spikes=spikes,
+        background={"spatial": bg_spatial.astype(np.float32),
+                    "temporal": bg_temporal.astype(np.float32),
+                    "baseline": baseline.astype(np.float32),
+                    "resting": resting, **background},
+        shifts=shifts if shifts is not None else np.zeros((movie.shape[0], 2), np.float32),
+        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
+    )
+
+
 def finish(movie: np.ndarray, dtype: str) -> np.ndarray:
     if np.dtype(dtype) == np.uint16:
         return np.clip(np.round(movie), 0, 65535).astype(np.uint16)

@@ -10,6 +10,7 @@ import numpy as np
 from .common import (
     SyntheticMovie,
     ar1,
+    assemble,
     finish,
     footprint,
     motion_shifts,
@@ -74,20 +75,9 @@ def simulate_1p(
     )
     shifts = motion_shifts(rng, n_frames, motion) if motion else None
     movie = render(rng, footprints, calcium, bg_spatial, bg_temporal, baseline, noise, shifts)
-    return SyntheticMovie(
-        movie=finish(movie, dtype),
-        footprints=footprints,
-        calcium=calcium,
-        spikes=spikes,
-        background={
-            "spatial": bg_spatial.astype(np.float32),
-            "temporal": bg_temporal.astype(np.float32),
-            "baseline": baseline.astype(np.float32),
-            "resting": np.zeros(n_neurons, np.float32),
-        },
-        shifts=shifts if shifts is not None else np.zeros((n_frames, 2), np.float32),
-        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
-    )
+    return assemble(finish(movie, dtype), footprints, calcium, spikes, bg_spatial, bg_temporal,
+                    baseline, np.zeros(n_neurons, np.float32), shifts, gSig=gSig, fr=fr,
+                    decay_time=decay_time, g=g)
 
 
 def simulate_1p_vignette(
@@ -166,21 +156,9 @@ def simulate_1p_vignette(
     out = None if tiff is None else tiff_writer(tiff, (n_frames, *shape))
     movie = render(rng, footprints, calcium, bg_spatial, bg_temporal, baseline, noise, None,
                    out=out, row_noise=line)
-    return SyntheticMovie(
-        movie=finish(movie, dtype) if out is None else out.close(),
-        footprints=footprints,
-        calcium=calcium,
-        spikes=spikes,
-        background={
-            "spatial": bg_spatial.astype(np.float32),
-            "temporal": bg_temporal.astype(np.float32),
-            "baseline": baseline.astype(np.float32),
-            "resting": np.zeros(n_neurons, np.float32),
-            "lens": lens,
-        },
-        shifts=np.zeros((n_frames, 2), np.float32),
-        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
-    )
+    return assemble(finish(movie, dtype) if out is None else out.close(), footprints, calcium,
+                    spikes, bg_spatial, bg_temporal, baseline, np.zeros(n_neurons, np.float32),
+                    None, gSig=gSig, fr=fr, decay_time=decay_time, g=g, lens=lens)
 
 
 def _centers_in_disk(rng: np.random.Generator, n: int, center: tuple[float, float],

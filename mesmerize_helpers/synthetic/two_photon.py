@@ -11,6 +11,7 @@ from scipy import ndimage
 from .common import (
     SyntheticMovie,
     ar1,
+    assemble,
     ellipse,
     finish,
     footprint,
@@ -117,20 +118,9 @@ def simulate_2p(
     out = None if tiff is None else tiff_writer(tiff, (n_frames, *shape))
     movie = render(rng, footprints, calcium, bg_spatial, bg_temporal, baseline, noise, shifts,
                    out=out)
-    return SyntheticMovie(
-        movie=finish(movie, dtype) if out is None else out.close(),
-        footprints=footprints,
-        calcium=calcium,
-        spikes=spikes,
-        background={
-            "spatial": bg_spatial.astype(np.float32),
-            "temporal": bg_temporal.astype(np.float32),
-            "baseline": baseline.astype(np.float32),
-            "resting": rest,
-        },
-        shifts=shifts if shifts is not None else np.zeros((n_frames, 2), np.float32),
-        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
-    )
+    return assemble(finish(movie, dtype) if out is None else out.close(), footprints, calcium,
+                    spikes, bg_spatial, bg_temporal, baseline, rest, shifts, gSig=gSig, fr=fr,
+                    decay_time=decay_time, g=g)
 
 
 def _soma(
@@ -237,11 +227,5 @@ def simulate_2p_dense(
     bg_temporal = np.stack([0.5 * common + slow_trace(rng, n_frames, fr, period=3.0) - 1.0
                             for _ in range(3)])
     movie = render(rng, fps, calcium, bg_spatial, bg_temporal, baseline, read_noise, None)
-    return SyntheticMovie(
-        movie=finish(movie, dtype), footprints=fps, calcium=calcium, spikes=spikes,
-        background={"spatial": bg_spatial.astype(np.float32),
-                    "temporal": bg_temporal.astype(np.float32),
-                    "baseline": baseline.astype(np.float32), "resting": rest.astype(np.float32)},
-        shifts=np.zeros((n_frames, 2), np.float32),
-        params={"gSig": (gSig, gSig), "fr": fr, "decay_time": decay_time, "g": g},
-    )
+    return assemble(finish(movie, dtype), fps, calcium, spikes, bg_spatial, bg_temporal, baseline,
+                    rest.astype(np.float32), None, gSig=gSig, fr=fr, decay_time=decay_time, g=g)
