@@ -26,12 +26,19 @@ from typing import Any
 import numpy as np
 
 from .cnmf_field import CNMF_DEFAULTS, cnmf_params, fit_field, refine
-from .data import Budget, require
+from .data import Budget
 from .dff import detrend_df_f
 from .evaluate import evaluate_components as _evaluate
-from .initialization import masks_matrix, seed_of_components
-from .model import Components, Estimates, Y_to_movie, data_matrix, movie_to_Y, to_estimates
-from .noise import pixel_noise
+from .initialization import seed_of_components
+from .model import (
+    Components,
+    Estimates,
+    Y_to_movie,
+    data_matrix,
+    fit_input,
+    movie_to_Y,
+    to_estimates,
+)
 from .patches import fit_patches, greedy_bytes
 
 __all__ = [
@@ -92,17 +99,11 @@ def fit_cnmf(
     from tqdm.auto import tqdm
 
     P = cnmf_params(params)
-    Y = data_matrix(movie, budget)
+    Y, masks, use_patches, sn = fit_input(
+        movie, P, Ain, budget, greedy_bytes,
+        "use patches (rf, stride) or more downsampling (tsub, ssub)")
     dims = Y.dims
     nb = int(P["nb"])
-    masks = None if Ain is None else masks_matrix(Ain, dims)  # read the user's masks once
-    use_patches = masks is None and P["rf"] is not None
-    if not use_patches and masks is None:
-        require(Y.budget, greedy_bytes(Y.n_pixels, Y.n_frames, P),
-                f"The whole-field initialization (rf=None) of {Y.n_frames} frames of "
-                f"{dims[0]} x {dims[1]}", "use patches (rf, stride) or more downsampling "
-                "(tsub, ssub)")
-    sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     bar = tqdm(total=1 + int(refit) + int(use_patches), desc="cnmf", disable=not progress)
     try:
         if use_patches:

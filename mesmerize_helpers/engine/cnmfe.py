@@ -47,11 +47,10 @@ import scipy.sparse as sp
 
 from .cnmf_field import CNMF_DEFAULTS
 from .corr_pnr import init_neurons_corr_pnr
-from .data import Budget, DataMatrix, MemoryWorkspace, Workspace, as_data, require
+from .data import Budget, DataMatrix, MemoryWorkspace, Workspace, as_data
 from .footprints import areas, as_footprints
 from .initialization import (
     downsample_data,
-    masks_matrix,
     seed_of_components,
     upsample_footprints,
 )
@@ -59,7 +58,7 @@ from .merging import merge_components
 from .model import (
     Components,
     Estimates,
-    data_matrix,
+    fit_input,
     normalize_components,
     to_estimates,
 )
@@ -493,17 +492,11 @@ def fit_cnmfe(
     from tqdm.auto import tqdm
 
     P = cnmfe_params(params)
-    Y = data_matrix(movie, budget)
+    Y, masks, use_patches, sn = fit_input(
+        movie, P, Ain, budget, init_bytes,
+        "use patches (rf, stride) or downsample the initialization (tsub)")
     dims = Y.dims
     workspace = workspace or MemoryWorkspace(Y.budget)
-    masks = None if Ain is None else masks_matrix(Ain, dims)  # read the user's masks once
-    use_patches = masks is None and P["rf"] is not None
-    if not use_patches and masks is None:
-        require(Y.budget, init_bytes(Y.n_pixels, Y.n_frames, P),
-                f"The whole-field initialization (rf=None) of {Y.n_frames} frames of "
-                f"{dims[0]} x {dims[1]}", "use patches (rf, stride) or downsample the "
-                "initialization (tsub)")
-    sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     bar = tqdm(total=2 + int(refit), desc="cnmfe", disable=not progress)
     try:
         if masks is not None:

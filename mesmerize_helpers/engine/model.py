@@ -206,6 +206,31 @@ def data_matrix(movie: Any, budget: Any = None) -> Any:
     return DataMatrix(Y, dims, budget)
 
 
+def fit_input(
+    movie: Any, P: Any, Ain: Any, budget: Any, whole_field_bytes: Any, advice: str
+) -> tuple[Any, Any, bool, np.ndarray]:
+    """What CNMF and CNMF-E start from: the data matrix (:func:`data_matrix`), the seed masks
+    as a (pixels, n) matrix (or None), whether the fit runs in patches, and the (pixels,)
+    noise of every pixel.
+
+    Without patches and seeds, the whole-field initialization must fit the budget:
+    ``whole_field_bytes(n_pixels, n_frames, P)`` is its working memory; if it does not fit,
+    :class:`~.data.MemoryBudgetError` (with ``advice``) before any work.
+    """
+    from .data import require
+    from .initialization import masks_matrix
+    from .noise import pixel_noise
+
+    Y = data_matrix(movie, budget)
+    masks = None if Ain is None else masks_matrix(Ain, Y.dims)  # read the user's masks once
+    use_patches = masks is None and P["rf"] is not None
+    if not use_patches and masks is None:
+        require(Y.budget, whole_field_bytes(Y.n_pixels, Y.n_frames, P),
+                f"The whole-field initialization (rf=None) of {Y.n_frames} frames of "
+                f"{Y.dims[0]} x {Y.dims[1]}", advice)
+    return Y, masks, use_patches, pixel_noise(Y, P["noise_range"], P["noise_method"])
+
+
 def fill_missing(Y: np.ndarray, chunk: int = 4096) -> int:
     """Replace NaN in a (pixels, T) matrix, in place, by each pixel's mean over its other
     frames (0 where a pixel has none); return how many pixels had NaN (one warning if any)."""
