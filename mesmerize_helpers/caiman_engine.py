@@ -58,7 +58,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from .engine.images import SummaryAccumulator
-from .outputs import MovieWriter, Tee, pnr_gsig, save_array, save_images, summary_images_for
+from .outputs import (
+    MovieWriter,
+    pnr_gsig,
+    save_array,
+    save_images,
+    sequential_frames,
+    summary_images_for,
+)
 
 __all__ = ["CAIMAN_MISSING", "require_caiman", "mcorr_step", "cnmf_step", "cnmfe_step",
            "STEPS", "caiman_version", "save_caiman_memmap"]
@@ -173,7 +180,7 @@ def mcorr_step(
     require_caiman()
     from caiman.motion_correction import MotionCorrect, get_patch_centers
 
-    from .pixel_major import YrWriter, yr_name
+    from .pixel_major import write_pixel_major, yr_name
     from .step_support import YR_KEY, job_budget, run_id_of
 
     main = params["main"]
@@ -195,20 +202,20 @@ def mcorr_step(
                                    f"{expected} ({n_frames} float32 frames of {dims}).")
             Yr = np.memmap(registered_mmap, np.float32, "r", shape=(int(np.prod(dims)), n_frames),
                            order="F")
-            # copied in C order and pixel-major (for source extraction), the summary images
-            # accumulated on the way (one pass)
+            # copied as our frame-major movie, the summary images accumulated on the way
             images = SummaryAccumulator(dims)
-            yr_file = yr_name(run_id_of(folder), dims, n_frames)
-            with MovieWriter(folder / "mcorr.npy", (n_frames, *dims)) as movie_out, \
-                    YrWriter(folder / yr_file, (n_frames, *dims), warn=False,
-                             buffer_bytes=job_budget(params, mem_mb).block_bytes()) as yr_out:
-                out = Tee(movie_out, yr_out)
+            with MovieWriter(folder / "mcorr.npy", (n_frames, *dims)) as movie_out:
                 for start in range(0, n_frames, _CHUNK):
                     block = np.asarray(Yr[:, start:start + _CHUNK])  # (pixels, n), F order
                     frames = block.reshape(*dims, -1, order="F").transpose(2, 0, 1)
-                    out[start:start + len(frames)] = frames
+                    movie_out[start:start + len(frames)] = frames
                     images.add(frames)
             del Yr
+            # and pixel-major, for source extraction (as the built-in mcorr job writes it)
+            yr_file = yr_name(run_id_of(folder), dims, n_frames)
+            write_pixel_major(sequential_frames(np.load(folder / "mcorr.npy", mmap_mode="r")),
+                              folder / yr_file, job_budget(params, mem_mb).block_bytes(),
+                              warn=False)
         finally:
             _remove(source, registered_mmap)
 

@@ -42,7 +42,6 @@ from .locks import RUN_LOCK, item_lock, log_waiting
 from .manifest import read_manifest
 from .outputs import (
     MovieWriter,
-    Tee,
     describe,
     pnr_gsig,
     save_array,
@@ -96,17 +95,20 @@ def mcorr_step(
     and correlation image, all in one pass over the movie."""
     from .engine.images import SummaryAccumulator
     from .engine.motion import motion_correct
-    from .pixel_major import YrWriter, yr_name
+    from .pixel_major import write_pixel_major, yr_name
 
     keep_freed_memory()
     shape = tuple(int(v) for v in movie.shape)
     images = SummaryAccumulator(shape[1:])
+    with MovieWriter(folder / "mcorr.npy", shape) as out:
+        result = motion_correct(sequential_frames(movie), params["main"], out,
+                                progress=progress, accumulate=images)
+    # transposed from the registered file (read back from the OS's cache, mostly): written
+    # while registering, the copy's pages would be written to disk once per block of frames
     name = yr_name(run_id_of(folder), shape[1:], shape[0])
-    block = job_budget(params, mem_mb).block_bytes()
-    with MovieWriter(folder / "mcorr.npy", shape) as out, \
-            YrWriter(folder / name, shape, buffer_bytes=block, warn=False) as pixel_major:
-        result = motion_correct(sequential_frames(movie), params["main"],
-                                Tee(out, pixel_major), progress=progress, accumulate=images)
+    write_pixel_major(sequential_frames(np.load(folder / "mcorr.npy", mmap_mode="r")),
+                      folder / name, job_budget(params, mem_mb).block_bytes(), warn=False,
+                      progress=progress)
     outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy", YR_KEY: name,
                                "add-to-movie": float(result.add_to_movie),
                                "border-to-0": int(result.border_to_0)}

@@ -190,6 +190,28 @@ class FrameReader:
                 view, position = view[read:], position + read
         return out
 
+    def window(self, y: slice, x: slice) -> np.ndarray:
+        """Pixels ``[:, y, x]`` of every frame, (T, rows, columns), one ``pread`` per frame:
+        whole rows (``x`` covers the width) or a part of one row (``y`` is one row)."""
+        T, h, w = self.shape
+        y0, y1, _ = y.indices(h)
+        x0, x1, _ = x.indices(w)
+        if not (x0 == 0 and x1 == w) and y1 - y0 != 1:
+            raise ValueError("FrameReader.window reads whole rows or a part of one row.")
+        out = np.empty((T, y1 - y0, x1 - x0), self.dtype)
+        flat = out.reshape(T, -1)
+        skip = (y0 * w + x0) * self.dtype.itemsize
+        with open(self.path, "rb", buffering=0) as f:
+            for t in range(T):
+                view = memoryview(flat[t]).cast("B")
+                position = self.offset + t * self._frame_bytes + skip
+                while view:
+                    read = os.preadv(f.fileno(), [view], position)
+                    if read <= 0:
+                        raise OSError(f"{self.path}: file ends in frame {t}.")
+                    view, position = view[read:], position + read
+        return out
+
 
 def sequential_frames(movie: Any) -> Any:
     """A :class:`FrameReader` for a C-contiguous memmapped movie, else ``movie`` itself."""
@@ -278,7 +300,7 @@ def pnr_images(movie: Any, folder: Path, gSig: Any, progress: bool = True) -> di
     saved into ``folder``; their outputs, with the filter width under :data:`PNR_GSIG_KEY`."""
     from .engine.images import correlation_pnr
 
-    corr_pnr, pnr = correlation_pnr(movie, gSig, progress=progress)
+    corr_pnr, pnr = correlation_pnr(sequential_frames(movie), gSig, progress=progress)
     outputs: dict[str, Any] = save_images(folder, {"pnr": pnr, "corr_pnr": corr_pnr})
     outputs[PNR_GSIG_KEY] = _gsig_pair(gSig)
     return outputs
@@ -304,12 +326,15 @@ def summary_images_for(movie: Any, folder: Path, pnr_gsig: Any = None,
 
     kinds = PLAIN_IMAGES + (PNR_IMAGES if pnr_gsig is not None else ())
     outputs = reuse_images(movie, folder, kinds, pnr_gsig)
+    # a memmapped movie read with pread: through the mapping, every page read would stay in
+    # the job's memory (the whole movie, by the end of a pass)
+    frames = sequential_frames(movie)
     missing = [k for k in PLAIN_IMAGES if IMAGE_KEYS[k] not in outputs]
     if missing:
         images = computed if computed is not None else summary_images(
-            movie, correlation="corr" in missing, progress=progress)
+            frames, correlation="corr" in missing, progress=progress)
         outputs.update(save_images(folder, {k: images[k] for k in missing}))
     if pnr_gsig is not None and IMAGE_KEYS["pnr"] not in outputs:
-        outputs.update(pnr_images(movie, folder, pnr_gsig, progress))
+        outputs.update(pnr_images(frames, folder, pnr_gsig, progress))
     return outputs
 

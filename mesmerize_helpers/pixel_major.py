@@ -23,7 +23,8 @@ import numpy as np
 
 from .outputs import _preallocate
 
-__all__ = ["YR_GLOB", "yr_name", "PixelMajorWriter", "YrWriter", "FileWorkspace"]
+__all__ = ["YR_GLOB", "yr_name", "PixelMajorWriter", "YrWriter", "write_pixel_major",
+           "FileWorkspace"]
 
 
 #: The pixel-major copy of a movie that source extraction reads (CaImAn's ``Yr``): named
@@ -194,6 +195,70 @@ class YrWriter:
             self.close()
         else:
             self._file.close()
+
+
+def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | None = None,
+                      warn: bool = True, progress: bool = False) -> int:
+    """Write the pixel-major copy (:data:`YR_GLOB`) of a movie stored frame by frame.
+
+    The copy is written band by band: a band of image rows of every frame (a part of one
+    row when a whole row of a long movie exceeds ``band_bytes``) is read with one ``pread``
+    per frame, transposed in memory, and each of its columns goes out as one write of
+    whole pixel traces (pixels ``y + x * height`` are consecutive rows of the file). Every
+    byte of the file is written once. Writing frames as they come instead
+    (:class:`YrWriter`) puts a few hundred bytes into each pixel's trace per block of frames,
+    and the OS writes each page of the file back again and again: 16 times the file's size
+    for 4,096 frames of 512 x 512 in blocks of 256 frames, growing with the movie's length.
+    Missing values (NaN) are filled with their pixel's mean over the other frames (0 for a
+    pixel missing in every frame), with one warning unless ``warn`` is False.
+
+    Parameters
+    ----------
+    frames
+        The movie, (T, y, x): a :class:`~.outputs.FrameReader` (a C-contiguous file of
+        whole frames, e.g. the registered ``mcorr.npy``).
+    path
+        The file to write (replaced).
+    band_bytes
+        Bytes of one band as float32 (the job holds it twice: as read and transposed);
+        default 256 MB.
+
+    Returns
+    -------
+    int
+        The number of pixels that had missing values.
+    """
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from .engine.model import fill_missing
+
+    T, h, w = (int(v) for v in frames.shape)
+    band_bytes = int(band_bytes or (256 << 20))
+    trace = T * 4  # bytes of one pixel's trace
+    n_rows = max(min(band_bytes // (trace * w), h), 1)
+    n_cols = w if band_bytes >= trace * w else max(min(band_bytes // trace, w), 1)
+    bands = [(slice(y, min(y + n_rows, h)), slice(x, min(x + n_cols, w)))
+             for y in range(0, h, n_rows) for x in range(0, w, n_cols)]
+    missing = 0
+    with PixelMajorWriter(path, (h * w, T)) as out:
+        for ys, xs in tqdm(bands, desc="pixel-major copy", disable=not progress):
+            band = frames.window(ys, xs)  # (T, rows, columns)
+            traces = np.empty((band.shape[2], band.shape[1], T), np.float32)
+            traces[...] = band.transpose(2, 1, 0)  # (columns, rows, T)
+            del band
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                missing += fill_missing(traces.reshape(-1, T))
+            for i, column in enumerate(traces):  # pixels y + x * h, y in ys: one run
+                out.write(ys.start + (xs.start + i) * h, 0, column)
+    if missing and warn:
+        warnings.warn(f"{missing} pixel(s) of the movie have missing values (NaN), e.g. the "
+                      "borders left by motion correction with border_nan=True; each NaN is "
+                      "replaced by its pixel's mean over the other frames (border_nan='copy' "
+                      "in the mcorr params avoids them).", UserWarning, stacklevel=2)
+    return missing
 
 
 class FileWorkspace:

@@ -7,6 +7,7 @@ Kept apart from :mod:`.jobs` (which dispatches to the engines) so that
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,7 @@ def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None =
 
     from .engine.images import SummaryAccumulator
     from .outputs import sequential_frames
-    from .pixel_major import YrWriter, yr_name
+    from .pixel_major import YrWriter, write_pixel_major, yr_name
 
     T, h, w = (int(v) for v in movie.shape)
     name = yr_name(run_id or run_id_of(folder), (h, w), T)
@@ -106,9 +107,18 @@ def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None =
     step = int(max(min(block // (h * w * 4 * 3), T), 1))  # frames, float32 and products
     images = SummaryAccumulator((h, w))
     frames = sequential_frames(movie)
-    with YrWriter(folder / name, (T, h, w), buffer_bytes=block) as writer:
-        for start in tqdm(range(0, T, step), desc="pixel-major copy", disable=not progress):
+    # a movie file of whole frames is transposed band by band after the images' pass (each
+    # byte of the copy written once); other movies are read once, the copy written as the
+    # frames come (fine for short movies: see write_pixel_major)
+    banded = hasattr(frames, "window")
+    with (contextlib.nullcontext() if banded
+          else YrWriter(folder / name, (T, h, w), buffer_bytes=block)) as writer:
+        for start in tqdm(range(0, T, step), desc="summary images" if banded
+                          else "pixel-major copy", disable=not progress):
             chunk = np.asarray(frames[start:start + step], np.float32)
-            writer[start:start + len(chunk)] = chunk
+            if writer is not None:
+                writer[start:start + len(chunk)] = chunk
             images.add(chunk)
+    if banded:
+        write_pixel_major(frames, folder / name, block, progress=progress)
     return open_yr(folder / name, budget), {"cnmf-memmap-path": name}, images.images()

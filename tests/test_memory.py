@@ -16,7 +16,8 @@ from mesmerize_helpers.engine.model import movie_to_Y
 from mesmerize_helpers.io.estimates import load_estimates
 from mesmerize_helpers.io.movies import read_caiman_mmap
 from mesmerize_helpers.jobs import run_item
-from mesmerize_helpers.pixel_major import FileWorkspace, YrWriter, yr_name
+from mesmerize_helpers.outputs import FrameReader, MovieWriter
+from mesmerize_helpers.pixel_major import FileWorkspace, YrWriter, write_pixel_major, yr_name
 from mesmerize_helpers.synthetic import save_tiff, simulate_1p, simulate_2p
 
 
@@ -62,6 +63,37 @@ def test_the_yr_file_is_the_movie_pixel_major(tmp_path):
     np.testing.assert_array_equal(data.frames(20, 30), Y[:, 20:30])
     np.testing.assert_array_equal(data.take(np.array([4, 90]), np.array([0, 7, 149])),
                                   Y[np.ix_([4, 90], [0, 7, 149])])
+
+
+@pytest.mark.parametrize("band_rows", [0.5, 1, 3, 12])
+def test_the_copy_transposed_band_by_band_is_the_streamed_copy(tmp_path, band_rows):
+    """A movie file transposed in bands of image rows (or parts of a row: ``band_rows`` <
+    1) gives the file the streaming writer gives, byte for byte, NaN filled the same way;
+    each byte written once (the file's size, whatever the band)."""
+    rng = np.random.default_rng(1)
+    movie = rng.normal(10, 1, (150, 12, 9)).astype(np.float32)
+    movie[3:7, 0, :2] = np.nan
+    movie[:, 5, 4] = np.nan  # a pixel missing in every frame
+    with MovieWriter(tmp_path / "m.npy", movie.shape) as out:
+        out[0:150] = movie
+    reader = FrameReader(np.load(tmp_path / "m.npy", mmap_mode="r"))
+    band = int(band_rows * 9 * 150 * 4)
+    with pytest.warns(UserWarning, match="3 pixel"):
+        assert write_pixel_major(reader, tmp_path / "band.mmap", band) == 3
+    streamed = tmp_path / yr_name("test", (12, 9), 150)
+    with pytest.warns(UserWarning, match="missing values"):
+        _on_disk(movie, tmp_path, Budget())
+    assert (tmp_path / "band.mmap").read_bytes() == streamed.read_bytes()
+    assert (tmp_path / "band.mmap").stat().st_size == 12 * 9 * 150 * 4
+
+
+def test_a_uint16_movie_is_transposed_to_float32(tmp_path):
+    movie = np.random.default_rng(2).integers(0, 60000, (40, 7, 5)).astype(np.uint16)
+    np.save(tmp_path / "m.npy", movie)
+    write_pixel_major(FrameReader(np.load(tmp_path / "m.npy", mmap_mode="r")),
+                      tmp_path / "yr.mmap", band_bytes=3 * 40 * 4)
+    yr = np.fromfile(tmp_path / "yr.mmap", np.float32).reshape(35, 40)
+    np.testing.assert_array_equal(yr, movie.reshape(40, -1, order="F").T.astype(np.float32))
 
 
 def test_products_in_blocks_equal_the_whole(tmp_path):
@@ -254,3 +286,26 @@ def test_a_slice_of_frames_is_copied_from_the_file_a_block_of_rows_at_a_time(tmp
     np.testing.assert_array_equal(data.frames(10, 20), Y[:, 10:20])
     per = (MB // 4) // (300 * 4)
     assert len(spans) > 3 * (4096 // per) and max(spans) <= per
+
+
+def test_summary_and_pnr_images_read_a_memmapped_movie_with_pread(tmp_path, monkeypatch):
+    """The images a cnmfe item makes of its movie (plain and PNR) read frames with pread:
+    through the mapping, two passes over a raw 10,000-frame 480 x 480 movie left it all in
+    the job's resident memory (5.2 GB at the job's end)."""
+    from mesmerize_helpers.engine import images
+    from mesmerize_helpers.outputs import summary_images_for
+
+    given = []
+    for name in ("summary_images", "correlation_pnr"):
+        original = getattr(images, name)
+        monkeypatch.setattr(images, name, lambda movie, *a, _f=original, **k: (
+            given.append(movie), _f(movie, *a, **k))[1])
+    movie = np.random.default_rng(3).random((128, 24, 20), dtype=np.float32)
+    np.save(tmp_path / "m.npy", movie)
+    mapped = np.load(tmp_path / "m.npy", mmap_mode="r")
+    outputs = summary_images_for(mapped, tmp_path, pnr_gsig=3, progress=False)
+    assert len(given) == 2 and not any(isinstance(m, np.memmap) for m in given)
+    np.testing.assert_allclose(np.load(tmp_path / outputs["mean-projection-path"]),
+                               movie.mean(axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / outputs["pnr-image-path"]),
+                                  images.correlation_pnr(movie, 3)[1])
