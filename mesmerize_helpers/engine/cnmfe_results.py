@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .cnmfe_steps import cnmfe_params
 from .data import DataMatrix
 from .footprints import column
 from .model import Estimates, data_matrix
@@ -85,7 +86,6 @@ def evaluate_components(estimates: Estimates, movie: Any, params: Mapping[str, A
         ``idx_components`` and ``idx_components_bad`` set, and ``extra["artefact"]``: (K,)
         ``""``, ``"unlit"`` or ``"line noise"``.
     """
-    from .cnmfe import cnmfe_params
     from .evaluate import remove_slow_baseline, spatial_consistency, trace_snr
 
     P = cnmfe_params(params)

@@ -24,7 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .cnmf_field import growth_radius, seed_regions
-from .cnmfe import _empty_bg, _Fit, background_step, merge_step, temporal_step
+from .cnmfe_steps import _empty_bg, _Fit, background_step, merge_step, temporal_step
 from .data import Workspace, as_data
 from .initialization import masks_to_A, seed_of_components
 from .model import normalize_components
