@@ -113,7 +113,7 @@ def import_cnmf(df: pd.DataFrame, hdf5_path: str | os.PathLike, input_movie_path
     """
     from . import batch as batch_lib
     from . import validation
-    from .accessors.common import item_folder
+    from .accessors.results import item_folder
     from .commit import new_run_id, write_done
     from .io.estimates import load_cnmf
     from .io.movies import open_movie
