@@ -218,9 +218,10 @@ def compare(batch: Path, movie_path: Path, algo: str, params: dict, uuid: str,
 
         movie = tifffile.imread(movie_path).astype(np.float32)
     engine = cnmf if algo == "cnmf" else cnmfe
+    refit = params.get("refit") is True  # an item refits only when told to (mesmerize-core)
     t0 = time.perf_counter()
-    est = engine.fit_cnmf(movie, params, progress=False) if algo == "cnmf" else \
-        engine.fit_cnmfe(movie, params, progress=False)
+    est = engine.fit_cnmf(movie, params, refit=refit, progress=False) if algo == "cnmf" else \
+        engine.fit_cnmfe(movie, params, refit=refit, progress=False)
     est = engine.evaluate_components(est, movie, params)
     fit_s = time.perf_counter() - t0
     del movie
