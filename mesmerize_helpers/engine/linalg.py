@@ -22,7 +22,8 @@ def project(Y: np.ndarray, U: np.ndarray) -> np.ndarray:
     return (Y.T @ U).T
 
 
-def pair_dots(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 2048) -> np.ndarray:
+def pair_dots(X: np.ndarray, i: np.ndarray, j: np.ndarray,
+              chunk_bytes: int = 32 << 20) -> np.ndarray:
     """``X[i[n]] @ X[j[n]]`` for every n, in float64, without forming ``X @ X.T``.
 
     Parameters
@@ -38,6 +39,9 @@ def pair_dots(X: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 2048) ->
         (n,) float64.
     """
     out = np.empty(len(i), np.float64)
+    # pairs per chunk: the rows gathered for them take ``chunk_bytes`` (a fixed number of
+    # pairs took 650 MB for 20,000-frame traces)
+    chunk = max(int(chunk_bytes // max(2 * X.shape[1] * X.itemsize, 1)), 1)
     for s in range(0, len(i), chunk):
         out[s:s + chunk] = np.einsum("nt,nt->n", X[i[s:s + chunk]], X[j[s:s + chunk]],
                                      dtype=np.float64)

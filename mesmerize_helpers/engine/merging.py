@@ -22,10 +22,12 @@ DUPLICATE_THR = 0.7
 
 def _zscore_rows(C: np.ndarray) -> np.ndarray:
     """Rows centred and scaled to unit norm (a constant row stays 0)."""
-    Cc = C - C.mean(axis=1, keepdims=True)
+    Cc = np.array(C, np.float64)  # one copy, worked on in place (K x T: long movies)
+    Cc -= Cc.mean(axis=1, keepdims=True)
     nrm = np.linalg.norm(Cc, axis=1)
     nrm[nrm == 0] = np.inf
-    return Cc / nrm[:, None]
+    Cc /= nrm[:, None]
+    return Cc
 
 
 def find_merges(
@@ -65,7 +67,7 @@ def find_merges(
     if not i.size:
         return []
     cos = pairs.data[order] / (nrm[i] * nrm[j])
-    corr = pair_dots(_zscore_rows(np.asarray(C, np.float64)), i, j)
+    corr = pair_dots(_zscore_rows(C), i, j)
     # near copies, or clearly overlapping and fairly correlated (a cell split in two parts)
     link = (corr > merge_thr) | (cos > dup_thr) | ((cos > 0.5) & (corr > 0.5))
     i, j, score = i[link], j[link], np.maximum(corr, cos)[link]
