@@ -24,7 +24,7 @@ def _zscore_rows(C: np.ndarray) -> np.ndarray:
     """Rows centred and scaled to unit norm (a constant row stays 0)."""
     Cc = np.array(C, np.float64)  # one copy, worked on in place (K x T: long movies)
     Cc -= Cc.mean(axis=1, keepdims=True)
-    nrm = np.linalg.norm(Cc, axis=1)
+    nrm = np.sqrt(np.einsum("kt,kt->k", Cc, Cc))  # no squared copy
     nrm[nrm == 0] = np.inf
     Cc /= nrm[:, None]
     return Cc
