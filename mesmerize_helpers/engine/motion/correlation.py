@@ -182,7 +182,7 @@ class MaskedTemplates:
         self.tc = tc.astype(np.complex64)
         self._buffer: np.ndarray | None = None
         self._row_phases = _row_phases(self.shape[0])
-        self._own_terms: dict[tuple[int, ...], list[np.ndarray]] = {}
+        self._own_terms: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         # Fine-grid terms on the sub-pixel grid covering every window the refinement visits.
         self.weighted = weights is not None
         self.offsets = _fine_offsets(1.0 if self.weighted else 0.5)
@@ -210,17 +210,22 @@ class MaskedTemplates:
         self.taylor_maps = _derivative_maps(wext, self.image_shape, workers)
         self.taylor_coef = _taylor_coefficients(self.offsets)
 
-    def _apply_masks(self, images: np.ndarray, masks: np.ndarray | None = None
-                     ) -> np.ndarray:
-        """(n, Q, H, W) float32: images minus their mean within the masks (``self.masks``, or
-        (n, Q, h, w) ``masks`` of their own), times the masks, zero-padded to the extended
-        template size (the FFT buffer)."""
+    def _apply_masks(self, images: np.ndarray, rows: np.ndarray | None = None,
+                     cols: np.ndarray | None = None) -> np.ndarray:
+        """(n, Q, H, W) float32: images minus their mean within the masks, times the masks,
+        zero-padded to the extended template size (the FFT buffer). The masks are
+        ``self.masks``, or rectangles of their own, ``rows[i, y] * cols[i, x]`` for item
+        ``i`` of the n * Q ((n * Q, h) and (n * Q, w) arrays)."""
         h, w = self.image_shape
-        if masks is None:
+        if rows is None:
             masks = self.masks
             means = np.einsum("nqyx,qyx->nq", images, masks) / self.wsum
         else:
-            means = np.einsum("nqyx,nqyx->nq", images, masks) / masks.sum(axis=(2, 3))
+            shape = images.shape[:2]
+            rows, cols = rows.reshape(*shape, h), cols.reshape(*shape, w)
+            means = np.einsum("nqyx,nqx->nqy", images, cols)
+            means = (means * rows).sum(axis=-1) / (rows.sum(axis=-1) * cols.sum(axis=-1))
+            rows, cols = rows[..., :, None], cols[..., None, :]
         # One zero-padded buffer, reused: only its inner part is ever written (a new zeroed
         # array per chunk costs a page fault per 4 kB).
         n = len(images)
@@ -229,7 +234,11 @@ class MaskedTemplates:
         padded = self._buffer[:n]
         inner = padded[..., :h, :w]
         np.subtract(images, means[..., None, None].astype(np.float32), out=inner)
-        inner *= masks
+        if rows is None:
+            inner *= masks
+        else:
+            inner *= rows
+            inner *= cols
         return padded
 
     def _taylor_terms(self, masked: np.ndarray, peaks: np.ndarray, which: np.ndarray
@@ -369,37 +378,42 @@ class MaskedTemplates:
                 & (np.arange(h) < h - high_side[:, 0, None])).astype(np.float32)
         cols = ((np.arange(w) >= low_side[:, 1, None])
                 & (np.arange(w) < w - high_side[:, 1, None])).astype(np.float32)
-        masks = rows[:, :, None] * cols[:, None, :]
-        masked = self._apply_masks(images, masks.reshape(n, q, h, w))
+        masked = self._apply_masks(images, rows, cols)
         spectra = scipy.fft.rfft2(masked, workers=workers).reshape(n * q, big_h, -1)
         fine_tc = self.fine_tc[0] if q == 1 else self.fine_tc[which]
         cross = _upsampled_correlation(np.multiply(spectra, fine_tc, out=spectra), big_w,
                                        peaks.astype(float), self.offsets)
         cross = cross.astype(np.float64) / (big_h * big_w)
-        terms = self._own_mask_terms(which, peaks, low_side, high_side, rows, cols)
-        c_w = masks.sum(axis=(1, 2))[:, None, None] if not self.weighted else terms[2]
+        terms = self._own_mask_terms(which, peaks, rows, cols, (margin, edge))
+        c_w = ((rows.sum(axis=1) * cols.sum(axis=1))[:, None, None] if not self.weighted
+               else terms[2])
         score = self._score(cross, terms[0], terms[1], c_w, masked, peaks, which)
         out = np.clip(peaks + _locate_peak(score, self.offsets), lo, hi)
         return out.reshape(n, q, 2)
 
-    def _own_mask_terms(self, which: np.ndarray, peaks: np.ndarray, low_side: np.ndarray,
-                        high_side: np.ndarray, rows: np.ndarray, cols: np.ndarray
-                        ) -> list[np.ndarray]:
-        """The template terms (C_t, C_tt[, C_w], each (N, K, K)) of :meth:`_fine_own_masks`
-        under each item's rectangle: from the rectangle's separable spectrum, kept per
-        (template, peak, rectangle) as frames share them."""
-        keys = [tuple(k) for k in np.column_stack([which, peaks, low_side, high_side])]
-        new = {}
-        for i, key in enumerate(keys):
-            if key not in self._own_terms and key not in new:
-                new[key] = i
-        if new:
-            first = np.fromiter(new.values(), int)
+    def _own_mask_terms(self, which: np.ndarray, peaks: np.ndarray, rows: np.ndarray,
+                        cols: np.ndarray, rule: tuple[int, int]) -> np.ndarray:
+        """The template terms (C_t, C_tt[, C_w]: (terms, N, K, K)) of :meth:`_fine_own_masks`
+        under each item's rectangle (``rows`` x ``cols``, a function of the peak for a given
+        ``rule`` (margin, edge)): from the rectangle's separable spectrum, computed once per
+        template and integer peak."""
+        reach = int(self.fine_origin.max())
+        size = 2 * reach + 1
+        if rule not in self._own_terms:
+            k, n_terms = len(self.offsets), len(self.template_terms)
+            self._own_terms[rule] = (np.zeros((len(self.masks), size, size), bool),
+                                     np.zeros((n_terms, len(self.masks), size, size, k, k)))
+        done, values = self._own_terms[rule]
+        where = (which, peaks[:, 0] + reach, peaks[:, 1] + reach)
+        missing = np.flatnonzero(~done[where])
+        if len(missing):
+            codes = np.ravel_multi_index(tuple(i[missing] for i in where), done.shape)
+            first = missing[np.unique(codes, return_index=True)[1]]
             row_spec = scipy.fft.fft(rows[first], n=self.shape[0], axis=1)
             col_spec = scipy.fft.rfft(cols[first], n=self.shape[1], axis=1)
-            computed = [_rect_fine_grid(row_spec, col_spec, spec, which[first],
-                                        peaks[first], self.offsets, self.shape)
-                        for spec in self.template_terms]
-            for j, key in enumerate(new):
-                self._own_terms[key] = [term[j] for term in computed]
-        return [np.stack(parts) for parts in zip(*(self._own_terms[k] for k in keys))]
+            new = tuple(i[first] for i in where)
+            for term, spec in zip(values, self.template_terms):
+                term[new] = _rect_fine_grid(row_spec, col_spec, spec, which[first],
+                                            peaks[first], self.offsets, self.shape)
+            done[new] = True
+        return values[(slice(None), *where)]
