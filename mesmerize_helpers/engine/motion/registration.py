@@ -20,8 +20,8 @@ _MASK_MARGIN = 2
 # (``own_masks`` of :meth:`.correlation.MaskedTemplates.match`: one more FFT per frame,
 # measured 30-40 % less rigid CPU speed on 128 px bright movies) when that mask holds at
 # least this many times the pixels of the fixed one (at zero displacement): the shift's
-# variance falls about in proportion. 1.15 on a 128 px field searched within 6 px, 1.08 at
-# 256 px, 1.04 at 512 px (not used there).
+# variance falls about in proportion. 1.11-1.19 on a 128 px field searched within 6 px (the
+# least with gSig_filt), 1.05-1.09 at 256 px, 1.02-1.04 at 512 px (not used there).
 _OWN_MASK_PIXEL_GAIN = 1.1
 
 

@@ -122,15 +122,15 @@ def _mean_frame(frames: np.ndarray, index: np.ndarray | None = None, chunk: int 
     total = np.zeros(frames.shape[1:])
     count = None  # counts per pixel, only once a NaN is met
     for a, b in frame_chunks(len(index), chunk):
-        part = frames[index[a:b]]
+        part = frames[index[a:b]]  # a copy (fancy index): zeroed in place
         holes = np.isnan(part)
         if holes.any():
             if count is None:
                 count = np.full(frames.shape[1:], float(a))
-            part = np.where(holes, 0.0, part)
+            np.copyto(part, 0.0, where=holes)
         total += part.sum(axis=0)  # float32 over a chunk, float64 over the chunks
         if count is not None:
-            count += b - a - holes.sum(axis=0)
+            count += b - a - holes.sum(axis=0, dtype=np.int32)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = total / (count if count is not None else len(index))
     return mean.astype(np.float32)
