@@ -23,7 +23,10 @@ and defaults, as pure array code:
    over the frames of a chunk (batched ``scipy.fft``). Unlike CaImAn, the correlation is
    normalised for the frame border and the template wraps around smoothly (see
    :class:`.correlation.MaskedTemplates`), which removes the bias towards zero shift of plain
-   circular correlation and the ringing of strong brightness gradients. Piecewise rigid: the
+   circular correlation and the ringing of strong brightness gradients. Where the border
+   that ``max_shifts`` leaves out is a large part of the field (small fields), the sub-pixel
+   stage uses each frame's own mask: every pixel that overlaps the template at that frame's
+   displacement. Piecewise rigid: the
    same on overlapping patches (size ``strides + overlaps``) of frames pre-shifted by their
    integer rigid shift, each patch searched within the rigid shift +/-
    ``max_deviation_rigid``; the patch shifts are interpolated (natural cubic spline through

@@ -13,6 +13,17 @@ from .grid import border_mask, dense_shift_field, patch_grid
 from .warping import shift_dense, shift_rigid_cv, shift_rigid_fft
 from .weighting import ShiftWeights, estimate_domain
 
+# Pixels at the template's edge never matched: the search masks leave out a border as wide as
+# the displacement plus this.
+_MASK_MARGIN = 2
+# The sub-pixel shift of each frame is found under a mask fitted to its own displacement
+# (``own_masks`` of :meth:`.correlation.MaskedTemplates.match`: one more FFT per frame,
+# measured 30-40 % less rigid CPU speed on 128 px bright movies) when that mask holds at
+# least this many times the pixels of the fixed one (at zero displacement): the shift's
+# variance falls about in proportion. 1.11-1.19 on a 128 px field searched within 6 px (the
+# least with gSig_filt), 1.05-1.09 at 256 px, 1.02-1.04 at 512 px (not used there).
+_OWN_MASK_PIXEL_GAIN = 1.1
+
 
 class Registrar:
     """Registers chunks of frames to one template (rigid or piecewise rigid).
@@ -52,10 +63,20 @@ class Registrar:
         est = self._prefilter(template[None].astype(np.float32))
         # Rigid search within +/-max_shifts: the frame mask excludes that border (+ margin).
         ms_y, ms_x = cfg.max_shifts
-        mask = border_mask(self.shape, (ms_y + 2, ms_y + 2, ms_x + 2, ms_x + 2))
+        m = _MASK_MARGIN
+        mask = border_mask(self.shape, (ms_y + m, ms_y + m, ms_x + m, ms_x + m))
         pixels = None if weights.pixels is None else weights.pixels[None]
         self.frame_tmpl = MaskedTemplates(est, mask[None], cfg.max_shifts, workers,
                                           weights=pixels)
+        # Per-frame masks: within the high-pass's half-width of their edges, frames and
+        # template are filtered partly from reflected pixels, so those are not used (the
+        # bright gSig_filt movie of benchmarks/bench_motion.py: 0.025 px with a margin of 2,
+        # 0.020 with 4).
+        edge = 0 if kernel is None else max(kernel.shape) // 2
+        margin = max(m, edge)
+        own = border_mask(self.shape, (math.ceil(self.frame_tmpl.offsets[-1]) + margin,) * 4)
+        self.own_masks = ((margin, edge) if own.sum() >= _OWN_MASK_PIXEL_GAIN * mask.sum()
+                          else None)
         self.piecewise = piecewise
         self.shrink = weights.patch_shrink
         if piecewise:
@@ -106,7 +127,8 @@ class Registrar:
     def rigid(self, est: np.ndarray) -> np.ndarray:
         """(n, 2) displacements of (filtered) frames relative to the template."""
         bound = np.broadcast_to(np.asarray(self.cfg.max_shifts, float), (len(est), 1, 2))
-        return self.frame_tmpl.match(est[:, None], -bound, bound, self.workers)[:, 0]
+        return self.frame_tmpl.match(est[:, None], -bound, bound, self.workers,
+                                     self.own_masks)[:, 0]
 
     def _patch_stack(self, est: np.ndarray, rigid: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

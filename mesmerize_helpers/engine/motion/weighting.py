@@ -98,7 +98,8 @@ class PatchShrinkage:
     deviations over the template sample and ``s2`` that of the estimation error, the
     posterior-mean (Wiener) factor is ``max(0, 1 - s2 / v)``: 1 where the tissue really
     deforms, 0 where the deviations are noise. ``mean`` (ny, nx, 2) is the sample's mean
-    deviation, ``factor`` (ny, nx).
+    deviation, shrunk the same way (its own error variance is the deviations' spread over
+    the number of frames), ``factor`` (ny, nx).
     """
 
     mean: np.ndarray
@@ -108,10 +109,14 @@ class PatchShrinkage:
 def patch_shrinkage(deviations: np.ndarray, noise: np.ndarray) -> PatchShrinkage:
     """The :class:`PatchShrinkage` from (n, ny, nx, 2) deviations of patch shifts from the
     rigid ones over a sample, and the (ny, nx, 2) variance of their estimation error."""
+    n = len(deviations)
     mean = deviations.mean(axis=0)
     spread = ((deviations - mean) ** 2).mean(axis=0).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         factor = np.clip(1.0 - noise.sum(axis=-1) / spread, 0.0, 1.0)
+        # a static deviation (e.g. field curvature) is kept; a mean of noise is not
+        kept = np.clip(1.0 - spread / max(n - 1, 1) / (mean**2).sum(axis=-1), 0.0, 1.0)
+    mean = mean * np.nan_to_num(kept)[..., None]
     return PatchShrinkage(mean.astype(np.float32), np.nan_to_num(factor).astype(np.float32))
 
 
