@@ -246,7 +246,8 @@ def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | No
         for ys, xs in tqdm(bands, desc="pixel-major copy", disable=not progress):
             band = frames.window(ys, xs)  # (T, rows, columns)
             traces = np.empty((band.shape[2], band.shape[1], T), np.float32)
-            traces[...] = band.transpose(2, 1, 0)  # (columns, rows, T)
+            for r in range(band.shape[1]):  # (columns, rows, T), an image row at a time
+                traces[:, r] = _transpose(band[:, r])
             del band
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -259,6 +260,17 @@ def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | No
                       "replaced by its pixel's mean over the other frames (border_nan='copy' "
                       "in the mcorr params avoids them).", UserWarning, stacklevel=2)
     return missing
+
+
+def _transpose(a: np.ndarray) -> np.ndarray:
+    """The transpose of a 2-D array as a new C-contiguous array: OpenCV's blocked transpose
+    (numpy's strided copy of a large transposed view runs 8x slower)."""
+    import cv2
+
+    a = np.ascontiguousarray(a)
+    if a.dtype in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64):
+        return cv2.transpose(a)
+    return np.ascontiguousarray(a.T)
 
 
 class FileWorkspace:
