@@ -180,14 +180,9 @@ class FrameReader:
         if step != 1:
             raise TypeError("FrameReader takes contiguous slices of frames, movie[a:b].")
         out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
-        view = memoryview(out).cast("B")
-        position = self.offset + start * self._frame_bytes
         with open(self.path, "rb", buffering=0) as f:
-            while view:
-                read = os.preadv(f.fileno(), [view], position)
-                if read <= 0:
-                    raise OSError(f"{self.path}: file ends before frame {stop}.")
-                view, position = view[read:], position + read
+            _pread_into(f.fileno(), out, self.offset + start * self._frame_bytes,
+                        f"{self.path}: file ends before frame {stop}.")
         return out
 
     def window(self, y: slice, x: slice) -> np.ndarray:
@@ -203,14 +198,20 @@ class FrameReader:
         skip = (y0 * w + x0) * self.dtype.itemsize
         with open(self.path, "rb", buffering=0) as f:
             for t in range(T):
-                view = memoryview(flat[t]).cast("B")
-                position = self.offset + t * self._frame_bytes + skip
-                while view:
-                    read = os.preadv(f.fileno(), [view], position)
-                    if read <= 0:
-                        raise OSError(f"{self.path}: file ends in frame {t}.")
-                    view, position = view[read:], position + read
+                _pread_into(f.fileno(), flat[t], self.offset + t * self._frame_bytes + skip,
+                            f"{self.path}: file ends in frame {t}.")
         return out
+
+
+def _pread_into(fd: int, out: np.ndarray, position: int, short: str) -> None:
+    """Fill the C-contiguous ``out`` from file ``fd`` at byte ``position`` (``short``: the
+    error message when the file ends first)."""
+    view = memoryview(out).cast("B")
+    while view:
+        read = os.preadv(fd, [view], position)
+        if read <= 0:
+            raise OSError(short)
+        view, position = view[read:], position + read
 
 
 def sequential_frames(movie: Any) -> Any:
