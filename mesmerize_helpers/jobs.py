@@ -157,8 +157,9 @@ def cnmf_step(
         options["Ain"] = Ain
     if patch_files:
         options["patch_results"] = load_patches(patch_files)
-    if algo == "cnmfe":
-        options["workspace"] = FileWorkspace(folder, budget)
+    # working matrices too large for the budget go to a file (CNMF-E's Y - B, the
+    # background's bin means of a long movie)
+    options["workspace"] = FileWorkspace(folder, budget)
     estimates = fit(data, params["main"], **options)
     estimates = evaluate(estimates, data, {**params["main"], **params.get("eval", {})})
     save_estimates(folder / "cnmf.hdf5", estimates, params["main"])

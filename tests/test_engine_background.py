@@ -62,9 +62,26 @@ def test_a_short_movie_is_factorized_whole():
     np.testing.assert_array_equal(f, f_ref)
 
 
-def test_the_bins_fit_a_small_budget():
-    """The means of the bins take at most half the working memory: a smaller budget gets
-    fewer, wider bins (the only case where the budget changes the background)."""
-    assert background._bin_width(262_144, 20_000, 2, None) == 20
-    assert background._bin_width(262_144, 20_000, 2, 4 * 262_144 * 200 * 2) == 100
-    assert background._bin_width(4096, 800, 2, None) == 1
+def test_the_background_does_not_depend_on_the_budget(tmp_path):
+    """Read from a file in small blocks, the bin means in a file (a job's workspace when
+    they do not fit its budget): the background of the whole movie in memory, to float
+    rounding (the job of a 1,000-frame movie once got wider bins from a smaller budget and
+    another fit)."""
+    from mesmerize_helpers.engine.data import MB, Budget
+    from mesmerize_helpers.pixel_major import FileWorkspace, PixelMajorWriter
+
+    T = 2 * background.BACKGROUND_BINS + 5
+    Y, _, _ = _movie(T, seed=1)
+    A, C = sp.csc_matrix((Y.shape[0], 0), dtype=np.float32), np.zeros((0, T), np.float32)
+    b_ram, f_ram = background.init_background(Y, A, C, nb=2)
+    with PixelMajorWriter(tmp_path / "yr.f32", Y.shape) as out:
+        out.write(0, 0, Y)
+    budget = Budget(total=404 * MB, block=MB // 8)  # work: 2 MB; the means (4 MB): a file
+    on_disk = DataMatrix(np.memmap(tmp_path / "yr.f32", np.float32, "r", shape=Y.shape),
+                         (32, 32), budget)
+    workspace = FileWorkspace(tmp_path, budget)
+    probe = workspace.matrix((Y.shape[0], background.BACKGROUND_BINS))
+    assert type(probe).__name__ == "_FileMatrix"
+    probe.done((32, 32))
+    b, f = background.init_background(on_disk, A, C, nb=2, workspace=workspace)
+    np.testing.assert_allclose(b @ f, b_ram @ f_ram, rtol=1e-4, atol=1e-3)

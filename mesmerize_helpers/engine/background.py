@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from .data import as_data
+from .data import DataMatrix, MemoryWorkspace, Workspace, as_data
 
 __all__ = ["init_background", "BACKGROUND_BINS"]
 
@@ -17,14 +17,15 @@ __all__ = ["init_background", "BACKGROUND_BINS"]
 #: more pass each: 3 passes over the movie instead of the 38 of iterating on the movie itself
 #: (nb = 2), which on a movie larger than the OS's file cache are each a full read from disk.
 #: A fixed number, not one derived from the memory budget, so that every budget gives the
-#: same background (unless the means of this many frames do not fit it: then fewer).
+#: same background: the means go to the fit's workspace (a file when they do not fit).
 BACKGROUND_BINS = 1000
 
 Product = Callable[[np.ndarray], np.ndarray]
 
 
 def init_background(
-    Y: np.ndarray, A: np.ndarray, C: np.ndarray, nb: int, n_iter: int = 10, seed: int = 0
+    Y: np.ndarray, A: np.ndarray, C: np.ndarray, nb: int, n_iter: int = 10, seed: int = 0,
+    workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rank-``nb`` non-negative factorization of the residual ``Y - A C``.
 
@@ -48,6 +49,9 @@ def init_background(
         HALS iterations.
     seed
         Seed for the power iterations that initialize components beyond the first.
+    workspace
+        Where the bin means of a long movie go, (pixels, :data:`BACKGROUND_BINS`) float32
+        (default: memory).
 
     Returns
     -------
@@ -63,13 +67,13 @@ def init_background(
     A = sp.csc_matrix(A, dtype=np.float32)
     C = np.asarray(C, np.float32)
     r_dot, rt_dot = _residual_products(Y, A, C)
-    width = _bin_width(d, T, nb, Y.budget.work_bytes())
+    width = int(np.ceil(T / BACKGROUND_BINS))
     if width == 1:
         return _factorize(r_dot, rt_dot, d, T, nb, n_iter, seed)
-    R = _binned_residual(Y, A, C, width)
+    R = _binned_residual(Y, A, C, width, workspace or MemoryWorkspace(Y.budget))
     no_components = sp.csc_matrix((d, 0), dtype=np.float32), np.zeros((0, R.shape[1]),
                                                                         np.float32)
-    b, f_binned = _factorize(*_residual_products(as_data(R), *no_components), d, R.shape[1],
+    b, f_binned = _factorize(*_residual_products(R, *no_components), d, R.shape[1],
                              nb, n_iter, seed)
     del R
     # at the full frame rate: the traces given the footprints, then the footprints given
@@ -93,18 +97,10 @@ def _residual_products(Y, A: sp.csc_matrix, C: np.ndarray) -> tuple[Product, Pro
     return r_dot, rt_dot
 
 
-def _bin_width(d: int, T: int, nb: int, work: int | None) -> int:
-    """Frames per bin: 1 up to :data:`BACKGROUND_BINS` frames; fewer bins when their means
-    would take more than half the working memory ``work`` (bytes; None: unlimited)."""
-    bins = min(T, BACKGROUND_BINS)
-    if work is not None:
-        bins = min(bins, max(work // 2 // (4 * d), 4 * nb))
-    return int(np.ceil(T / max(bins, 1)))
-
-
-def _binned_residual(Y, A: sp.csc_matrix, C: np.ndarray, width: int) -> np.ndarray:
+def _binned_residual(Y, A: sp.csc_matrix, C: np.ndarray, width: int,
+                     workspace: Workspace) -> DataMatrix:
     """``Y - A C`` averaged over bins of ``width`` frames (the last may be shorter),
-    (pixels, ceil(T / width)) float32, from one pass over ``Y``."""
+    (pixels, ceil(T / width)) float32 in ``workspace``, from one pass over ``Y``."""
     d, T = Y.shape
     starts = np.arange(0, T, width)
     counts = np.diff(np.r_[starts, T]).astype(np.float32)
@@ -113,11 +109,11 @@ def _binned_residual(Y, A: sp.csc_matrix, C: np.ndarray, width: int) -> np.ndarr
         return np.add.reduceat(X, starts, axis=1) / counts
 
     C_binned = binned(C) if C.shape[0] else np.zeros((0, len(starts)), np.float32)
-    R = np.empty((d, len(starts)), np.float32)
+    R = workspace.matrix((d, len(starts)))
     for a, b in Y.row_blocks(copies=2):
-        R[a:b] = binned(Y.rows(a, b)) - A[a:b] @ C_binned
+        R.write(a, 0, binned(Y.rows(a, b)) - A[a:b] @ C_binned)
     Y.release()
-    return R
+    return R.done(Y.dims)
 
 
 def _hals_rows(X: np.ndarray, P: np.ndarray, G: np.ndarray, sweeps: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .cnmf_field import CNMF_DEFAULTS, cnmf_params, fit_field, refine
-from .data import Budget
+from .data import Budget, Workspace
 from .dff import detrend_df_f
 from .evaluate import evaluate_components as _evaluate
 from .initialization import seed_of_components
@@ -57,6 +57,7 @@ def fit_cnmf(
     progress: bool = True,
     patch_results: list[tuple[np.ndarray, np.ndarray]] | None = None,
     budget: Budget | None = None,
+    workspace: Workspace | None = None,
 ) -> Estimates:
     """Fit CNMF to a two-photon movie.
 
@@ -90,6 +91,9 @@ def fit_cnmf(
         Memory budget that sizes the blocks read (default: that of a ``DataMatrix``
         ``movie``, else unlimited). A step that cannot fit it raises
         :class:`~.data.MemoryBudgetError` before it starts.
+    workspace
+        Where working matrices go (the background's bin means of a long movie, see
+        :func:`~.background.init_background`; default: memory).
 
     Returns
     -------
@@ -108,11 +112,12 @@ def fit_cnmf(
     try:
         if use_patches:
             m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress,
-                            results=patch_results)
+                            results=patch_results, workspace=workspace)
             bar.update(1)
             m = refine(Y, dims, m, P, sn, bar, drop_background=True)
         else:
-            m = fit_field(Y, dims, P, K=int(P["K"]), nb=nb, Ain=masks, sn=sn)
+            m = fit_field(Y, dims, P, K=int(P["K"]), nb=nb, Ain=masks, sn=sn,
+                          workspace=workspace)
             bar.update(1)
         if refit:
             m = refine(Y, dims, m, P, sn, bar, drop_background=masks is None)

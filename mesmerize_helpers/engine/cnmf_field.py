@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .background import init_background
-from .data import as_data
+from .data import Workspace, as_data
 from .evaluate import footprint_areas, max_area
 from .footprints import as_footprints, from_columns
 from .initialization import (
@@ -351,6 +351,7 @@ def fit_field(
     Ain: Any = None,
     rounds: int = 1,
     sn: np.ndarray | None = None,
+    workspace: Workspace | None = None,
 ) -> CNMFModel:
     """Initialize and refine CNMF on one field (the whole frame or one patch); ``sn`` is
     the (pixels,) noise of ``Y`` (computed here when None)."""
@@ -361,7 +362,7 @@ def fit_field(
     else:
         A, C = initialize_greedy(Y, dims, P, K, nb)
     A = as_footprints(A)
-    b, f = init_background(Y, A, C, nb)
+    b, f = init_background(Y, A, C, nb, workspace=workspace)
     region = None if Ain is None else seed_regions(A, dims, growth_radius(P))
     m = CNMFModel(A, C, b=b, f=f, region=region)
     if Ain is not None:  # traces first: the masks are the reliable part

@@ -163,7 +163,7 @@ def _low_rank(Y: DataMatrix, Yb: DataMatrix, nb: int, workspace: Workspace
     for a, b in Y.row_blocks(copies=3):
         B.write(a, 0, Y.rows(a, b) - Yb.rows(a, b))
     return init_background(B.done(Y.dims), np.zeros((d, 0), np.float32),
-                           np.zeros((0, T), np.float32), nb)
+                           np.zeros((0, T), np.float32), nb, workspace=workspace)
 
 
 def _to_estimates(m: _Fit, b: np.ndarray, f: np.ndarray, sn: np.ndarray,

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from .background import init_background
 from .cnmf_field import cnmf_params, fit_field, initialize_greedy
-from .data import DataMatrix, require
+from .data import DataMatrix, Workspace, require
 from .footprints import from_columns
 from .merging import merge_components
 from .model import CNMFModel, movie_to_Y, normalize_components
@@ -232,8 +232,10 @@ def fit_patches(
     n_processes: int = 1,
     progress: bool = True,
     results: list[tuple[np.ndarray, np.ndarray]] | None = None,
+    workspace: Workspace | None = None,
 ) -> Any:
-    """Fit every patch and assemble whole-field components.
+    """Fit every patch and assemble whole-field components (``workspace``: see
+    :func:`~.background.init_background`).
 
     Parameters
     ----------
@@ -278,5 +280,5 @@ def fit_patches(
         # cells are dominated by neuropil and would link unrelated components; the merge
         # step of the whole-field refinement compares them once they are clean.
         A, C, _ = merge_components(A, C, merge_thr=np.inf)
-    b, f = init_background(Y, A, C, int(P["nb"]))
+    b, f = init_background(Y, A, C, int(P["nb"]), workspace=workspace)
     return normalize_components(CNMFModel(A, C, b=b, f=f))
