@@ -4,9 +4,10 @@ CNMF and CNMF-E read each pixel's whole trace many times; a registered movie is 
 by frame. So every source-extraction input gets one float32 (pixels, frames) copy, each
 pixel's trace contiguous and pixels in Fortran order on (y, x): CaImAn's C-order memmap,
 named as CaImAn names them (``caiman.load_memmap`` reads it) and by the run that wrote it.
-An mcorr item writes it for its registered movie in the same pass as the registration
-(:class:`YrWriter` beside :class:`~.outputs.MovieWriter`) and every cnmf/cnmfe item on it
-reads it; a cnmf item on a raw movie writes its own. It lives in the item folder of the
+An mcorr item writes it from its registered movie once registered
+(:func:`write_pixel_major`: band by band, every byte written once) and every cnmf/cnmfe item
+on it reads it; a cnmf item on a raw movie writes its own (from a plain file of frames the
+same way, from other movies as the frames come: :class:`YrWriter`). It lives in the item folder of the
 item that wrote it, is replaced by that item's next run and removed with the item.
 
 Here also the working matrices of a fit (:class:`FileWorkspace`): in memory when they fit
