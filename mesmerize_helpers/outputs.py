@@ -185,15 +185,20 @@ class FrameReader:
                         f"{self.path}: file ends before frame {stop}.")
         return out
 
-    def window(self, y: slice, x: slice) -> np.ndarray:
+    def window(self, y: slice, x: slice, out: np.ndarray | None = None) -> np.ndarray:
         """Pixels ``[:, y, x]`` of every frame, (T, rows, columns), one ``pread`` per frame:
-        whole rows (``x`` covers the width) or a part of one row (``y`` is one row)."""
+        whole rows (``x`` covers the width) or a part of one row (``y`` is one row); into
+        ``out`` (C-contiguous, of the movie's dtype) when given."""
         T, h, w = self.shape
         y0, y1, _ = y.indices(h)
         x0, x1, _ = x.indices(w)
         if not (x0 == 0 and x1 == w) and y1 - y0 != 1:
             raise ValueError("FrameReader.window reads whole rows or a part of one row.")
-        out = np.empty((T, y1 - y0, x1 - x0), self.dtype)
+        shape = (T, y1 - y0, x1 - x0)
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"window: out must be a C-contiguous {self.dtype} {shape} array.")
         flat = out.reshape(T, -1)
         skip = (y0 * w + x0) * self.dtype.itemsize
         with open(self.path, "rb", buffering=0) as f:

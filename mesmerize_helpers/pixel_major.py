@@ -198,6 +198,10 @@ class YrWriter:
             self._file.close()
 
 
+#: Smallest band of :func:`write_pixel_major` (bytes).
+MIN_BAND_BYTES = 64 << 20
+
+
 def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | None = None,
                       warn: bool = True, progress: bool = False) -> int:
     """Write the pixel-major copy (:data:`YR_GLOB`) of a movie stored frame by frame.
@@ -221,8 +225,10 @@ def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | No
     path
         The file to write (replaced).
     band_bytes
-        Bytes of one band as float32 (the job holds it twice: as read and transposed);
-        default 256 MB.
+        Largest band, bytes as float32 (the job holds it twice: as read and transposed);
+        default 256 MB. A band holds 16 image rows of every frame, at least
+        :data:`MIN_BAND_BYTES` (long movies: fewer reads; short ones: buffers that stay in
+        the caches and are reused from band to band).
 
     Returns
     -------
@@ -236,20 +242,24 @@ def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | No
     from .engine.model import fill_missing
 
     T, h, w = (int(v) for v in frames.shape)
-    band_bytes = int(band_bytes or (256 << 20))
     trace = T * 4  # bytes of one pixel's trace
+    band_bytes = min(int(band_bytes or (256 << 20)), max(16 * trace * w, MIN_BAND_BYTES))
     n_rows = max(min(band_bytes // (trace * w), h), 1)
     n_cols = w if band_bytes >= trace * w else max(min(band_bytes // trace, w), 1)
     bands = [(slice(y, min(y + n_rows, h)), slice(x, min(x + n_cols, w)))
              for y in range(0, h, n_rows) for x in range(0, w, n_cols)]
+    # one buffer each for the band as read and transposed, reused (fresh pages cost more
+    # than the copy)
+    read_buffer = np.empty(T * n_rows * n_cols, frames.dtype)
+    traces_buffer = np.empty(T * n_rows * n_cols, np.float32)
     missing = 0
     with PixelMajorWriter(path, (h * w, T)) as out:
         for ys, xs in tqdm(bands, desc="pixel-major copy", disable=not progress):
-            band = frames.window(ys, xs)  # (T, rows, columns)
-            traces = np.empty((band.shape[2], band.shape[1], T), np.float32)
+            shape = (T, ys.stop - ys.start, xs.stop - xs.start)
+            band = frames.window(ys, xs, out=read_buffer[:np.prod(shape)].reshape(shape))
+            traces = traces_buffer[:band.size].reshape(shape[2], shape[1], T)
             for r in range(band.shape[1]):  # (columns, rows, T), an image row at a time
                 traces[:, r] = _transpose(band[:, r])
-            del band
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 missing += fill_missing(traces.reshape(-1, T))
