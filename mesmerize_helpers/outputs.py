@@ -29,7 +29,7 @@ SUMMARY_IMAGES = {
     "corr-pnr-img-path": "corr_pnr_img.npy",
 }
 #: Output key of each image kind made by :class:`~.engine.images.SummaryAccumulator` and
-#: :func:`~.engine.images.correlation_pnr`.
+#: :func:`~.engine.pnr_images.correlation_pnr`.
 IMAGE_KEYS = {"mean": "mean-projection-path", "std": "std-projection-path",
               "max": "max-projection-path", "corr": "corr-img-path",
               "pnr": "pnr-image-path", "corr_pnr": "corr-pnr-img-path"}
@@ -304,7 +304,7 @@ def reuse_images(movie: Any, folder: Path, kinds: tuple[str, ...], gSig: Any = N
 def pnr_images(movie: Any, folder: Path, gSig: Any, progress: bool = True) -> dict[str, Any]:
     """CNMF-E's PNR image and filtered correlation image of ``movie`` (two streaming passes),
     saved into ``folder``; their outputs, with the filter width under :data:`PNR_GSIG_KEY`."""
-    from .engine.images import correlation_pnr
+    from .engine.pnr_images import correlation_pnr
 
     corr_pnr, pnr = correlation_pnr(sequential_frames(movie), gSig, progress=progress)
     outputs: dict[str, Any] = save_images(folder, {"pnr": pnr, "corr_pnr": corr_pnr})

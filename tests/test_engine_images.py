@@ -9,14 +9,16 @@ from scipy import ndimage as ndi
 
 from mesmerize_helpers.engine.images import (
     SummaryAccumulator,
+    local_correlations,
+    projections,
+    summary_images,
+)
+from mesmerize_helpers.engine.pnr_images import (
     _filtered_stats,
     corr_image_filtered,
     correlation_pnr,
-    local_correlations,
     pnr_filter_kernel,
     pnr_image,
-    projections,
-    summary_images,
 )
 
 

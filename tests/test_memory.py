@@ -292,13 +292,13 @@ def test_summary_and_pnr_images_read_a_memmapped_movie_with_pread(tmp_path, monk
     """The images a cnmfe item makes of its movie (plain and PNR) read frames with pread:
     through the mapping, two passes over a raw 10,000-frame 480 x 480 movie left it all in
     the job's resident memory (5.2 GB at the job's end)."""
-    from mesmerize_helpers.engine import images
+    from mesmerize_helpers.engine import images, pnr_images
     from mesmerize_helpers.outputs import summary_images_for
 
     given = []
-    for name in ("summary_images", "correlation_pnr"):
-        original = getattr(images, name)
-        monkeypatch.setattr(images, name, lambda movie, *a, _f=original, **k: (
+    for module, name in ((images, "summary_images"), (pnr_images, "correlation_pnr")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda movie, *a, _f=original, **k: (
             given.append(movie), _f(movie, *a, **k))[1])
     movie = np.random.default_rng(3).random((128, 24, 20), dtype=np.float32)
     np.save(tmp_path / "m.npy", movie)
@@ -308,4 +308,4 @@ def test_summary_and_pnr_images_read_a_memmapped_movie_with_pread(tmp_path, monk
     np.testing.assert_allclose(np.load(tmp_path / outputs["mean-projection-path"]),
                                movie.mean(axis=0), rtol=1e-5)
     np.testing.assert_array_equal(np.load(tmp_path / outputs["pnr-image-path"]),
-                                  images.correlation_pnr(movie, 3)[1])
+                                  pnr_images.correlation_pnr(movie, 3)[1])

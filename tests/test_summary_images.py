@@ -13,6 +13,7 @@ import mesmerize_helpers as mh
 from mesmerize_helpers import outputs as outputs_lib
 from mesmerize_helpers.accessors.common import item_folder
 from mesmerize_helpers.engine import images as images_lib
+from mesmerize_helpers.engine import pnr_images as pnr_lib
 from mesmerize_helpers.engine.motion import motion_correct
 from mesmerize_helpers.io.movies import open_movie
 from mesmerize_helpers.jobs import run_item
@@ -66,9 +67,10 @@ class Counter:
 
 
 def count_passes(monkeypatch) -> dict[str, Counter]:
-    return {name: Counter(monkeypatch, images_lib, name)
-            for name in ("summary_images", "projections", "local_correlations",
-                         "correlation_pnr")}
+    passes = {name: Counter(monkeypatch, images_lib, name)
+              for name in ("summary_images", "projections", "local_correlations")}
+    passes["correlation_pnr"] = Counter(monkeypatch, pnr_lib, "correlation_pnr")
+    return passes
 
 
 def test_mcorr_images_equal_whole_movie_images(mcorr_item):
@@ -137,7 +139,7 @@ def test_cnmfe_images_are_made_once_per_filter_width(mcorr_item, tmp_path, monke
     assert all(os.path.samefile(first / out[k], parent / out[k]) for k in PLAIN_KEYS)
     assert out[outputs_lib.PNR_GSIG_KEY] == [3.0, 3.0]
     pnr = np.load(first / out["pnr-image-path"])
-    corr_pnr, expected_pnr = images_lib.correlation_pnr(registered, (3, 3))
+    corr_pnr, expected_pnr = pnr_lib.correlation_pnr(registered, (3, 3))
     np.testing.assert_array_equal(pnr, expected_pnr)
     np.testing.assert_array_equal(np.load(first / out["corr-pnr-img-path"]), corr_pnr)
 
@@ -175,7 +177,7 @@ def test_pnr_image_is_made_on_first_request(tmp_path, monkeypatch):
     manifest = run_item(folder, uuid=row["uuid"], algo="mcorr", params=MCORR_NAN,
                         input_movie=movie, progress=False)
     assert manifest["success"], manifest["traceback"]
-    correlation_pnr = images_lib.correlation_pnr
+    correlation_pnr = pnr_lib.correlation_pnr
     passes = count_passes(monkeypatch)
     pnr = row.caiman.get_pnr_image()
     assert passes["correlation_pnr"].calls == 1

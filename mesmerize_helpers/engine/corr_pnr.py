@@ -3,7 +3,7 @@
 Follows the idea of CaImAn's ``init_neurons_corr_pnr`` (Zhou et al. 2018):
 
 1. Each frame is filtered with a zero-mean Gaussian disk of width ``gSig``
-   (:func:`~mesmerize_helpers.engine.images.pnr_filter_kernel`, ``center_psf=True``): a
+   (:func:`~mesmerize_helpers.engine.pnr_images.pnr_filter_kernel`, ``center_psf=True``): a
    band-pass that keeps neuron-sized blobs and removes the smooth one-photon background.
 2. From the filtered movie (temporal mean removed): the peak-to-noise ratio (PNR) of each
    pixel, and the correlation image of the movie thresholded at ``thresh_init`` times the
@@ -31,8 +31,9 @@ from scipy import ndimage
 
 from .deconv import deconvolve_trace
 from .footprints import from_columns
-from .images import local_correlations, pnr_filter_kernel
+from .images import local_correlations
 from .noise import estimate_ar, noise_fft, pixel_noise
+from .pnr_images import pnr_filter_kernel
 
 __all__ = ["CorrPnrInit", "filter_movie", "correlation_pnr_images", "init_neurons_corr_pnr"]
 
