@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,40 @@ def _whole_field_mb(item: dict[str, Any], movie_mb: float) -> float:
     return BASE_BYTES / MB + 2 * copies * movie_mb / (ssub * ssub * tsub) + 100
 
 
+def _patch_mb(item: dict[str, Any], path: str | list) -> float:
+    """The budget (MB) a cnmf/cnmfe job needs to fit one patch in memory (the engine's own
+    estimate, which the job checks before it starts): it grows with the number of frames,
+    so a long movie's patches get what they need instead of a job that stops; 0 without
+    patches or when the movie or the params cannot be read (the job then says why)."""
+    from .engine.data import BASE_BYTES, MB
+    from .engine.params import flatten_main
+
+    main = flatten_main(item["params"].get("main") or {})
+    seeded = item["params"].get("Ain") or item["params"].get("Ain_path") or main.get("Ain")
+    if main.get("rf") is None or seeded:
+        return 0.0
+    try:
+        from .engine.params import as_pair
+        from .io.movies import open_movie
+
+        p = Path(path)
+        T, h, w = open_movie(p.parent / "mcorr.npy" if p.name == DONE else p).shape
+        rf_y, rf_x = (int(v) for v in as_pair(main["rf"], "rf"))
+        pixels = min(2 * rf_y, int(h)) * min(2 * rf_x, int(w))
+        with warnings.catch_warnings():  # the params' warnings are the job's to give
+            warnings.simplefilter("ignore")
+            if item["algo"] == "cnmfe":
+                from .engine.cnmfe_steps import cnmfe_params, patch_bytes
+                need = patch_bytes(pixels, int(T), cnmfe_params(main))
+            else:
+                from .engine.cnmf_field import cnmf_params
+                from .engine.patches import patch_bytes as cnmf_patch_bytes
+                need = cnmf_patch_bytes(pixels, int(T), cnmf_params(main))
+    except Exception:  # noqa: BLE001 (an unreadable movie or bad params fail in the job)
+        return 0.0
+    return (BASE_BYTES + 2 * need) / MB + 100
+
+
 def _frame_megabytes(path: str | list, movie_mb: float) -> float:
     """One float32 frame of the job's input movie, in MB (read from the movie's header;
     a thousandth of the movie when it cannot be opened)."""
@@ -301,7 +336,7 @@ def resources(item: dict[str, Any], input_path: str | list, name: str, config: d
     ``params["resources"]`` of the item wins; otherwise memory follows the movie size and the
     algorithm (mcorr streams frame chunks; cnmf/cnmfe jobs read the movie in blocks within
     this budget: at most :data:`~.step_support.DEFAULT_MEM_MB`, unless a whole-field
-    initialization needs more), and retries (``attempt``) get more memory and time.
+    initialization or one patch needs more), and retries (``attempt``) get more memory and time.
     """
     override = item["params"].get("resources", {})
     if name in override:
@@ -319,7 +354,7 @@ def resources(item: dict[str, Any], input_path: str | list, name: str, config: d
             # small movies get what holding them took, large ones a fixed budget, unless
             # a whole-field initialization needs more
             need = max(min(DEFAULT_MEM_MB, 500 + _MEMORY_FACTOR[item["algo"]] * movie_mb),
-                       _whole_field_mb(item, movie_mb))
+                       _whole_field_mb(item, movie_mb), _patch_mb(item, input_path))
         return int(max(base, need) * attempt)
     if name == "runtime":
         base = int(defaults.get("runtime_min", 30))

@@ -309,3 +309,27 @@ def test_summary_and_pnr_images_read_a_memmapped_movie_with_pread(tmp_path, monk
                                movie.mean(axis=0), rtol=1e-5)
     np.testing.assert_array_equal(np.load(tmp_path / outputs["pnr-image-path"]),
                                   pnr_images.correlation_pnr(movie, 3)[1])
+
+
+def test_a_long_movies_patches_get_the_memory_they_need_from_the_scheduler(tmp_path):
+    """CNMF-E fits each patch in memory (its pixels x frames several times): the job's
+    resource follows that, so a long movie's cnmfe job runs instead of stopping with a
+    MemoryBudgetError (a sparse 64 x 64 .npy of 100,000 frames; patches of 48 x 48 px)."""
+    from mesmerize_helpers import workflow_support as ws
+    from mesmerize_helpers.engine.cnmfe_steps import cnmfe_params, patch_bytes
+    from mesmerize_helpers.engine.data import BASE_BYTES, Budget, require
+
+    path = tmp_path / "long.npy"
+    np.lib.format.open_memmap(path, "w+", np.float32, (100_000, 64, 64)).flush()
+    main = {"rf": 24, "stride": 12, "gSig": [3, 3]}
+    mem = {algo: ws.resources({"algo": algo, "params": {"main": main}}, str(path), "mem_mb", {})
+           for algo in ("cnmf", "cnmfe")}
+    need = patch_bytes(48 * 48, 100_000, cnmfe_params(main))
+    assert mem["cnmfe"] * MB >= BASE_BYTES + 2 * need > 3000 * MB
+    require(Budget.from_mb(mem["cnmfe"]), need, "a patch", "")  # the job's own check passes
+    with pytest.raises(MemoryBudgetError):
+        require(Budget.from_mb(3000), need, "a patch", "")
+    short = tmp_path / "short.npy"
+    np.lib.format.open_memmap(short, "w+", np.float32, (1000, 64, 64)).flush()
+    assert ws.resources({"algo": "cnmfe", "params": {"main": main}}, str(short), "mem_mb",
+                        {}) <= 3000
