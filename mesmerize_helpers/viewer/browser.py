@@ -16,6 +16,9 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run")
 
+#: Seconds a page may take to load before the load is abandoned (and retried once).
+PAGE_LOAD_TIMEOUT = 60
+
 # the model named arguments[0] in the page
 FIND = """
 const doc = Bokeh.documents[0];
@@ -49,6 +52,9 @@ def chromium(width: int = 1400, height: int = 1400) -> Iterator[Any]:
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    # a load that stalls (a starved renderer on a loaded machine) ends in a TimeoutException
+    # that open_page retries, not in the WebDriver connection's 120 s read timeout
+    driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT)
     try:
         yield driver
     finally:
@@ -69,9 +75,19 @@ def wait_for(driver: Any, script: str, *args: Any, timeout: float = 10.0) -> Any
 
 
 def open_page(driver: Any, path: Path, anchor: str = "") -> list[dict]:
-    """Load a page from disk and wait until Bokeh has drawn it; return the console log."""
-    driver.get("about:blank")  # a new load even when only the #anchor differs
-    driver.get(Path(path).resolve().as_uri() + (f"#{anchor}" if anchor else ""))
+    """Load a page from disk and wait until Bokeh has drawn it (a load that times out is
+    tried once more); return the console log."""
+    from selenium.common.exceptions import TimeoutException
+
+    url = Path(path).resolve().as_uri() + (f"#{anchor}" if anchor else "")
+    for attempt in range(2):
+        try:
+            driver.get("about:blank")  # a new load even when only the #anchor differs
+            driver.get(url)
+            break
+        except TimeoutException:
+            if attempt:
+                raise
     wait_for(driver, "return window.Bokeh !== undefined && Bokeh.documents.length > 0 "
                      "&& Bokeh.documents[0].is_idle")
     return driver.get_log("browser")
