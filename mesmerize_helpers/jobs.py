@@ -92,7 +92,8 @@ def mcorr_step(
 ) -> dict[str, str]:
     """Motion-correct ``movie`` into ``folder``: registered movie, its pixel-major copy for
     source extraction (:mod:`.pixel_major`), shifts, and the mean / max / std projections
-    and correlation image, all in one pass over the movie."""
+    and correlation image. Registration and the images take one pass over the movie; the
+    pixel-major copy is then transposed from the registered file (one more read of it)."""
     from .engine.images import SummaryAccumulator
     from .engine.motion import motion_correct
     from .pixel_major import write_pixel_major, yr_name
