@@ -181,7 +181,7 @@ def mcorr_step(
     from caiman.motion_correction import MotionCorrect, get_patch_centers
 
     from .pixel_major import write_pixel_major, yr_name
-    from .step_support import YR_KEY, job_budget, run_id_of
+    from .step_support import NONFINITE_KEY, YR_KEY, job_budget, run_id_of
 
     main = params["main"]
     n_frames, dims = int(movie.shape[0]), tuple(int(d) for d in movie.shape[1:])
@@ -213,14 +213,15 @@ def mcorr_step(
             del Yr
             # and pixel-major, for source extraction (as the built-in mcorr job writes it)
             yr_file = yr_name(run_id_of(folder), dims, n_frames)
-            write_pixel_major(sequential_frames(np.load(folder / "mcorr.npy", mmap_mode="r")),
-                              folder / yr_file, job_budget(params, mem_mb).block_bytes(),
-                              warn=False)
+            seen = write_pixel_major(
+                sequential_frames(np.load(folder / "mcorr.npy", mmap_mode="r")),
+                folder / yr_file, job_budget(params, mem_mb).block_bytes(), warn=False)
         finally:
             _remove(source, registered_mmap)
 
     outputs: dict[str, Any] = {
         "mcorr-output-path": "mcorr.npy", YR_KEY: yr_file,
+        NONFINITE_KEY: seen.nonfinite_values,
         "add-to-movie": float(-mc.min_mov) if mc.nonneg_movie else 0.0,
         "border-to-0": int(mc.border_to_0),
     }

@@ -51,6 +51,7 @@ from .outputs import (
 )
 from .runstate import file_stat, run_params
 from .step_support import (  # noqa: F401 (n_processes re-exported)
+    NONFINITE_KEY,
     YR_KEY,
     cnmf_input,
     job_budget,
@@ -107,10 +108,11 @@ def mcorr_step(
     # transposed from the registered file (read back from the OS's cache, mostly): written
     # while registering, the copy's pages would be written to disk once per block of frames
     name = yr_name(run_id_of(folder), shape[1:], shape[0])
-    write_pixel_major(sequential_frames(np.load(folder / "mcorr.npy", mmap_mode="r")),
-                      folder / name, job_budget(params, mem_mb).block_bytes(), warn=False,
-                      progress=progress)
+    seen = write_pixel_major(sequential_frames(np.load(folder / "mcorr.npy", mmap_mode="r")),
+                             folder / name, job_budget(params, mem_mb).block_bytes(),
+                             warn=False, progress=progress)
     outputs: dict[str, Any] = {"mcorr-output-path": "mcorr.npy", YR_KEY: name,
+                               NONFINITE_KEY: seen.nonfinite_values,
                                "add-to-movie": float(result.add_to_movie),
                                "border-to-0": int(result.border_to_0)}
     outputs["shifts"] = save_array(folder, "shifts_rig.npy", result.shifts_rig)
@@ -473,12 +475,8 @@ def _run(folder: Path, identity: dict[str, Any], label: str, *, uuid: str, param
         outputs.update(seed_outputs)
         store_correlation_image(staging, outputs, algo)  # CaImAn's estimates/Cn, any engine
         if "mcorr-output-path" in outputs:  # for its children: NaN borders or not
-            # read with pread (sequential_frames): scanning the mapping would leave the whole
-            # registered movie in the job's resident memory (7.3 GB at 20,000 x 512 x 512)
-            registered = np.load(staging / outputs["mcorr-output-path"], mmap_mode="r")
-            manifest["nonfinite_pixels"] = validation.nonfinite_pixels(
-                sequential_frames(registered))[0]
-            del registered
+            # counted by the step as it wrote the pixel-major copy
+            manifest["nonfinite_pixels"] = int(outputs.pop(NONFINITE_KEY))
         manifest.update(success=True, traceback=None, outputs=outputs)
         manifest["files"] = {
             key: {"path": name, **describe(staging / name)}

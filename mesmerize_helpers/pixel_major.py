@@ -6,9 +6,10 @@ pixel's trace contiguous and pixels in Fortran order on (y, x): CaImAn's C-order
 named as CaImAn names them (``caiman.load_memmap`` reads it) and by the run that wrote it.
 An mcorr item writes it from its registered movie once registered
 (:func:`write_pixel_major`: band by band, every byte written once) and every cnmf/cnmfe item
-on it reads it; a cnmf item on a raw movie writes its own (from a plain file of frames the
-same way, from other movies as the frames come: :class:`YrWriter`). It lives in the item folder of the
-item that wrote it, is replaced by that item's next run and removed with the item.
+on it reads it; a cnmf item on a raw movie writes its own the same way (from the movie file
+itself when it is a plain file of frames, else from a temporary decoded copy). It lives in
+the item folder of the item that wrote it, is replaced by that item's next run and removed
+with the item.
 
 Here also the working matrices of a fit (:class:`FileWorkspace`): in memory when they fit
 the job's budget, else in an unlinked temporary file.
@@ -16,16 +17,17 @@ the job's budget, else in an unlinked temporary file.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .outputs import _preallocate
+from .outputs import _pread_into, _preallocate
 
-__all__ = ["YR_GLOB", "yr_name", "PixelMajorWriter", "YrWriter", "write_pixel_major",
-           "FileWorkspace"]
+__all__ = ["YR_GLOB", "yr_name", "PixelMajorWriter", "write_pixel_major",
+           "FileWorkspace", "FileFrames"]
 
 
 #: The pixel-major copy of a movie that source extraction reads (CaImAn's ``Yr``): named
@@ -110,92 +112,13 @@ def _release(mm: np.memmap, lo: int, hi: int) -> None:
         pass
 
 
-class YrWriter:
-    """Writes a movie's pixel-major copy (:data:`YR_GLOB`) from its frames, in order.
+class PixelMajorCopy(NamedTuple):
+    """What :func:`write_pixel_major` saw in the movie."""
 
-    Used as the write side of a (frames, y, x) array, ``writer[a:b] = frames`` (chunks in
-    increasing order, e.g. by motion correction next to :class:`MovieWriter`), or with
-    :meth:`add`. Frames are gathered into a buffer of ``buffer_bytes`` and written as
-    blocks of frames (pixels in Fortran order on (y, x)). Missing values (NaN: the borders
-    that ``border_nan=True`` leaves) are filled on :meth:`close` with the pixel's mean over
-    its other frames (0 for a pixel missing in every frame), as the in-memory fit did, with
-    one warning unless ``warn`` is False (an mcorr item: its children warn when they read
-    it).
-    """
-
-    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int],
-                 buffer_bytes: int = 128 << 20, warn: bool = True) -> None:
-        self.shape = tuple(int(v) for v in shape)
-        self.warn = warn
-        T, h, w = self.shape
-        self.path = Path(path)
-        self._file = PixelMajorWriter(self.path, (h * w, T))
-        self._n_buf = int(max(min(buffer_bytes // (h * w * 4), T), 1))
-        self._buf = np.empty((h * w, self._n_buf), np.float32)
-        self._start = self._count = 0
-        self._nan = np.zeros(h * w, bool)
-
-    def __setitem__(self, key: slice, frames: np.ndarray) -> None:
-        start, stop, _ = key.indices(self.shape[0])
-        if start != self._start + self._count:
-            self.flush()
-            self._start = start
-        self.add(frames)
-
-    def add(self, frames: np.ndarray) -> None:
-        """Append a (n, y, x) chunk of frames."""
-        frames = np.asarray(frames, np.float32)
-        i = 0
-        while i < len(frames):
-            n = min(self._n_buf - self._count, len(frames) - i)
-            # (n, y, x) -> (x, y, n) -> rows y + x * height: Fortran order on (y, x)
-            self._buf[:, self._count:self._count + n] = (
-                frames[i:i + n].transpose(2, 1, 0).reshape(-1, n))
-            self._count += n
-            i += n
-            if self._count == self._n_buf:
-                self.flush()
-
-    def flush(self) -> None:
-        if self._count:
-            block = self._buf[:, :self._count]
-            self._nan |= np.isnan(block).any(axis=1)
-            self._file.write(0, self._start, block)
-            self._start += self._count
-            self._count = 0
-
-    def close(self) -> int:
-        """Write what is buffered, fill missing values; the number of pixels that had NaN
-        (with a warning if ``warn``)."""
-        import warnings
-
-        from .engine.model import fill_missing
-
-        self.flush()
-        self._buf = np.empty((0, 0), np.float32)
-        rows = np.flatnonzero(self._nan)
-        for i in range(0, len(rows), 256):  # NaN pixels are rare: a few rows at a time
-            chunk = rows[i:i + 256]
-            yr = np.memmap(self.path, np.float32, "r", shape=self._file.shape)
-            values = np.array(yr[chunk])
-            del yr
-            with warnings.catch_warnings():
-                if not self.warn:
-                    warnings.simplefilter("ignore", UserWarning)
-                fill_missing(values)
-            for r, v in zip(chunk, values):
-                self._file.write(int(r), 0, v[None])
-        self._file.close()
-        return len(rows)
-
-    def __enter__(self) -> YrWriter:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None:
-            self.close()
-        else:
-            self._file.close()
+    #: pixels with missing values (NaN), filled with their mean over the other frames
+    missing_pixels: int
+    #: values that were NaN or infinite
+    nonfinite_values: int
 
 
 #: Smallest band of :func:`write_pixel_major` (bytes).
@@ -203,15 +126,15 @@ MIN_BAND_BYTES = 64 << 20
 
 
 def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | None = None,
-                      warn: bool = True, progress: bool = False) -> int:
+                      warn: bool = True, progress: bool = False) -> PixelMajorCopy:
     """Write the pixel-major copy (:data:`YR_GLOB`) of a movie stored frame by frame.
 
     The copy is written band by band: a band of image rows of every frame (a part of one
     row when a whole row of a long movie exceeds ``band_bytes``) is read with one ``pread``
     per frame, transposed in memory, and each of its columns goes out as one write of
     whole pixel traces (pixels ``y + x * height`` are consecutive rows of the file). Every
-    byte of the file is written once. Writing frames as they come instead
-    (:class:`YrWriter`) puts a few hundred bytes into each pixel's trace per block of frames,
+    byte of the file is written once. Writing frames as they come instead puts a few
+    hundred bytes into each pixel's trace per block of frames,
     and the OS writes each page of the file back again and again: 16 times the file's size
     for 4,096 frames of 512 x 512 in blocks of 256 frames, growing with the movie's length.
     Missing values (NaN) are filled with their pixel's mean over the other frames (0 for a
@@ -232,8 +155,9 @@ def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | No
 
     Returns
     -------
-    int
-        The number of pixels that had missing values.
+    PixelMajorCopy
+        How many pixels had missing values, and how many values were NaN or infinite
+        (the registered movie's count for its manifest, without reading it again).
     """
     import warnings
 
@@ -252,11 +176,14 @@ def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | No
     # than the copy)
     read_buffer = np.empty(T * n_rows * n_cols, frames.dtype)
     traces_buffer = np.empty(T * n_rows * n_cols, np.float32)
-    missing = 0
+    missing = nonfinite = 0
+    floating = np.issubdtype(np.dtype(frames.dtype), np.floating)
     with PixelMajorWriter(path, (h * w, T)) as out:
         for ys, xs in tqdm(bands, desc="pixel-major copy", disable=not progress):
             shape = (T, ys.stop - ys.start, xs.stop - xs.start)
             band = frames.window(ys, xs, out=read_buffer[:np.prod(shape)].reshape(shape))
+            if floating:
+                nonfinite += band.size - int(np.count_nonzero(np.isfinite(band)))
             traces = traces_buffer[:band.size].reshape(shape[2], shape[1], T)
             for r in range(band.shape[1]):  # (columns, rows, T), an image row at a time
                 traces[:, r] = _transpose(band[:, r])
@@ -270,7 +197,7 @@ def write_pixel_major(frames: Any, path: str | os.PathLike, band_bytes: int | No
                       "borders left by motion correction with border_nan=True; each NaN is "
                       "replaced by its pixel's mean over the other frames (border_nan='copy' "
                       "in the mcorr params avoids them).", UserWarning, stacklevel=2)
-    return missing
+    return PixelMajorCopy(missing, nonfinite)
 
 
 def _transpose(a: np.ndarray) -> np.ndarray:
@@ -290,17 +217,99 @@ class FileWorkspace:
     soon as it is written and mapped (its space is freed when the fit drops it, or the
     process ends)."""
 
-    def __init__(self, folder: str | os.PathLike, budget: Any) -> None:
+    files = True
+
+    def __init__(self, folder: str | os.PathLike, budget: Any, limit: int | None = None
+                 ) -> None:
         self.folder = Path(folder)
         self.budget = budget
+        #: arrays over this many bytes go to a file (default: half the budget's work bytes)
+        self.limit = limit
+
+    def _in_memory(self, nbytes: int) -> bool:
+        if self.limit is not None:
+            return nbytes <= self.limit
+        work = self.budget.work_bytes()
+        return work is None or nbytes <= work // 2
 
     def matrix(self, shape: tuple[int, int]) -> Any:
         from .engine.data import MemoryWorkspace
 
-        work = self.budget.work_bytes()
-        if work is None or shape[0] * shape[1] * 4 <= work // 2:
+        if self._in_memory(shape[0] * shape[1] * 4):
             return MemoryWorkspace(self.budget).matrix(shape)
         return _FileMatrix(self.folder, shape, self.budget)
+
+    def frames(self, shape: tuple[int, int, int]) -> Any:
+        """A (T, y, x) float32 movie read and written by slices of frames (see
+        ``engine.data.Workspace.frames``): an array, or an unlinked file read and written
+        with ``pread``/``pwrite`` (its pages are the OS's cache, not the process's memory)."""
+        if self._in_memory(int(np.prod(shape)) * 4):
+            return np.empty(shape, np.float32)
+        return FileFrames(self.folder, shape)
+
+    def spilling(self, limit: int) -> FileWorkspace:
+        return FileWorkspace(self.folder, self.budget, int(limit))
+
+
+class FileFrames:
+    """A float32 (T, y, x) movie in an unlinked temporary file, by slices of frames:
+    ``store[t0:t1]`` reads (a new array), ``store[t0:t1] = values`` writes."""
+
+    def __init__(self, folder: str | os.PathLike, shape: tuple[int, int, int]) -> None:
+        import secrets
+        import tempfile
+
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(np.float32)
+        self._frame_bytes = self.shape[1] * self.shape[2] * 4
+        fd, name = tempfile.mkstemp(prefix=f".frames-{secrets.token_hex(4)}-", suffix=".f32",
+                                    dir=folder)
+        os.unlink(name)  # the space is freed when the store is dropped or the process ends
+        self._fd = fd
+        size = self.shape[0] * self._frame_bytes
+        try:
+            os.ftruncate(fd, size)
+            if hasattr(os, "posix_fallocate") and size:  # a full disk fails here
+                os.posix_fallocate(fd, 0, size)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # (cannot reserve: go on)
+                os.close(fd)
+                raise OSError(err.errno, f"{os.strerror(err.errno)}: cannot allocate "
+                              f"{size / 1e6:.0f} MB of temporary frames in", str(folder)
+                              ) from None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _range(self, key: slice) -> tuple[int, int]:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("FileFrames reads and writes slices of consecutive frames.")
+        t0, t1, _ = key.indices(self.shape[0])
+        return t0, max(t1, t0)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        t0, t1 = self._range(key)
+        out = np.empty((t1 - t0,) + self.shape[1:], np.float32)
+        if t1 > t0:
+            _pread_into(self._fd, out, t0 * self._frame_bytes, "temporary frames ended early")
+        return out
+
+    def __setitem__(self, key: slice, values: np.ndarray) -> None:
+        t0, t1 = self._range(key)
+        data = np.ascontiguousarray(np.broadcast_to(values, (t1 - t0,) + self.shape[1:]),
+                                    np.float32)
+        view, position = memoryview(data).cast("B"), t0 * self._frame_bytes
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class _FileMatrix:

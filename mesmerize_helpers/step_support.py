@@ -40,6 +40,10 @@ def final_folder(folder: str | os.PathLike) -> Path:
 
 #: Output key of an mcorr item's pixel-major copy of its registered movie.
 YR_KEY = "yr-path"
+#: Key under which an mcorr step hands the job the number of NaN or infinite values of its
+#: registered movie (counted while writing the pixel-major copy); the job moves it from the
+#: outputs into the manifest (``nonfinite_pixels``).
+NONFINITE_KEY = "_nonfinite-values"
 
 #: Memory budget (MB) of a source-extraction job when neither its params
 #: (``params["resources"]["mem_mb"]``) nor the scheduler give one.
@@ -67,6 +71,48 @@ def run_id_of(folder: str | os.PathLike) -> str:
     if name.startswith(STAGING_PREFIX):
         return name[len(STAGING_PREFIX):]
     return new_run_id()
+
+
+class _DecodedFrames:
+    """A temporary C-order ``.npy`` of a movie's frames, written in order and read back with
+    ``pread`` (:class:`~.outputs.FrameReader`)."""
+
+    def __init__(self, folder: Path, movie: Any) -> None:
+        dtype = np.dtype(getattr(movie, "dtype", np.float32))
+        if dtype.kind not in "uif" or dtype.itemsize > 4:  # what write_pixel_major reads
+            dtype = np.dtype(np.float32)
+        self.path = folder / f".frames-{new_run_id()}.npy"
+        self.shape = tuple(int(v) for v in movie.shape)
+        self._mm = np.lib.format.open_memmap(self.path, "w+", dtype, self.shape)
+        self._offset, self.dtype = int(self._mm.offset), dtype
+        self._fd = os.open(self.path, os.O_WRONLY)
+
+    def write(self, start: int, chunk: np.ndarray) -> None:
+        data = np.ascontiguousarray(chunk, self.dtype)
+        view = memoryview(data).cast("B")
+        position = self._offset + start * int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        while view:
+            written = os.pwrite(self._fd, view, position)
+            view, position = view[written:], position + written
+
+    def reader(self) -> Any:
+        from .outputs import FrameReader
+
+        return FrameReader(self._mm)
+
+    def close(self) -> None:
+        os.close(self._fd)
+        del self._mm
+        self.path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _decoded_copy(folder: Path, movie: Any) -> Any:
+    copy = _DecodedFrames(folder, movie)
+    try:
+        yield copy
+    finally:
+        copy.close()
 
 
 def open_yr(path: str | os.PathLike, budget: Budget | None = None) -> DataMatrix:
@@ -99,7 +145,7 @@ def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None =
 
     from .engine.images import SummaryAccumulator
     from .outputs import sequential_frames
-    from .pixel_major import YrWriter, write_pixel_major, yr_name
+    from .pixel_major import write_pixel_major, yr_name
 
     T, h, w = (int(v) for v in movie.shape)
     name = yr_name(run_id or run_id_of(folder), (h, w), T)
@@ -107,18 +153,17 @@ def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None =
     step = int(max(min(block // (h * w * 4 * 3), T), 1))  # frames, float32 and products
     images = SummaryAccumulator((h, w))
     frames = sequential_frames(movie)
-    # a movie file of whole frames is transposed band by band after the images' pass (each
-    # byte of the copy written once); other movies are read once, the copy written as the
-    # frames come (fine for short movies: see write_pixel_major)
-    banded = hasattr(frames, "window")
-    with (contextlib.nullcontext() if banded
-          else YrWriter(folder / name, (T, h, w), buffer_bytes=block)) as writer:
-        for start in tqdm(range(0, T, step), desc="summary images" if banded
-                          else "pixel-major copy", disable=not progress):
-            chunk = np.asarray(frames[start:start + step], np.float32)
-            if writer is not None:
-                writer[start:start + len(chunk)] = chunk
-            images.add(chunk)
-    if banded:
-        write_pixel_major(frames, folder / name, block, progress=progress)
+    # the copy is transposed band by band from a file of whole frames (each byte written
+    # once, see write_pixel_major); a movie that is not one (compressed TIFF, HDF5, ...)
+    # is decoded into a temporary one first, in the images' pass
+    with contextlib.ExitStack() as stack:
+        plain = None if hasattr(frames, "window") else stack.enter_context(
+            _decoded_copy(folder, movie))
+        for start in tqdm(range(0, T, step), desc="summary images", disable=not progress):
+            chunk = np.asarray(frames[start:start + step])
+            if plain is not None:
+                plain.write(start, chunk)
+            images.add(chunk.astype(np.float32, copy=False))
+        source = frames if plain is None else plain.reader()
+        write_pixel_major(source, folder / name, block, progress=progress)
     return open_yr(folder / name, budget), {"cnmf-memmap-path": name}, images.images()

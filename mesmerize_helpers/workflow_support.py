@@ -283,16 +283,18 @@ def _whole_field_mb(item: dict[str, Any], movie_mb: float) -> float:
 
 
 def _patch_mb(item: dict[str, Any], path: str | list) -> float:
-    """The budget (MB) a cnmf/cnmfe job needs to fit one patch in memory (the engine's own
+    """The budget (MB) a cnmf job needs to fit one patch in memory (the engine's own
     estimate, which the job checks before it starts): it grows with the number of frames,
     so a long movie's patches get what they need instead of a job that stops; 0 without
-    patches or when the movie or the params cannot be read (the job then says why)."""
+    patches, for cnmfe (a patch too long for the budget is fitted from its file, see
+    ``engine.cnmfe.fit_patches``), or when the movie or the params cannot be read (the job
+    then says why)."""
     from .engine.data import BASE_BYTES, MB
     from .engine.params import flatten_main
 
     main = flatten_main(item["params"].get("main") or {})
     seeded = item["params"].get("Ain") or item["params"].get("Ain_path") or main.get("Ain")
-    if main.get("rf") is None or seeded:
+    if main.get("rf") is None or seeded or item["algo"] == "cnmfe":
         return 0.0
     try:
         from .engine.params import as_pair
@@ -304,13 +306,10 @@ def _patch_mb(item: dict[str, Any], path: str | list) -> float:
         pixels = min(2 * rf_y, int(h)) * min(2 * rf_x, int(w))
         with warnings.catch_warnings():  # the params' warnings are the job's to give
             warnings.simplefilter("ignore")
-            if item["algo"] == "cnmfe":
-                from .engine.cnmfe_steps import cnmfe_params, patch_bytes
-                need = patch_bytes(pixels, int(T), cnmfe_params(main))
-            else:
-                from .engine.cnmf_field import cnmf_params
-                from .engine.patches import patch_bytes as cnmf_patch_bytes
-                need = cnmf_patch_bytes(pixels, int(T), cnmf_params(main))
+            from .engine.cnmf_field import cnmf_params
+            from .engine.patches import patch_bytes
+
+            need = patch_bytes(pixels, int(T), cnmf_params(main))
     except Exception:  # noqa: BLE001 (an unreadable movie or bad params fail in the job)
         return 0.0
     return (BASE_BYTES + 2 * need) / MB + 100

@@ -17,17 +17,20 @@ from mesmerize_helpers.io.estimates import load_estimates
 from mesmerize_helpers.io.movies import read_caiman_mmap
 from mesmerize_helpers.jobs import run_item
 from mesmerize_helpers.outputs import FrameReader, MovieWriter
-from mesmerize_helpers.pixel_major import FileWorkspace, YrWriter, write_pixel_major, yr_name
+from mesmerize_helpers.pixel_major import FileWorkspace, write_pixel_major, yr_name
 from mesmerize_helpers.synthetic import save_tiff, simulate_1p, simulate_2p
 
 
 def _on_disk(movie: np.ndarray, folder, budget: Budget) -> DataMatrix:
-    """``movie`` written as its pixel-major file (as a job does) and opened for the engine."""
+    """``movie`` written as its pixel-major file (as a job does: from a file of frames, in
+    small bands) and opened for the engine."""
     T, h, w = movie.shape
+    with MovieWriter(folder / "frames.npy", movie.shape) as out:
+        out[0:T] = movie
     path = folder / yr_name("test", (h, w), T)
-    with YrWriter(path, movie.shape, buffer_bytes=1 * MB) as writer:
-        for t0 in range(0, T, 97):  # chunks that do not divide the movie
-            writer[t0:t0 + 97] = movie[t0:t0 + 97]
+    write_pixel_major(FrameReader(np.load(folder / "frames.npy", mmap_mode="r")), path,
+                      band_bytes=max(T * w * 4, MB))
+    (folder / "frames.npy").unlink()
     yr = np.memmap(path, np.float32, "r", shape=(h * w, T))
     return DataMatrix(yr, (h, w), budget)
 
@@ -66,9 +69,9 @@ def test_the_yr_file_is_the_movie_pixel_major(tmp_path):
 
 
 @pytest.mark.parametrize("band_rows", [0.5, 1, 3, 12])
-def test_the_copy_transposed_band_by_band_is_the_streamed_copy(tmp_path, band_rows):
+def test_the_copy_transposed_band_by_band_is_the_data_matrix(tmp_path, band_rows):
     """A movie file transposed in bands of image rows (or parts of a row: ``band_rows`` <
-    1) gives the file the streaming writer gives, byte for byte, NaN filled the same way;
+    1) gives the in-memory data matrix, byte for byte, NaN filled the same way;
     each byte written once (the file's size, whatever the band)."""
     rng = np.random.default_rng(1)
     movie = rng.normal(10, 1, (150, 12, 9)).astype(np.float32)
@@ -79,11 +82,11 @@ def test_the_copy_transposed_band_by_band_is_the_streamed_copy(tmp_path, band_ro
     reader = FrameReader(np.load(tmp_path / "m.npy", mmap_mode="r"))
     band = int(band_rows * 9 * 150 * 4)
     with pytest.warns(UserWarning, match="3 pixel"):
-        assert write_pixel_major(reader, tmp_path / "band.mmap", band) == 3
-    streamed = tmp_path / yr_name("test", (12, 9), 150)
+        seen = write_pixel_major(reader, tmp_path / "band.mmap", band)
+    assert seen.missing_pixels == 3 and seen.nonfinite_values == 4 * 2 + 150
     with pytest.warns(UserWarning, match="missing values"):
-        _on_disk(movie, tmp_path, Budget())
-    assert (tmp_path / "band.mmap").read_bytes() == streamed.read_bytes()
+        Y, _ = movie_to_Y(movie)  # the in-memory data matrix
+    assert (tmp_path / "band.mmap").read_bytes() == Y.tobytes()
     assert (tmp_path / "band.mmap").stat().st_size == 12 * 9 * 150 * 4
 
 
@@ -210,6 +213,47 @@ def test_a_raw_movie_item_writes_its_copy_and_its_images_in_one_pass(tmp_path):
     np.testing.assert_allclose(mean, sim.movie.mean(axis=0), rtol=1e-5)
 
 
+def test_a_movie_that_is_not_a_file_of_frames_is_decoded_once_then_transposed(tmp_path,
+                                                                            monkeypatch):
+    """An HDF5 movie (or a compressed TIFF) cannot be read by bands of rows: its frames are
+    decoded once, into a temporary file of frames (gone afterwards), and the copy is
+    transposed from that, as from a plain movie: the same file, every byte written once."""
+    import h5py
+
+    from mesmerize_helpers import pixel_major
+    from mesmerize_helpers.step_support import cnmf_input
+
+    sim = simulate_2p(n_frames=90, shape=(24, 20), n_neurons=3, seed=6)
+    movie = np.round(sim.movie).astype(np.uint16)
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f.create_dataset("mov", data=movie, chunks=(10, 24, 20), compression="gzip")
+    reads, sources = [], []
+    monkeypatch.setattr(pixel_major, "write_pixel_major", lambda frames, *a, _f=(
+        pixel_major.write_pixel_major), **k: (sources.append(frames), _f(frames, *a, **k))[1])
+
+    class Counted:  # the HDF5 movie, counting the frames read from it
+        def __init__(self, mov):
+            self.mov, self.shape, self.dtype = mov, mov.shape, mov.dtype
+
+        def __getitem__(self, key):
+            out = self.mov[key]
+            reads.append(len(out))
+            return out
+
+    folder = tmp_path / "i"
+    folder.mkdir()
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        data, outputs, images = cnmf_input(Counted(f["mov"]), folder, Budget(total=500 * MB,
+                                           block=24 * 20 * 4 * 3 * 7), progress=False,
+                                           run_id="r")
+    assert sum(reads) == 90  # decoded once
+    assert len(sources) == 1 and sources[0].dtype == np.uint16  # transposed from a copy
+    assert not list(folder.glob(".frames-*"))
+    np.testing.assert_array_equal(read_caiman_mmap(folder / outputs["cnmf-memmap-path"]),
+                                  movie.astype(np.float32))
+    np.testing.assert_allclose(images["mean"], movie.mean(axis=0), rtol=1e-5)
+
+
 def test_cnmfe_accepts_no_component_in_the_dark_border_of_a_lens():
     """A GRIN lens's field in a dark frame with the sensor's line noise (what a miniscope
     records): CNMF-E finds components on the dark border (line-noise bursts look like
@@ -246,10 +290,12 @@ def test_mcorr_job_memory_does_not_grow_with_the_number_of_frames(tmp_path):
 
 
 def test_jobs_scan_movies_for_nan_without_mapping_them(tmp_path, monkeypatch):
-    """Counting the registered movie's missing values (mcorr) and checking a raw float movie
-    read frames with pread: a scan through the mapping leaves the whole movie in the job's
-    resident memory (7.3 GB for 20,000 frames of 512 x 512)."""
+    """Checking a raw float movie reads frames with pread: a scan through the mapping leaves
+    the whole movie in the job's resident memory (7.3 GB for 20,000 frames of 512 x 512).
+    The registered movie's NaN (``border_nan=True``) are counted while its pixel-major copy
+    is written, not by another read."""
     from mesmerize_helpers import validation
+    from mesmerize_helpers.manifest import read_manifest
 
     scanned = []
     original = validation.nonfinite_pixels
@@ -259,15 +305,18 @@ def test_jobs_scan_movies_for_nan_without_mapping_them(tmp_path, monkeypatch):
         return original(movie, *args, **kwargs)
 
     monkeypatch.setattr(validation, "nonfinite_pixels", spy)
-    sim = simulate_2p(n_frames=60, shape=(32, 32), n_neurons=3, seed=6)
+    sim = simulate_2p(n_frames=60, shape=(32, 32), n_neurons=3, motion=2.0, seed=6)
     raw = tmp_path / "m.npy"
     np.save(raw, sim.movie.astype(np.float32))
     manifest = run_item(tmp_path / "p", uuid="p", algo="mcorr", input_movie=raw,
-                        params={"main": {"max_shifts": [2, 2], "border_nan": "copy"}},
+                        params={"main": {"max_shifts": [4, 4], "border_nan": True}},
                         progress=False)
     assert manifest["success"], manifest["traceback"]
-    assert manifest["nonfinite_pixels"] == 0
-    assert len(scanned) == 2  # the raw input, then the registered movie
+    registered = np.load(tmp_path / "p" / manifest["outputs"]["mcorr-output-path"])
+    assert manifest["nonfinite_pixels"] == np.count_nonzero(~np.isfinite(registered)) > 0
+    assert "_nonfinite-values" not in manifest["outputs"]
+    assert read_manifest(tmp_path / "p")["nonfinite_pixels"] == manifest["nonfinite_pixels"]
+    assert len(scanned) == 1  # the raw input only
     assert not any(isinstance(m, np.memmap) for m in scanned)
 
 
@@ -311,25 +360,68 @@ def test_summary_and_pnr_images_read_a_memmapped_movie_with_pread(tmp_path, monk
                                   pnr_images.correlation_pnr(movie, 3)[1])
 
 
-def test_a_long_movies_patches_get_the_memory_they_need_from_the_scheduler(tmp_path):
-    """CNMF-E fits each patch in memory (its pixels x frames several times): the job's
-    resource follows that, so a long movie's cnmfe job runs instead of stopping with a
-    MemoryBudgetError (a sparse 64 x 64 .npy of 100,000 frames; patches of 48 x 48 px)."""
-    from mesmerize_helpers import workflow_support as ws
+def test_cnmfe_patches_too_long_for_the_budget_are_fitted_from_their_file(tmp_path,
+                                                                         monkeypatch):
+    """A patch whose data and working copies do not fit the budget (a long movie) is fitted
+    from the pixel-major file a block of frames at a time, its seeding movies and ``Y - B``
+    in unlinked files: the in-memory fit, with memory that does not grow with frames."""
+    from mesmerize_helpers import pixel_major
+    from mesmerize_helpers.engine.cnmfe import streamed_patch_bytes
     from mesmerize_helpers.engine.cnmfe_steps import cnmfe_params, patch_bytes
+
+    sim = simulate_1p(n_frames=500, shape=(64, 64), n_neurons=8, seed=2)
+    params = {"gSig": [3, 3], "fr": 10, "decay_time": 0.6, "min_corr": 0.8, "min_pnr": 5,
+              "rf": 16, "stride": 8}
+    ram = cnmfe.evaluate_components(cnmfe.fit_cnmfe(sim.movie, params, progress=False),
+                                    sim.movie, params)
+    budget = Budget(total=410 * MB, block=MB // 4)  # 5 MB of work, blocks of 64 frames
+    assert patch_bytes(32 * 32, 500, cnmfe_params(params)) > budget.work_bytes()
+    assert streamed_patch_bytes(budget) <= budget.work_bytes()
+    stores, materialized = [], []
+    init = pixel_major.FileFrames.__init__
+    monkeypatch.setattr(pixel_major.FileFrames, "__init__",
+                        lambda self, *a, **k: (stores.append(a[1]), init(self, *a, **k))[1])
+    monkeypatch.setattr(DataMatrix, "materialize",
+                        lambda self: materialized.append(self.shape) or self)
+    data = _on_disk(sim.movie, tmp_path, budget)
+    fit = cnmfe.fit_cnmfe(data, params, progress=False,
+                          workspace=FileWorkspace(tmp_path, budget))
+    streamed = cnmfe.evaluate_components(fit, data, params)
+    # every patch's seeding movies went to files (raw and filtered, at least twice per
+    # patch: the first search and the search in the residual), and no patch was read whole
+    assert len(stores) >= 2 * 2 * 9 and all(s[0] == 500 for s in stores)
+    assert not materialized
+    assert not list(tmp_path.glob(".work-*")) and not list(tmp_path.glob(".frames-*"))
+    assert streamed.n_components >= 6
+    _same_fit(ram, streamed)
+
+
+def test_long_movies_patches_get_the_memory_cnmf_needs_from_the_scheduler(tmp_path):
+    """CNMF fits each patch in memory (its pixels x frames several times): the job's
+    resource follows that, so a long movie's cnmf job runs instead of stopping with a
+    MemoryBudgetError; CNMF-E fits a patch too long for the budget from its file, so its
+    request stays the default (a sparse 64 x 64 .npy of 100,000 frames; 48 x 48 px
+    patches)."""
+    from mesmerize_helpers import workflow_support as ws
+    from mesmerize_helpers.engine.cnmf_field import cnmf_params
+    from mesmerize_helpers.engine.cnmfe import streamed_patch_bytes
     from mesmerize_helpers.engine.data import BASE_BYTES, Budget, require
+    from mesmerize_helpers.engine.patches import patch_bytes
 
     path = tmp_path / "long.npy"
     np.lib.format.open_memmap(path, "w+", np.float32, (100_000, 64, 64)).flush()
-    main = {"rf": 24, "stride": 12, "gSig": [3, 3]}
+    main = {"rf": 24, "stride": 12, "gSig": [3, 3], "ssub": 1, "tsub": 1}
     mem = {algo: ws.resources({"algo": algo, "params": {"main": main}}, str(path), "mem_mb", {})
            for algo in ("cnmf", "cnmfe")}
-    need = patch_bytes(48 * 48, 100_000, cnmfe_params(main))
-    assert mem["cnmfe"] * MB >= BASE_BYTES + 2 * need > 3000 * MB
-    require(Budget.from_mb(mem["cnmfe"]), need, "a patch", "")  # the job's own check passes
+    need = patch_bytes(48 * 48, 100_000, cnmf_params(main))
+    assert mem["cnmf"] * MB >= BASE_BYTES + 2 * need > 3000 * MB
+    require(Budget.from_mb(mem["cnmf"]), need, "a patch", "")  # the job's own check passes
     with pytest.raises(MemoryBudgetError):
         require(Budget.from_mb(3000), need, "a patch", "")
+    assert mem["cnmfe"] <= 3000
+    require(Budget.from_mb(mem["cnmfe"]), streamed_patch_bytes(Budget.from_mb(mem["cnmfe"])),
+            "a patch", "")
     short = tmp_path / "short.npy"
     np.lib.format.open_memmap(short, "w+", np.float32, (1000, 64, 64)).flush()
-    assert ws.resources({"algo": "cnmfe", "params": {"main": main}}, str(short), "mem_mb",
+    assert ws.resources({"algo": "cnmf", "params": {"main": main}}, str(short), "mem_mb",
                         {}) <= 3000

@@ -86,7 +86,7 @@ def fit_field(Y: Any, dims: tuple[int, int], P: Mapping[str, Any],
     if sn is None:
         sn = pixel_noise(Y, P["noise_range"], P["noise_method"])
     K = None if P["K"] is None else int(P["K"])
-    A, C = initialize(Y, dims, P, K)
+    A, C = initialize(Y, dims, P, K, workspace=workspace)
     m = normalize_components(_Fit(A, C))
     n_iter = max(int(P["init_iter"]), 1)
     for it in range(n_iter):
@@ -99,7 +99,8 @@ def fit_field(Y: Any, dims: tuple[int, int], P: Mapping[str, Any],
         if remaining is not None and remaining <= 0:
             continue
         # more neurons in what the current ones and the background leave
-        A2, C2 = initialize(Yb, dims, P, remaining, minus=(m.A, m.C) if m.K else None)
+        A2, C2 = initialize(Yb, dims, P, remaining, minus=(m.A, m.C) if m.K else None,
+                            workspace=workspace)
         if A2.shape[1]:
             new = normalize_components(_Fit(A2, C2))
             m = _Fit(sp.hstack([m.A, new.A], format="csc"), np.vstack([m.C, new.C]), W=m.W,
@@ -113,17 +114,31 @@ def fit_field(Y: Any, dims: tuple[int, int], P: Mapping[str, Any],
 # ----------------------------------------------------------------------------------- patches
 
 
-def _fit_patch(Yp: DataMatrix, dims_p: tuple[int, int], P: Mapping[str, Any]
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _fit_patch(Yp: DataMatrix, dims_p: tuple[int, int], P: Mapping[str, Any],
+               workspace: Workspace | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CNMF-E on one patch, with its own ring background: (patch pixels, K') and (K', T).
-    The patch's data is read once into memory (counted in :func:`patch_bytes`)."""
-    m = fit_field(Yp.materialize(), dims_p, P)
+
+    Without ``workspace`` the patch's data is read once into memory (counted in
+    :func:`patch_bytes`); with one, it is read from its file a block at a time and the
+    fit's working movies (``Y - B``, the seeding's copies) go to ``workspace``'s files.
+    """
+    if workspace is None:
+        m = fit_field(Yp.materialize(), dims_p, P)
+    else:
+        m = fit_field(Yp, dims_p, P, workspace=workspace)
     return m.A, m.C
+
+
+def streamed_patch_bytes(budget: Budget) -> int:
+    """Working memory (bytes) of CNMF-E on a patch read from its file (:func:`_fit_patch`
+    with a workspace), whatever the patch's frames: as every step reading the data by
+    blocks, a block and up to three temporaries of its size."""
+    return int(4 * (budget.block_bytes() or 0))
 
 
 def fit_patches(
     Y: DataMatrix, dims: tuple[int, int], P: Mapping[str, Any], *, n_processes: int = 1,
-    progress: bool = True,
+    progress: bool = True, workspace: Workspace | None = None,
 ) -> _Fit:
     """CNMF-E on each patch (its own ring background), assembled on the whole field.
 
@@ -131,15 +146,33 @@ def fit_patches(
     A neuron found in two overlapping patches gives two near-identical footprints with
     correlated traces; they are merged. The whole-field refinement then re-estimates one
     ring background for the whole field.
+
+    A patch is fitted in memory when its data and working copies (:func:`patch_bytes`) fit
+    the budget; otherwise (a long movie), when ``workspace`` has files, from its file a
+    block of frames at a time, its working movies in ``workspace``'s files: the same fit,
+    slower, in memory that does not grow with the frames.
     """
+    from functools import partial
+
     from .patches import _patch_pixels, fit_all_patches, patch_slices, place_in_field
 
     d, T = Y.shape
     slices = patch_slices(dims, P["rf"], P["stride"])
     pix = [_patch_pixels(dims, sl) for sl in slices]
     pdims = [(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in slices]
-    results = fit_all_patches(Y, pix, pdims, P, n_processes, progress, fit_patch=_fit_patch,
-                              need=patch_bytes)
+    largest = max((len(p) for p in pix), default=0)
+    work = Y.budget.work_bytes()
+    streamed = (workspace is not None and workspace.files and work is not None
+                and patch_bytes(largest, T, P) > work
+                and streamed_patch_bytes(Y.budget) <= work)
+    if streamed:
+        ws = workspace.spilling(0)  # every working movie in a file
+        fit_patch, need = partial(_fit_patch, workspace=ws), (
+            lambda n, t, p: streamed_patch_bytes(Y.budget))
+    else:
+        fit_patch, need = _fit_patch, patch_bytes
+    results = fit_all_patches(Y, pix, pdims, P, n_processes, progress, fit_patch=fit_patch,
+                              need=need)
     A, C = place_in_field(pix, results, d, T)
     if A.shape[1] == 0:
         return _Fit(A, C)
@@ -244,7 +277,8 @@ def fit_cnmfe(
             m = fit_seeded(Y, dims, P, masks, sn, workspace, refit=refit)
             bar.update(1 + int(refit))
         elif use_patches:
-            m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress)
+            m = fit_patches(Y, dims, P, n_processes=n_processes, progress=progress,
+                            workspace=workspace)
             m, _ = refine(Y, dims, m, P, sn, workspace)
         else:
             m = fit_field(Y, dims, P, sn, workspace)

@@ -152,7 +152,7 @@ def _radius(P: Mapping[str, Any]) -> float:
 
 def initialize(
     Y: Any, dims: tuple[int, int], P: Mapping[str, Any], max_number: int | None,
-    minus: Any = None,
+    minus: Any = None, workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Corr-PNR initialization on (pixels, T) data (optionally on a downsampled copy).
 
@@ -165,7 +165,8 @@ def initialize(
     ``tsub=2`` halves the seeding time with little loss (lower ``min_pnr`` accordingly).
 
     ``Y`` is an array or a :class:`~.data.DataMatrix`; the seeding works in a copy of the
-    (downsampled) movie, read a block at a time (memory: :func:`init_bytes`). ``minus``:
+    (downsampled) movie and its filtered copy, in memory (:func:`init_bytes`) or, when
+    ``workspace`` puts them in files, read a block of frames at a time. ``minus``:
     optional ``(A, C)`` whose product is subtracted from the data (seeding in a residual).
 
     Returns
@@ -176,7 +177,9 @@ def initialize(
     data = as_data(Y, dims)
     T = data.n_frames
     ssub, tsub = max(int(P["ssub"]), 1), max(int(P["tsub"]), 1)
-    small = downsample_data(data, ssub, tsub, minus=minus)  # the seeding's working copy
+    small = None if workspace is None else workspace.frames((T // tsub, dims[0] // ssub,
+                                                             dims[1] // ssub))
+    small = downsample_data(data, ssub, tsub, minus=minus, out=small)  # the working copy
     p = int(P["p"])
     res = init_neurons_corr_pnr(
         small,
@@ -187,6 +190,7 @@ def initialize(
         max_number=max_number, p=min(p, 1),
         g_prior=ar_from_decay_time(P["decay_time"], P["fr"] / tsub, 1),
         noise_range=P["noise_range"], bd=int(P["border_pix"]), overwrite=True,
+        workspace=workspace, budget=data.budget,
     )
     A, C = res.A, res.C
     if ssub > 1 and A.shape[1]:

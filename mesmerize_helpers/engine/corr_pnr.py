@@ -23,24 +23,21 @@ Pixel vectors are in Fortran order on (y, x): index ``y + x * height``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import scipy.sparse as sp
 from scipy import ndimage
 
+from .corr_pnr_passes import BG_CORR, CORE_CORR, SeedMovies
+from .data import Budget, MemoryWorkspace, Workspace, frames_per_block, put_frames
 from .deconv import deconvolve_trace
 from .footprints import from_columns
-from .images import local_correlations
-from .noise import estimate_ar, noise_fft, pixel_noise
+from .noise import estimate_ar, noise_fft
 from .pnr_images import pnr_filter_kernel
 
 __all__ = ["CorrPnrInit", "filter_movie", "correlation_pnr_images", "init_neurons_corr_pnr"]
-
-#: Pixels whose filtered trace correlates with the seed's above this form the neuron's core
-#: (whose mean is the initial trace); below ``_BG_CORR`` they are taken as background.
-_CORE_CORR = 0.9
-_BG_CORR = 0.3
 
 
 @dataclass
@@ -96,36 +93,6 @@ def _filter_image(img: np.ndarray, gSig: tuple[float, float] | None,
                         borderType=cv2.BORDER_REPLICATE)
 
 
-def _pixel_noise_img(filtered: np.ndarray, noise_range: tuple[float, float]) -> np.ndarray:
-    T, h, w = filtered.shape
-    # by chunks of pixels: the spectrum of the whole movie at once would take 2 movies
-    sn = pixel_noise(filtered.reshape(T, -1).T, noise_range, "mean", chunk=1024).reshape(h, w)
-    return np.maximum(sn, 1e-9 * max(float(sn.max()), 1e-30))
-
-
-class _Thresholded:
-    """Read-only view of a (T, y, x) movie with values below a per-pixel level set to 0.
-
-    Thresholded chunk by chunk as :func:`~.images.local_correlations` reads it, so the
-    thresholded movie never exists whole.
-    """
-
-    def __init__(self, movie: np.ndarray, level: np.ndarray) -> None:
-        self.movie, self.level = movie, level.astype(np.float32)
-        self.shape = movie.shape
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        frames = self.movie[key]
-        return np.where(frames >= self.level, frames, np.float32(0))
-
-
-def _corr_image(filtered: np.ndarray, noise: np.ndarray, thresh_init: float) -> np.ndarray:
-    """Correlation image of the movie thresholded at ``thresh_init`` x noise (0 below)."""
-    chunk = max(1, 2**21 // max(filtered.shape[1] * filtered.shape[2], 1))
-    cn = local_correlations(_Thresholded(filtered, thresh_init * noise), chunk)
-    return np.nan_to_num(np.maximum(cn, 0))
-
-
 def correlation_pnr_images(
     filtered: np.ndarray, noise_range: tuple[float, float] = (0.25, 0.5),
     thresh_init: float = 2.0,
@@ -137,9 +104,10 @@ def correlation_pnr_images(
     cn, pnr, noise
         (y, x) float32 images; ``noise`` in the units of ``filtered``.
     """
-    noise = _pixel_noise_img(filtered, noise_range)
-    pnr = np.maximum(filtered.max(axis=0), 0) / noise
-    return _corr_image(filtered, noise, thresh_init), pnr.astype(np.float32), noise
+    movies = SeedMovies(filtered, filtered, len(filtered))
+    noise = movies.noise(noise_range, None)
+    pnr = np.maximum(movies.peak(), 0) / noise
+    return movies.corr(noise, thresh_init), pnr.astype(np.float32), noise
 
 
 def _compact(ai: np.ndarray) -> np.ndarray:
@@ -184,44 +152,40 @@ def _trace_baseline(ci: np.ndarray, noise_range: tuple[float, float]) -> float:
 
 
 def _extract_ac(
-    filt_box: np.ndarray, raw_box: np.ndarray, ctr: int, box_dims: tuple[int, int],
+    movies: SeedMovies, box: tuple[slice, slice], ctr: int, trace_ok: Any,
     noise_range: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Footprint and raw trace of the neuron at pixel ``ctr`` of a box.
+    """Footprint and raw trace of the neuron at pixel ``ctr`` (C order) of a box
+    ``(ys, xs)`` of the seeding's movies, or None when ``trace_ok(seed's filtered trace)``
+    is False or no trace comes out.
 
-    Parameters
-    ----------
-    filt_box, raw_box
-        (T, n) filtered and raw data of the box (pixels in C order of ``box_dims``).
-    ctr
-        Index of the seed pixel in the box.
+    The trace is the mean normalised filtered trace of the pixels that correlate with the
+    seed's above ``CORE_CORR``; the footprint is what it explains in the raw data beyond a
+    local background trace (median of the pixels correlating below ``BG_CORR``) and a
+    constant, kept compact around its peak.
 
     Returns
     -------
     (ai, ci) or None
         (ny, nx) footprint in raw units per unit of ``ci``, (T,) baseline-free trace.
     """
-    z = filt_box - filt_box.mean(axis=0)
-    nrm = np.sqrt((z**2).sum(axis=0))
-    nrm[nrm == 0] = 1.0
-    z /= nrm
-    corr = z[:, ctr] @ z
-    core = corr > _CORE_CORR
-    ci = z[:, core].mean(axis=1)
+    trace, mean, norm, corr = movies.box_stats(box[0], box[1], ctr)
+    if not trace_ok(trace):
+        return None
+    core = corr > CORE_CORR
+    ci, coef = movies.regress(box[0], box[1], core, corr < BG_CORR, mean, norm)
     if not np.any(ci) or not np.all(np.isfinite(ci)):
         return None
-    # the footprint is what the trace explains in the raw data, beyond a local background
-    # trace (median of pixels unrelated to the seed) and a constant
-    bg = corr < _BG_CORR
-    y_bg = np.median(raw_box[:, bg], axis=1) if bg.any() else np.ones_like(ci)
-    X = np.stack([ci, y_bg, np.ones_like(ci)], axis=1).astype(np.float64)
-    # normal equations: X has 3 columns, so this is much cheaper than a QR of (T, n)
-    XtX = X.T @ X + 1e-12 * np.trace(X.T @ X) * np.eye(3)
-    coef = np.linalg.solve(XtX, X.T @ raw_box.astype(np.float64))
-    ai = np.maximum(coef[0], 0).reshape(box_dims)
-    ai = _compact(ai)
+    shape = (len(range(*box[0].indices(movies.h))), len(range(*box[1].indices(movies.w))))
+    ai = _compact(np.maximum(coef[0], 0).reshape(shape))
     ci = ci - _trace_baseline(ci, noise_range)
     return ai.astype(np.float32), ci.astype(np.float32)
+
+
+def _sharp_rise(trace: np.ndarray) -> bool:
+    """A seed must have at least one sharp rise: slow drifts are not neurons."""
+    dy = np.diff(trace)
+    return bool(dy.size) and bool(dy.max() >= 3 * dy.std())
 
 
 def _denoise(ci: np.ndarray, p: int, g_prior: np.ndarray,
@@ -235,7 +199,7 @@ def _denoise(ci: np.ndarray, p: int, g_prior: np.ndarray,
 
 
 def init_neurons_corr_pnr(
-    movie: np.ndarray,
+    movie: Any,
     *,
     gSig: tuple[float, float] | None,
     gSiz: int,
@@ -250,13 +214,16 @@ def init_neurons_corr_pnr(
     g_prior: np.ndarray | None = None,
     noise_range: tuple[float, float] = (0.25, 0.5),
     overwrite: bool = False,
+    workspace: Workspace | None = None,
+    budget: Budget | None = None,
 ) -> CorrPnrInit:
     """Greedy initialization of neurons in a one-photon movie (see module docstring).
 
     Parameters
     ----------
     movie
-        (T, y, x) data (counts); not modified.
+        (T, y, x) data (counts): an array, or a frame store of ``workspace``
+        (:meth:`~.data.Workspace.frames`); not modified unless ``overwrite``.
     gSig
         Filter width (y, x) in px (about a neuron's radius), None for no filter.
     gSiz
@@ -283,21 +250,32 @@ def init_neurons_corr_pnr(
         Work in ``movie`` itself (float32 only; found neurons are subtracted from it)
         instead of a copy: saves one movie's worth of memory when the caller has no further
         use for it.
+    workspace
+        Where the filtered copy (and a copy of ``movie`` without ``overwrite``) goes
+        (default: memory). When it is a file, the two movies are read a block of frames at
+        a time (:mod:`.corr_pnr_passes`), sized by ``budget``.
+    budget
+        Sizes the blocks of movies in files (default: unlimited).
 
     Returns
     -------
     CorrPnrInit
     """
-    if overwrite and isinstance(movie, np.ndarray) and movie.dtype == np.float32:
-        raw = movie
-    else:
-        raw = np.array(movie, dtype=np.float32, copy=True, order="C")
+    raw = _working_copy(movie, overwrite, workspace)
     T, h, w = raw.shape
+    workspace = workspace or MemoryWorkspace()
+    filt = workspace.frames((T, h, w))
+    in_memory = isinstance(raw, np.ndarray) and isinstance(filt, np.ndarray)
+    budget = budget or Budget()
+    # raw and filtered blocks, and the float64 copy of a box's block
+    block = T if in_memory else frames_per_block(budget, (h, w), copies=4, n_frames=T)
+    movies = SeedMovies(raw, filt, block)
     gSiz = max(int(gSiz), 1)
     g_prior = np.array([0.9]) if g_prior is None or len(g_prior) == 0 else np.asarray(g_prior)
-    filt = filter_movie(raw, gSig, center_psf)
-    filt -= filt.mean(axis=0)
-    cn, pnr, noise = correlation_pnr_images(filt, noise_range, thresh_init)
+    movies.filter(pnr_filter_kernel(gSig, center_psf) if gSig else None)
+    noise = movies.noise(noise_range, budget.block_bytes())
+    pnr = (np.maximum(movies.peak(), 0) / noise).astype(np.float32)
+    cn = movies.corr(noise, thresh_init)
     cn0, pnr0 = cn.copy(), pnr.copy()
 
     searched = (cn < min_corr) | (pnr < min_pnr)  # pixels never to be tried as seeds
@@ -330,18 +308,15 @@ def init_neurons_corr_pnr(
             searched[r, c] = True
             if v[r, c] < min_v:
                 continue
-            # a seed must have at least one sharp rise: slow drifts are not neurons
-            dy0 = np.diff(filt[:, r, c])
-            if dy0.max() < 3 * dy0.std():
-                v[r, c] = 0
-                continue
             r0, r1 = max(r - gSiz, 0), min(r + gSiz + 1, h)
             c0, c1 = max(c - gSiz, 0), min(c + gSiz + 1, w)
-            box = (r1 - r0, c1 - c0)
-            res = _extract_ac(filt[:, r0:r1, c0:c1].reshape(T, -1),
-                              raw[:, r0:r1, c0:c1].reshape(T, -1),
-                              (r - r0) * box[1] + (c - c0), box, noise_range)
-            if res is None or np.count_nonzero(res[0]) < min_pixel:
+            box = (slice(r0, r1), slice(c0, c1))
+            res = _extract_ac(movies, box, (r - r0) * (c1 - c0) + (c - c0), _sharp_rise,
+                              noise_range)
+            if res is None:
+                v[r, c] = 0
+                continue
+            if np.count_nonzero(res[0]) < min_pixel:
                 continue
             ai, ci_raw = res
             ci = _denoise(ci_raw, min(int(p), 1), g_prior, noise_range)
@@ -358,20 +333,19 @@ def init_neurons_corr_pnr(
             searched[r0:r1, c0:c1] |= ai > ai.max() / 2
             # remove the neuron from the data; the filter is linear, so the filtered movie
             # loses the filtered footprint times the trace
-            raw[:, r0:r1, c0:c1] -= ci[:, None, None] * ai[None]
             R0, R1 = max(r - 2 * gSiz, 0), min(r + 2 * gSiz + 1, h)
             Q0, Q1 = max(c - 2 * gSiz, 0), min(c + 2 * gSiz + 1, w)
-            ai_f = _filter_image(img[R0:R1, Q0:Q1], gSig, center_psf)
-            filt[:, R0:R1, Q0:Q1] -= ci[:, None, None] * ai_f[None]
+            window = (slice(R0, R1), slice(Q0, Q1))
+            ai_f = _filter_image(img[window], gSig, center_psf)
+            peak = movies.subtract(ci, box, ai, window, ai_f)
             # update the search images around the neuron
-            sub = filt[:, R0:R1, Q0:Q1]
-            nz = noise[R0:R1, Q0:Q1]
-            pnr[R0:R1, Q0:Q1] = np.maximum(sub.max(axis=0), 0) / nz
-            cn_box = _corr_image(sub, nz, thresh_init)
-            cn[r0:r1, c0:c1] = cn_box[r0 - R0:r1 - R0, c0 - Q0:c1 - Q0]
-            vb = cn[R0:R1, Q0:Q1] * pnr[R0:R1, Q0:Q1]
-            vb[(cn[R0:R1, Q0:Q1] < min_corr) | (pnr[R0:R1, Q0:Q1] < min_pnr)] = 0
-            v[R0:R1, Q0:Q1] = vb
+            nz = noise[window]
+            pnr[window] = np.maximum(peak, 0) / nz
+            cn_box = movies.corr(nz, thresh_init, *window)
+            cn[box] = cn_box[r0 - R0:r1 - R0, c0 - Q0:c1 - Q0]
+            vb = cn[window] * pnr[window]
+            vb[(cn[window] < min_corr) | (pnr[window] < min_pnr)] = 0
+            v[window] = vb
             v[searched] = 0
             if len(A_list) >= max_number:
                 break
@@ -381,3 +355,17 @@ def init_neurons_corr_pnr(
         return CorrPnrInit(A, empty, empty.copy(), np.zeros((0, 2), int), cn0, pnr0)
     return CorrPnrInit(A, np.stack(C_list).astype(np.float32),
                        np.stack(R_list).astype(np.float32), np.array(centers), cn0, pnr0)
+
+
+def _working_copy(movie: Any, overwrite: bool, workspace: Workspace | None) -> Any:
+    """The movie the seeding subtracts its neurons from: ``movie`` itself (``overwrite``,
+    float32 array or frame store) or a float32 copy (in ``workspace``'s frames)."""
+    if overwrite and (not isinstance(movie, np.ndarray) or movie.dtype == np.float32):
+        return movie
+    if workspace is None:
+        return np.array(movie, dtype=np.float32, copy=True, order="C")
+    out = workspace.frames(tuple(int(s) for s in movie.shape))
+    step = frames_per_block(workspace.budget, tuple(movie.shape[1:]), 1, len(movie))
+    for t0 in range(0, len(movie), step):
+        put_frames(out, t0, np.asarray(movie[t0:t0 + step], np.float32))
+    return out

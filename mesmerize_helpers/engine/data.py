@@ -38,7 +38,7 @@ from .budget import (  # noqa: F401 (re-exported: the data matrix's budget)
 )
 
 __all__ = ["Budget", "DataMatrix", "as_data", "MemoryWorkspace", "Workspace", "MB",
-           "MemoryBudgetError", "require"]
+           "MemoryBudgetError", "require", "put_frames", "frames_per_block"]
 
 
 class DataMatrix:
@@ -427,12 +427,46 @@ class Workspace:
     """
 
     budget: Budget = Budget()
+    #: True when large arrays go to files (their memory does not count in the job's)
+    files: bool = False
 
     def matrix(self, shape: tuple[int, int]) -> Any:
         """A writable (pixels, T) float32 matrix: an object with ``write(row, frame,
         values)`` (values (n_rows, n_frames), placed at that row and frame) and
         ``done(dims)`` (the finished matrix as a :class:`DataMatrix`)."""
         raise NotImplementedError
+
+    def frames(self, shape: tuple[int, int, int]) -> Any:
+        """A writable float32 (T, y, x) movie read and written by slices of frames:
+        ``store[t0:t1]`` gives a (n, y, x) array (a view in memory, a copy from a file),
+        ``store[t0:t1] = values`` puts frames back (see :func:`put_frames`). In memory it
+        is a plain C-order ndarray."""
+        return np.empty(shape, np.float32)
+
+    def spilling(self, limit: int) -> Workspace:
+        """This workspace, with every array over ``limit`` bytes in a file (when it has
+        files: a workspace in memory returns itself)."""
+        return self
+
+
+def put_frames(store: Any, start: int, values: np.ndarray) -> None:
+    """Write frames ``start:start + len(values)`` of a frame store (:meth:`Workspace.frames`)
+    back; nothing to do when ``values`` is the store's own memory (a view of an array)."""
+    if isinstance(store, np.ndarray) and np.shares_memory(store, values):
+        return
+    store[start:start + len(values)] = values
+
+
+def frames_per_block(budget: Budget, frame_shape: tuple[int, ...], copies: float = 1.0,
+                     n_frames: int | None = None) -> int:
+    """Frames of ``frame_shape`` float32 frames per block when a step holds ``copies``
+    block-sized arrays (all ``n_frames`` when the budget is unlimited)."""
+    limit = budget.block_bytes()
+    total = max(int(n_frames or 1), 1)
+    if limit is None:
+        return total
+    per_frame = max(int(np.prod(frame_shape)) * 4 * copies, 1)
+    return int(min(max(limit // per_frame, 1), total))
 
 
 class _ArrayMatrix:

@@ -46,25 +46,30 @@ def downsample(movie: np.ndarray, ssub: int, tsub: int) -> np.ndarray:
     return m
 
 
-def downsample_data(data: Any, ssub: int, tsub: int, minus: Any = None) -> np.ndarray:
+def downsample_data(data: Any, ssub: int, tsub: int, minus: Any = None, out: Any = None
+                    ) -> Any:
     """The movie of a (pixels, T) :class:`~.data.DataMatrix`, mean-pooled by ``tsub``
     frames and ``ssub`` x ``ssub`` pixels (:func:`downsample`), as a new (T', y', x')
-    float32 array (C order).
+    float32 array (C order), or written into the frame store ``out`` of that shape
+    (:meth:`~.data.Workspace.frames`) and returned.
 
-    The data is read ``ssub`` columns of pixels at a time (contiguous rows of a pixel-major
-    matrix), so only the downsampled movie is ever held whole. ``minus``: optional
-    ``(A, C)``, footprints (pixels, K) and traces (K, T) whose product is subtracted from
-    the data first (a residual movie).
+    Into an array, the data is read ``ssub`` columns of pixels at a time (contiguous rows
+    of a pixel-major matrix), so only the downsampled movie is ever held whole; into a
+    store, a block of frames at a time. ``minus``: optional ``(A, C)``, footprints
+    (pixels, K) and traces (K, T) whose product is subtracted from the data first (a
+    residual movie).
     """
     h, w = data.dims
     T = data.n_frames
     ssub, tsub = max(int(ssub), 1), max(int(tsub), 1)
     T2, h2, w2 = T // tsub, h // ssub, w // ssub
-    out = np.empty((T2, h2, w2), np.float32)
     A, C = (None, None) if minus is None or not minus[0].shape[1] else minus
     if A is not None:
         A = sp.csr_matrix(A, dtype=np.float32)
         C = np.asarray(C, np.float32)
+    if out is not None and not isinstance(out, np.ndarray):
+        return _downsample_frames(data, ssub, tsub, A, C, out)
+    out = np.empty((T2, h2, w2), np.float32) if out is None else out
     # whole groups of ssub columns per read, as many as a block holds
     group = ssub * h
     per_read = max(data.rows_per_block() // group, 1)
@@ -75,6 +80,24 @@ def downsample_data(data: Any, ssub: int, tsub: int, minus: Any = None) -> np.nd
             rows = rows - A[x0 * group:x1 * group] @ C
         sub = rows.reshape(x1 * ssub - x0 * ssub, h, T).transpose(2, 1, 0)  # (T, h, cols)
         out[:, :, x0:x1] = sub if ssub == tsub == 1 else downsample(sub, ssub, tsub)
+    return out
+
+
+def _downsample_frames(data: Any, ssub: int, tsub: int, A: Any, C: Any, out: Any) -> Any:
+    """:func:`downsample_data` into a frame store, a block of whole frames at a time
+    (``tsub`` frames per output frame, the partial group at the end dropped)."""
+    h, w = data.dims
+    T2 = data.n_frames // tsub
+    step = max(data.frames_per_block(copies=3) // tsub, 1)  # data, residual, transposed
+    for o0 in range(0, T2, step):
+        o1 = min(o0 + step, T2)
+        t0, t1 = o0 * tsub, o1 * tsub
+        block = data.frames(t0, t1)  # (pixels, n)
+        if A is not None:
+            block -= A @ C[:, t0:t1]
+        frames = block.reshape(w, h, t1 - t0).transpose(2, 1, 0)  # (n, h, w)
+        small = frames if ssub == tsub == 1 else downsample(frames, ssub, tsub)
+        out[o0:o1] = np.ascontiguousarray(small, np.float32)
     return out
 
 
