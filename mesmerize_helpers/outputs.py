@@ -88,7 +88,8 @@ def _preallocate(path: Path) -> None:
 
 
 class MovieWriter:
-    """A C-order float32 ``.npy`` written front to back with large sequential writes.
+    """A C-order ``.npy`` (float32 unless ``dtype``) written front to back with large
+    sequential writes.
 
     Behaves as the write side of a (frames, y, x) array: ``writer[a:b] = frames``. Each
     assignment is one ``pwrite`` of the chunk at its offset, so nothing of the movie stays
@@ -101,13 +102,15 @@ class MovieWriter:
         The ``.npy`` to create (replaced if present).
     shape
         (frames, y, x).
+    dtype
+        Of the values written (converted to it).
     """
 
-    dtype = np.dtype(np.float32)
-
-    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...]) -> None:
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...],
+                 dtype: Any = np.float32) -> None:
         self.path = Path(path)
         self.shape = tuple(int(v) for v in shape)
+        self.dtype = np.dtype(dtype)
         self._frame_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
         with open(self.path, "wb") as f:
             np.lib.format.write_array_header_1_0(
@@ -123,11 +126,7 @@ class MovieWriter:
         if step != 1 or data.shape != (stop - start, *self.shape[1:]):
             raise ValueError(f"MovieWriter takes whole frames [a:b] of shape {self.shape[1:]}; "
                              f"got {data.shape} for [{start}:{stop}:{step}].")
-        view = memoryview(data).cast("B")
-        position = self._offset + start * self._frame_bytes
-        while view:
-            written = os.pwrite(self._fd, view, position)
-            view, position = view[written:], position + written
+        _pwrite_all(self._fd, data, self._offset + start * self._frame_bytes)
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -206,6 +205,14 @@ class FrameReader:
                 _pread_into(f.fileno(), flat[t], self.offset + t * self._frame_bytes + skip,
                             f"{self.path}: file ends in frame {t}.")
         return out
+
+
+def _pwrite_all(fd: int, data: np.ndarray, position: int) -> None:
+    """Write the C-contiguous ``data`` to file ``fd`` at byte ``position`` (all of it)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, position)
+        view, position = view[written:], position + written
 
 
 def _pread_into(fd: int, out: np.ndarray, position: int, short: str) -> None:

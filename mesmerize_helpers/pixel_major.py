@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .outputs import _pread_into, _preallocate
+from .outputs import _pread_into, _preallocate, _pwrite_all
 
 __all__ = ["YR_GLOB", "yr_name", "PixelMajorWriter", "write_pixel_major",
            "FileWorkspace", "FileFrames"]
@@ -68,11 +68,7 @@ class PixelMajorWriter:
         values = np.asarray(values, np.float32)
         n, m = values.shape
         if frame == 0 and m == self.shape[1]:
-            data = np.ascontiguousarray(values)
-            view, position = memoryview(data).cast("B"), row * self.shape[1] * 4
-            while view:
-                written = os.pwrite(self._fd, view, position)
-                view, position = view[written:], position + written
+            _pwrite_all(self._fd, np.ascontiguousarray(values), row * self.shape[1] * 4)
             return
         if self._mm is None:
             self._mm = np.memmap(self.path, np.float32, "r+", shape=self.shape)
@@ -298,10 +294,7 @@ class FileFrames:
         t0, t1 = self._range(key)
         data = np.ascontiguousarray(np.broadcast_to(values, (t1 - t0,) + self.shape[1:]),
                                     np.float32)
-        view, position = memoryview(data).cast("B"), t0 * self._frame_bytes
-        while view:
-            written = os.pwrite(self._fd, view, position)
-            view, position = view[written:], position + written
+        _pwrite_all(self._fd, data, t0 * self._frame_bytes)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -73,46 +73,22 @@ def run_id_of(folder: str | os.PathLike) -> str:
     return new_run_id()
 
 
-class _DecodedFrames:
-    """A temporary C-order ``.npy`` of a movie's frames, written in order and read back with
-    ``pread`` (:class:`~.outputs.FrameReader`)."""
-
-    def __init__(self, folder: Path, movie: Any) -> None:
-        dtype = np.dtype(getattr(movie, "dtype", np.float32))
-        if dtype.kind not in "uif" or dtype.itemsize > 4:  # what write_pixel_major reads
-            dtype = np.dtype(np.float32)
-        self.path = folder / f".frames-{new_run_id()}.npy"
-        self.shape = tuple(int(v) for v in movie.shape)
-        self._mm = np.lib.format.open_memmap(self.path, "w+", dtype, self.shape)
-        self._offset, self.dtype = int(self._mm.offset), dtype
-        self._fd = os.open(self.path, os.O_WRONLY)
-
-    def write(self, start: int, chunk: np.ndarray) -> None:
-        data = np.ascontiguousarray(chunk, self.dtype)
-        view = memoryview(data).cast("B")
-        position = self._offset + start * int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        while view:
-            written = os.pwrite(self._fd, view, position)
-            view, position = view[written:], position + written
-
-    def reader(self) -> Any:
-        from .outputs import FrameReader
-
-        return FrameReader(self._mm)
-
-    def close(self) -> None:
-        os.close(self._fd)
-        del self._mm
-        self.path.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def _decoded_copy(folder: Path, movie: Any) -> Any:
-    copy = _DecodedFrames(folder, movie)
+    """A temporary C-order ``.npy`` of a movie's frames (a :class:`~.outputs.MovieWriter`
+    in the movie's dtype, float32 for what :func:`~.pixel_major.write_pixel_major` does not
+    read), removed on exit."""
+    from .outputs import MovieWriter
+
+    dtype = np.dtype(getattr(movie, "dtype", np.float32))
+    if dtype.kind not in "uif" or dtype.itemsize > 4:
+        dtype = np.dtype(np.float32)
+    path = folder / f".frames-{new_run_id()}.npy"
     try:
-        yield copy
+        with MovieWriter(path, tuple(int(v) for v in movie.shape), dtype) as writer:
+            yield writer
     finally:
-        copy.close()
+        path.unlink(missing_ok=True)
 
 
 def open_yr(path: str | os.PathLike, budget: Budget | None = None) -> DataMatrix:
@@ -144,7 +120,7 @@ def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None =
     from tqdm.auto import tqdm
 
     from .engine.images import SummaryAccumulator
-    from .outputs import sequential_frames
+    from .outputs import FrameReader, sequential_frames
     from .pixel_major import write_pixel_major, yr_name
 
     T, h, w = (int(v) for v in movie.shape)
@@ -162,8 +138,8 @@ def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None =
         for start in tqdm(range(0, T, step), desc="summary images", disable=not progress):
             chunk = np.asarray(frames[start:start + step])
             if plain is not None:
-                plain.write(start, chunk)
+                plain[start:start + len(chunk)] = chunk
             images.add(chunk.astype(np.float32, copy=False))
-        source = frames if plain is None else plain.reader()
+        source = frames if plain is None else FrameReader(np.load(plain.path, mmap_mode="r"))
         write_pixel_major(source, folder / name, block, progress=progress)
     return open_yr(folder / name, budget), {"cnmf-memmap-path": name}, images.images()
