@@ -15,11 +15,13 @@ round blob of a nucleus' size scores, a blood vessel in cross-section too.
 Some somata have no dark nucleus: the indicator has entered it (over-expressing cells), and
 they show as bright filled disks. By default (``polarity="auto"``) those count too, scored
 as the median within ``gSig`` of the centre less the mean of the ring 1.5-2.5 ``gSig`` out,
-but only where that score reaches the level chance gives about once among all the
-soma-sized disks of the field (:func:`field_level`): a bright disk is also what a cluster of
-boutons, a dendrite crossing or the bright neuropil between two nuclei looks like, so the
-bright cue is held to the whole field's chance level, the more specific dark one to
-``min_z`` alone. :func:`disk_masks` turns the centres into masks, in CaImAn's ``(y, x, n)`` convention: ROIs
+but only where that score reaches the level that one of the field's soma-sized disks would
+reach by chance, were they independent (:func:`field_level`): a bright disk is also what a
+cluster of boutons, a dendrite crossing or the bright neuropil between two nuclei looks
+like, so the generic bright cue is held to the whole field, the more specific dark one to
+``min_z`` per place.
+
+:func:`disk_masks` turns the centres into masks, in CaImAn's ``(y, x, n)`` convention: ROIs
 to draw on, or seeds for CNMF (``Ain``), which keeps those that show activity.
 
 Pure array code: images in, pixel coordinates and masks out.
@@ -111,8 +113,9 @@ def field_level(n_positions: float) -> float:
 
     With ``n`` the number of soma-sized disks in a field (about 2.7 for a 128 x 128 field at
     ``gSig=4``, 3.1 for 256 x 256, 3.5 for 512 x 512) it is a Bonferroni-like level for the
-    field: neighbouring positions of a filtered image are not independent, so a smooth noise
-    image still has a few local maxima above it (3 to 8 per 128 x 128 field at ``gSig=4``).
+    field: neighbouring positions of a filtered image are not independent, so textured noise
+    still gives a few bright maxima above it (at ``gSig=4``, 3-4 per 128 x 128 field, 0-6
+    per 256 x 256 field).
     """
     from scipy.stats import norm
 
@@ -149,8 +152,8 @@ def soma_score(
         z-score, or the bright one where that is larger and reaches :func:`field_level` of
         the number of soma-sized disks (radius ``gSig``) in the live field: a bright disk
         is what a filled soma looks like, but also a bouton, a dendrite crossing or the
-        neuropil between two somata, so only one that chance would give about once in the
-        whole field counts.
+        neuropil between two somata, so it counts only at a level chance would reach about
+        once in the whole field.
     """
     if polarity not in ("auto", "dark", "bright", "both"):
         raise ValueError(f"polarity must be 'auto', 'dark', 'bright' or 'both', not "
