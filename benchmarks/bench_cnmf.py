@@ -68,8 +68,9 @@ SYNTHETIC_PARAMS = {
 # what a user would pick after looking at the movie: somata about 9 px across (gSig 4),
 # GCaMP6s at about 7 Hz (decay ~1 s), a 256 px field in 50 px patches
 #: find_somata settings of the seeded case: the defaults (``params["Ain"] = "somata"``)
-#: first, then a lower and a higher threshold and both polarities
-SOMATA_SETTINGS = [("dark", 2.5), ("dark", 2.0), ("dark", 3.0), ("both", 2.5)]
+#: first, then the nuclei alone (the default before filled somata counted) at three
+#: thresholds, and both polarities at min_z
+SOMATA_SETTINGS = [("auto", 2.5), ("dark", 2.5), ("dark", 2.0), ("dark", 3.0), ("both", 2.5)]
 NEUROFINDER_PARAMS = {
     "fr": 7, "decay_time": 1.0, "p": 1, "nb": 1, "rf": 25, "stride": 10, "K": 10,
     "gSig": [4, 4], "ssub": 1, "tsub": 1, "merge_thr": 0.8, "min_SNR": 2.0, "rval_thr": 0.8,
@@ -267,7 +268,7 @@ def run_seeded() -> dict:
         est = evaluate_components(est, movie, params)
         return est, time.perf_counter() - t0
 
-    # anatomy: dark nuclei of the mean image, the indicator being cytosolic; the defaults
+    # anatomy: dark nuclei (and bright filled somata) of the mean image; the defaults
     # (params["Ain"] = "somata") first, then their neighbours, to show how much hangs on them
     mean = movie.mean(axis=0)
     out["anatomy"] = []

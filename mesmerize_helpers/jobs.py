@@ -182,7 +182,7 @@ def somata_seeds(movie: Any, params: dict, folder: Path, progress: bool = True,
                  mean: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """Seed masks around the somata of ``movie``'s mean image (``params["Ain"] = "somata"``).
 
-    The somata are the nuclei of :func:`~.engine.anatomy.find_somata` at CNMF's ``gSig``;
+    The somata are those of :func:`~.engine.anatomy.find_somata` at CNMF's ``gSig``;
     ``params["somata"]`` may set its ``min_z`` and ``polarity`` and the disks'
     ``radius_factor``. The masks are saved as ``seeds.npy`` in ``folder``. ``mean``: the
     movie's mean image when already known (a parent mcorr item saved it); else computed.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage
 from scipy.signal import lfilter
 
@@ -136,3 +137,31 @@ def test_simulate_2p_dense_is_dim_crowded_and_follows_its_model():
     assert 0 < (~firing).sum() < n / 2
     np.testing.assert_allclose(lfilter([1], [1, -sim.params["g"]], sim.spikes, axis=1),
                                sim.calcium, rtol=1e-4, atol=1e-3)
+
+
+def test_simulate_2p_dense_filled_somata():
+    kw = {"n_frames": 60, "shape": (64, 64), "n_neurons": 12, "seed": 5}
+    plain = simulate_2p_dense(**kw)
+    # filled=0 draws nothing more: the same movie as before the option
+    np.testing.assert_array_equal(simulate_2p_dense(**kw, filled=0.0).movie, plain.movie)
+    assert not plain.background["filled"].any()
+    sim = simulate_2p_dense(**kw, filled=0.5)
+    filled = sim.background["filled"]
+    assert 0 < filled.sum() < sim.n_neurons
+    # the same places; a filled soma has no dark nucleus: its centre is near its peak
+    np.testing.assert_allclose(centroids_of(sim.footprints), centroids_of(plain.footprints),
+                               atol=0.5)
+    masks = sim.masks(0.2)
+    centre = np.array([sim.footprints[k][tuple(np.round(ndimage.center_of_mass(masks[k]))
+                                               .astype(int))] for k in range(sim.n_neurons)])
+    assert centre[filled].min() > centre[~filled].max()
+    # and it is brighter at rest than the same soma unfilled (1.5-2.5 times)
+    ratio = sim.background["resting"] / plain.background["resting"]
+    np.testing.assert_allclose(ratio[~filled], 1.0, rtol=1e-6)
+    assert np.all((ratio[filled] >= 1.5) & (ratio[filled] <= 2.5))
+    with pytest.raises(ValueError, match="filled"):
+        simulate_2p_dense(**kw, filled=1.5)
+
+
+def centroids_of(footprints: np.ndarray) -> np.ndarray:
+    return np.array([ndimage.center_of_mass(f) for f in footprints])

@@ -11,6 +11,16 @@ robust standard deviations. The nucleus is compared with the soma's own cytoplas
 the neuropil further out, so faint nuclei count as much as deep ones and neighbouring
 somata (2 to 3 ``gSig`` away in dense cortex) do not blur each other's response. Any dark
 round blob of a nucleus' size scores, a blood vessel in cross-section too.
+
+Some somata have no dark nucleus: the indicator has entered it (over-expressing cells), and
+they show as bright filled disks. By default (``polarity="auto"``) those count too, scored
+as the median within ``gSig`` of the centre less the mean of the ring 1.5-2.5 ``gSig`` out,
+but only where that score reaches the level that one of the field's soma-sized disks would
+reach by chance, were they independent (:func:`field_level`): a bright disk is also what a
+cluster of boutons, a dendrite crossing or the bright neuropil between two nuclei looks
+like, so the generic bright cue is held to the whole field, the more specific dark one to
+``min_z`` per place.
+
 :func:`disk_masks` turns the centres into masks, in CaImAn's ``(y, x, n)`` convention: ROIs
 to draw on, or seeds for CNMF (``Ain``), which keeps those that show activity.
 
@@ -26,7 +36,7 @@ from scipy import ndimage
 
 from .params import as_pair
 
-__all__ = ["soma_score", "find_somata", "disk_masks"]
+__all__ = ["soma_score", "find_somata", "disk_masks", "field_level"]
 
 #: Local contrast is measured over this many gSig (a few somata across).
 CONTRAST_SCALE = 2.5
@@ -66,15 +76,21 @@ def _masked_blur(img: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> np.nda
     return np.where(w > 1e-6, v / np.maximum(w, 1e-6), 0.0)
 
 
-def _annulus_mean(img: np.ndarray, sig: np.ndarray, r0: float, r1: float) -> np.ndarray:
-    """Mean of ``img`` over the elliptic annulus ``r0 <= rho < r1`` around each pixel,
-    ``rho`` being the distance in units of ``sig`` (y, x)."""
+def _annulus(sig: np.ndarray, r0: float, r1: float) -> np.ndarray:
+    """Boolean kernel of the elliptic annulus ``r0 <= rho < r1`` about its centre, ``rho``
+    being the distance in units of ``sig`` (y, x); the centre pixel if that is empty."""
     n = np.ceil(r1 * sig).astype(int)
     yy, xx = np.mgrid[-n[0]:n[0] + 1, -n[1]:n[1] + 1]
     rho = np.hypot(yy / sig[0], xx / sig[1])
-    kernel = ((rho >= r0) & (rho < r1)).astype(np.float64)
+    kernel = (rho >= r0) & (rho < r1)
     if not kernel.any():  # a sub-pixel radius: the centre pixel
-        kernel[n[0], n[1]] = 1.0
+        kernel[n[0], n[1]] = True
+    return kernel
+
+
+def _annulus_mean(img: np.ndarray, sig: np.ndarray, r0: float, r1: float) -> np.ndarray:
+    """Mean of ``img`` over the elliptic annulus ``r0 <= rho < r1`` around each pixel."""
+    kernel = _annulus(sig, r0, r1).astype(np.float64)
     return ndimage.correlate(img, kernel / kernel.sum(), mode="nearest")
 
 
@@ -88,10 +104,28 @@ def _robust_z(resp: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid, (resp - med) / max(mad, 1e-12), -np.inf)
 
 
+Polarity = Literal["auto", "dark", "bright", "both"]
+
+
+def field_level(n_positions: float) -> float:
+    """The z-score that one of ``n_positions`` independent standard normal draws exceeds, on
+    average, once: ``isf(1 / n)`` (0 for ``n <= 2``).
+
+    With ``n`` the number of soma-sized disks in a field (about 2.7 for a 128 x 128 field at
+    ``gSig=4``, 3.1 for 256 x 256, 3.5 for 512 x 512) it is a Bonferroni-like level for the
+    field: neighbouring positions of a filtered image are not independent, so textured noise
+    still gives a few bright maxima above it (at ``gSig=4``, 3-4 per 128 x 128 field, 0-6
+    per 256 x 256 field).
+    """
+    from scipy.stats import norm
+
+    return float(norm.isf(1.0 / n_positions)) if n_positions > 2 else 0.0
+
+
 def soma_score(
     image: np.ndarray,
     gSig: float | tuple[float, float],
-    polarity: Literal["dark", "bright", "both"] = "dark",
+    polarity: Polarity = "auto",
 ) -> np.ndarray:
     """Map of how much each pixel looks like the centre of a soma, as a robust z-score.
 
@@ -103,7 +137,9 @@ def soma_score(
         Half-size of a soma (px), (y, x), as CNMF's ``gSig``.
     polarity
         ``"dark"``: dark centres (nuclei of somata with a cytosolic indicator);
-        ``"bright"``: bright filled somata; ``"both"``: the larger of the two.
+        ``"bright"``: bright filled somata; ``"both"``: the larger of the two;
+        ``"auto"``: dark centres, and bright filled somata where they stand out at the
+        level of the whole field (see Returns).
 
     Returns
     -------
@@ -111,11 +147,17 @@ def soma_score(
         (y, x) float64 z-scores: (response - median) / (1.4826 MAD) over the live pixels;
         dead pixels (flat: a black border, a clipped region) and those within 2 gSig of
         them get -inf. ``"dark"``: mean of the ring 0.8-1.5 gSig from the pixel less the
-        mean within 0.6 gSig; ``"bright"``: mean within 1 gSig less that of the ring
-        1.5-2.5 gSig; ``"both"``: the larger of the two z-scores.
+        mean within 0.6 gSig; ``"bright"``: median within 1 gSig less the mean of the ring
+        1.5-2.5 gSig; ``"both"``: the larger of the two z-scores; ``"auto"``: the dark
+        z-score, or the bright one where that is larger and reaches :func:`field_level` of
+        the number of soma-sized disks (radius ``gSig``) in the live field: a bright disk
+        is what a filled soma looks like, but also a bouton, a dendrite crossing or the
+        neuropil between two somata, so it counts only at a level chance would reach about
+        once in the whole field.
     """
-    if polarity not in ("dark", "bright", "both"):
-        raise ValueError(f"polarity must be 'dark', 'bright' or 'both', not {polarity!r}.")
+    if polarity not in ("auto", "dark", "bright", "both"):
+        raise ValueError(f"polarity must be 'auto', 'dark', 'bright' or 'both', not "
+                         f"{polarity!r}.")
     img = np.asarray(image, np.float64)
     if img.ndim != 2:
         raise ValueError(f"image must be 2-d (y, x), not of shape {img.shape}.")
@@ -130,12 +172,18 @@ def soma_score(
     # the step at a dead region's edge is no soma: no centres within 2 gSig of it
     valid = ~ndimage.binary_dilation(~live, iterations=int(np.ceil(2 * sig.max())))
     z = {}
-    if polarity in ("dark", "both"):
+    if polarity != "bright":
         ring = _annulus_mean(norm, sig, *CYTOPLASM_RADII)
         z["dark"] = _robust_z(ring - _annulus_mean(norm, sig, 0.0, NUCLEUS_RADIUS), valid)
-    if polarity in ("bright", "both"):
-        soma = _annulus_mean(norm, sig, 0.0, FILLED_RADIUS)
+    if polarity != "dark":
+        # the median: a filled soma is bright over most of its disk; a speck of a few
+        # pixels (a bouton, a dendrite seen end-on) lifts a mean, not the median
+        soma = ndimage.median_filter(norm, footprint=_annulus(sig, 0.0, FILLED_RADIUS),
+                                     mode="nearest")
         z["bright"] = _robust_z(soma - _annulus_mean(norm, sig, *SURROUND_RADII), valid)
+    if polarity == "auto":
+        level = field_level(valid.sum() / (np.pi * sig[0] * sig[1]))
+        return np.maximum(z["dark"], np.where(z["bright"] >= level, z["bright"], -np.inf))
     return np.maximum(z["dark"], z["bright"]) if polarity == "both" else z[polarity]
 
 
@@ -143,7 +191,7 @@ def find_somata(
     image: np.ndarray,
     gSig: float | tuple[float, float],
     min_z: float = 2.5,
-    polarity: Literal["dark", "bright", "both"] = "dark",
+    polarity: Polarity = "auto",
 ) -> np.ndarray:
     """Centres of somata in a summary image.
 

@@ -125,10 +125,11 @@ def simulate_2p(
 
 def _soma(
     rng: np.random.Generator, center: np.ndarray, shape: tuple[int, int], radius: float,
-    variability: float,
+    variability: float, filled: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One soma with a dimmer nucleus: its footprint (peak 1) and its body (0..1, the
-    fraction of the pixel it fills, for the neuropil it displaces)."""
+    """One soma with a dimmer nucleus (none if ``filled``: the indicator has entered the
+    nucleus): its footprint (peak 1) and its body (0..1, the fraction of the pixel it fills,
+    for the neuropil it displaces)."""
     r, dy, dx = ellipse(rng, center, shape, radius, variability)
     edge = 0.6  # px: width of the soft rim (optical blur)
     body = 1 / (1 + np.exp((r - 1) * radius / edge))
@@ -136,7 +137,8 @@ def _soma(
     # centre) is dimmer but, at 0.3-0.6 of the cytoplasm, still part of the footprint
     nuc_c = rng.normal(0, 0.1 * radius, size=2)
     nucleus = 1 / (1 + np.exp((np.hypot(dy - nuc_c[0], dx - nuc_c[1]) - 0.5 * radius) / edge))
-    fp = body * (1 - rng.uniform(0.4, 0.7) * nucleus)
+    dim = rng.uniform(0.4, 0.7)  # drawn for a filled soma too: the same stream either way
+    fp = body * (1 - (0.0 if filled else dim) * nucleus)
     texture = ndimage.gaussian_filter(rng.standard_normal(shape), 1.0)
     fp *= np.clip(1 + 0.15 * texture / (texture.std() + 1e-12), 0.5, None)
     fp[fp < 0.02 * fp.max()] = 0
@@ -158,6 +160,7 @@ def simulate_2p_dense(
     silent: float = 0.25,
     neuropil_activity: float = 0.15,
     read_noise: float = 0.2,
+    filled: float = 0.0,
     dtype: str = "float32",
 ) -> SyntheticMovie:
     """Simulate a dim, crowded two-photon field (GCaMP in cortex, as the Neurofinder data).
@@ -171,7 +174,9 @@ def simulate_2p_dense(
     neurons never fires; the others fire Poisson spikes (``firing_rate`` Hz on average, rates
     log-normal across neurons), each raising the cell by ``amplitude`` of its resting level
     (dF/F) and decaying in ``decay_time`` s. Frames are Poisson photon counts plus Gaussian
-    read noise (``read_noise`` photons).
+    read noise (``read_noise`` photons). A fraction ``filled`` of the somata have the
+    indicator in the nucleus too (as over-expressing cells do): no dark nucleus, and at rest
+    1.5-2.5 times as bright as the neuropil, so they show in the mean image as bright disks.
 
     Parameters
     ----------
@@ -189,6 +194,9 @@ def simulate_2p_dense(
         Relative amplitude of the neuropil's fluctuations.
     read_noise
         Standard deviation of the Gaussian read noise (photons).
+    filled
+        Fraction of somata without a dark nucleus, brighter at rest (drawn from a stream of
+        their own: with 0 the movie is the same as without the option).
     dtype
         ``"float32"`` or ``"uint16"``.
 
@@ -196,16 +204,24 @@ def simulate_2p_dense(
     -------
     SyntheticMovie
         ``footprints`` peak 1 (nucleus included), ``calcium`` in photons at the footprint's
-        peak; the silent neurons are among the footprints (their calcium is 0).
+        peak; the silent neurons are among the footprints (their calcium is 0);
+        ``background["filled"]`` (n,) bool marks the filled somata.
     """
     rng = np.random.default_rng(seed)
     shape = (int(shape[0]), int(shape[1]))
     g = float(np.exp(-1.0 / (decay_time * fr)))
     radius = float(gSig)
     centers = place_centers(rng, n_neurons, shape, radius + 1, 1.9 * radius)
+    if not 0.0 <= filled <= 1.0:
+        raise ValueError(f"filled (fraction of somata without a dark nucleus) must lie in "
+                         f"[0, 1]; got {filled!r}.")
+    # which somata are filled, and how bright: a stream of their own (seed, 1)
+    extra = np.random.default_rng(None if seed is None else (seed, 1))
+    is_filled = extra.random(n_neurons) < filled
+    glow = np.where(is_filled, extra.uniform(1.5, 2.5, n_neurons), 1.0)
     if n_neurons:
         fps, bodies = (np.stack(x) for x in zip(
-            *[_soma(rng, c, shape, radius, 0.15) for c in centers]))
+            *[_soma(rng, c, shape, radius, 0.15, f) for c, f in zip(centers, is_filled)]))
     else:
         fps = bodies = np.zeros((0, *shape), np.float32)
     # neuropil: vignetting x fine texture (dendrites, axons), displaced where somata are
@@ -213,7 +229,7 @@ def simulate_2p_dense(
     npil = brightness * smooth_field(rng, shape, max(shape) / 4)
     npil *= np.clip(1 + 0.2 * texture / (texture.std() + 1e-12), 0.3, None)
     free = 1 - np.clip(bodies.sum(axis=0), 0, 1)
-    rest = npil[tuple(np.round(centers).astype(int).T)] * rng.uniform(0.8, 1.2, n_neurons)
+    rest = npil[tuple(np.round(centers).astype(int).T)] * rng.uniform(0.8, 1.2, n_neurons) * glow
     baseline = npil * free + np.tensordot(rest, fps, axes=1)
 
     fires = np.where(rng.random(n_neurons) < silent, 0.0, 1.0)
@@ -228,4 +244,5 @@ def simulate_2p_dense(
                             for _ in range(3)])
     movie = render(rng, fps, calcium, bg_spatial, bg_temporal, baseline, read_noise, None)
     return assemble(finish(movie, dtype), fps, calcium, spikes, bg_spatial, bg_temporal, baseline,
-                    rest.astype(np.float32), None, gSig=gSig, fr=fr, decay_time=decay_time, g=g)
+                    rest.astype(np.float32), None, gSig=gSig, fr=fr, decay_time=decay_time, g=g,
+                    filled=is_filled)
