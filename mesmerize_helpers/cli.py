@@ -149,7 +149,7 @@ def _summary(states: list[Any], uuids: list[str], seconds: float) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .legacy import import_batch
+    from .legacy_import import import_batch
 
     df = import_batch(args.pickle, args.batch, keep_results=not args.no_results, force=args.force)
     done = sum(1 for o in df["outputs"] if o is not None and o["success"])

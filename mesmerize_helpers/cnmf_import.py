@@ -2,7 +2,7 @@
 finished cnmf / cnmfe item of a batch: ``df.caiman.import_cnmf(hdf5, input_movie, name)``.
 
 The estimates file stays where it is and is read in place, as for an imported
-mesmerize-core batch (:func:`~.legacy.imported_manifest`); the item's folder gets what a run
+mesmerize-core batch (:func:`~.legacy_import.imported_manifest`); the item's folder gets what a run
 of ours would have made besides it: the C-order movie memmap the evaluation reads and the
 summary images (mean, correlation, PNR...). The manifest records the run's identity (params,
 input, parent run, and the size and time of the raw movie and of the estimates file), so
@@ -117,7 +117,8 @@ def import_cnmf(df: pd.DataFrame, hdf5_path: str | os.PathLike, input_movie_path
     from .commit import new_run_id, write_done
     from .io.estimates import load_cnmf
     from .io.movies import open_movie
-    from .legacy import imported_manifest, writable_batch
+    from .legacy import writable_batch
+    from .legacy_import import imported_manifest
     from .manifest import read_manifest, write_manifest
     from .outputs import pnr_gsig, summary_images_for
     from .runstate import file_stat, run_params

@@ -30,7 +30,7 @@ from mesmerize_helpers.errors import (
     BatchItemUnsuccessfulError,
     ReadOnlyBatchError,
 )
-from mesmerize_helpers.legacy import import_batch
+from mesmerize_helpers.legacy_import import import_batch
 from mesmerize_helpers.synthetic import save_tiff, simulate_2p
 
 DIMS = (40, 56)
