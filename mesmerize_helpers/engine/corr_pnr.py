@@ -17,6 +17,10 @@ Follows the idea of CaImAn's ``init_neurons_corr_pnr`` (Zhou et al. 2018):
 4. The neuron is subtracted from the raw and the filtered movie, the PNR and correlation
    images are recomputed around it, and the search goes on until no seed is left.
 
+The two movies are read and written a block of frames at a time (:mod:`.corr_pnr_passes`):
+in memory one block, the whole movie; in files of the fit's workspace (a long movie's patch)
+blocks sized by the budget, so the seeding's memory does not grow with the frames.
+
 Pixel vectors are in Fortran order on (y, x): index ``y + x * height``.
 """
 
