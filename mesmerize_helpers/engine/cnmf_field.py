@@ -31,7 +31,7 @@ from .initialization import (
 from .merging import merge_components
 from .model import CNMFModel, normalize_components
 from .noise import ar_from_decay_time, noise_fft, pixel_noise
-from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
+from .params import check_source_extraction, resolve_step
 from .shaping import SHAPE_DEFAULTS, shaping_params
 from .spatial import dilated_supports, update_spatial
 from .temporal import update_temporal
@@ -88,20 +88,13 @@ def cnmf_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     :class:`~mesmerize_helpers.engine.params.UnknownParameterError`; a CaImAn key set to a
     value the built-in engine cannot honour gives one warning.
     """
-    params = dict(params or {})
-    unsupported = changed_from_default(params, _UNSUPPORTED_DEFAULTS)
-    P = resolve_params(params, CNMF_DEFAULTS, step="cnmf", unsupported=unsupported)
+    params, P = resolve_step(params, CNMF_DEFAULTS, _UNSUPPORTED_DEFAULTS, "cnmf")
     if P["method_init"] != "greedy_roi":
         raise ValueError(
             f"method_init={P['method_init']!r} is not implemented by the built-in CNMF "
             "(use 'greedy_roi'; 'corr_pnr' is CNMF-E, for one-photon data)."
         )
-    P = check_source_extraction(params, P)
-    if P["gSiz"] is None:
-        P["gSiz"] = tuple(int(round(2 * s + 1)) for s in P["gSig"])
-    else:
-        P["gSiz"] = tuple(int(s) for s in as_pair(P["gSiz"], "gSiz"))
-    P["noise_range"] = tuple(P["noise_range"])
+    P = check_source_extraction(params, P, gsiz_per_gsig=2)
     shaping_params(P)  # clear errors for bad thresholding keys now, not in the first update
     return P
 

@@ -26,7 +26,7 @@ from .initialization import downsample_data, upsample_footprints
 from .merging import merge_components
 from .model import Components, normalize_components
 from .noise import ar_from_decay_time
-from .params import as_pair, changed_from_default, check_source_extraction, resolve_params
+from .params import check_source_extraction, resolve_step
 from .ring import compute_W, ring_radius, subtract_background
 from .shaping import SHAPE_DEFAULTS, shaping_params
 from .spatial import update_spatial
@@ -89,9 +89,7 @@ def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         ``algo='cnmf'``, for ``'greedy_roi'``), ``ring_size_factor=None`` (no ring model:
         that is CNMF), ``nb < -1``, or ``p`` not in 0, 1, 2.
     """
-    params = dict(params or {})
-    unsupported = changed_from_default(params, _UNSUPPORTED_DEFAULTS)
-    P = resolve_params(params, CNMFE_DEFAULTS, step="cnmfe", unsupported=unsupported)
+    params, P = resolve_step(params, CNMFE_DEFAULTS, _UNSUPPORTED_DEFAULTS, "cnmfe")
     if P["method_init"] != "corr_pnr":
         raise ValueError(
             f"method_init={P['method_init']!r} is not CNMF-E: the built-in CNMF-E only "
@@ -108,21 +106,16 @@ def cnmfe_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     if P["nb"] == -1:
         # CaImAn: a full-rank background is fixed after initialization
         P["update_background_components"] = False
-    P = check_source_extraction(params, P)
+    # CNMF-E's usual neuron diameter is about 4 gSig + 1 (CaImAn's CNMF-E demo)
+    P = check_source_extraction(params, P, gsiz_per_gsig=4)
     if P["seed_method"] != "auto":
         warnings.warn(f"seed_method={P['seed_method']!r}: only 'auto' is implemented "
                       "(no interactive seeding); using it.", UserWarning, stacklevel=2)
     if P["normalize_init"]:
         warnings.warn("normalize_init=True is ignored with the ring model (CaImAn sets it "
                       "to False for CNMF-E too).", UserWarning, stacklevel=2)
-    if P["gSiz"] is None:
-        # CNMF-E's usual neuron diameter is about 4 gSig + 1 (CaImAn's CNMF-E demo)
-        P["gSiz"] = tuple(int(round(4 * s + 1)) for s in P["gSig"])
-    else:
-        P["gSiz"] = tuple(int(s) for s in as_pair(P["gSiz"], "gSiz"))
     # odd sizes, as CaImAn, so that a box is centred on its seed
     P["gSiz"] = tuple(s + 1 if s % 2 == 0 else s for s in P["gSiz"])
-    P["noise_range"] = tuple(P["noise_range"])
     P["ssub_B"] = max(int(P["ssub_B"]), 1)
     shaping_params(P)  # clear errors for bad thresholding keys now, not in the first update
     return P

@@ -207,11 +207,30 @@ def changed_from_default(params: Mapping[str, Any], caiman_defaults: Mapping[str
     return [k for k, v in params.items() if k in caiman_defaults and v != caiman_defaults[k]]
 
 
-def check_source_extraction(raw: Mapping[str, Any], P: dict[str, Any]) -> dict[str, Any]:
+def resolve_step(params: Mapping[str, Any] | None, defaults: Mapping[str, Any],
+                 unsupported_defaults: Mapping[str, Any], step: str
+                 ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The params as given and resolved for ``step`` (:func:`resolve_params`), with one
+    warning for keys changed from CaImAn's ``unsupported_defaults`` (not honoured).
+
+    Returns
+    -------
+    raw, P
+        A copy of ``params``; the resolved params.
+    """
+    raw = dict(params or {})
+    unsupported = changed_from_default(raw, unsupported_defaults)
+    return raw, resolve_params(raw, defaults, step=step, unsupported=unsupported)
+
+
+def check_source_extraction(raw: Mapping[str, Any], P: dict[str, Any],
+                            gsiz_per_gsig: float) -> dict[str, Any]:
     """Checks shared by CNMF and CNMF-E on resolved params ``P`` (``raw``: as given).
 
     Warns once for ``use_cnn`` and for a deconvolution method other than OASIS, rejects an
-    AR order ``p`` outside 0-2, and turns ``gSig`` into a float (y, x) pair (pixels).
+    AR order ``p`` outside 0-2, turns ``gSig`` into a float (y, x) pair (pixels) and
+    ``gSiz`` into an int pair (``gsiz_per_gsig * gSig + 1`` when None), and
+    ``noise_range`` into a tuple.
     """
     if raw.get("use_cnn"):
         warnings.warn("use_cnn: the CNN classifier is not part of the built-in engine; "
@@ -224,6 +243,11 @@ def check_source_extraction(raw: Mapping[str, Any], P: dict[str, Any]) -> dict[s
         raise ValueError(f"p must be 0, 1 or 2; got {P['p']!r}.")
     gSig = as_pair(P["gSig"], "gSig")
     P["gSig"] = (float(gSig[0]), float(gSig[1]))
+    if P["gSiz"] is None:
+        P["gSiz"] = tuple(int(round(gsiz_per_gsig * s + 1)) for s in P["gSig"])
+    else:
+        P["gSiz"] = tuple(int(s) for s in as_pair(P["gSiz"], "gSiz"))
+    P["noise_range"] = tuple(P["noise_range"])
     return P
 
 
