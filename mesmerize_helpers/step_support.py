@@ -137,6 +137,10 @@ def cnmf_input(movie: Any, folder: Path, budget: Budget, yr: DataMatrix | None =
             _decoded_copy(folder, movie))
         for start in tqdm(range(0, T, step), desc="summary images", disable=not progress):
             chunk = np.asarray(frames[start:start + step])
+            if len(chunk) != min(step, T - start):  # a reader that lies about its length
+                raise ValueError(f"The movie says it has {T} frames but frames "
+                                 f"{start}:{start + step} gave {len(chunk)}: is the file "
+                                 "complete?")
             if plain is not None:
                 plain[start:start + len(chunk)] = chunk
             images.add(chunk.astype(np.float32, copy=False))

@@ -252,6 +252,16 @@ def test_a_movie_that_is_not_a_file_of_frames_is_decoded_once_then_transposed(tm
     np.testing.assert_array_equal(read_caiman_mmap(folder / outputs["cnmf-memmap-path"]),
                                   movie.astype(np.float32))
     np.testing.assert_allclose(images["mean"], movie.mean(axis=0), rtol=1e-5)
+    # a reader whose frames end before its shape says is an error, not a copy ending in 0s
+
+    class Short(Counted):
+        def __getitem__(self, key):
+            return self.mov[key][: max(0, 80 - key.start)]
+
+    with h5py.File(tmp_path / "m.h5", "r") as f, pytest.raises(ValueError, match="90 frames"):
+        cnmf_input(Short(f["mov"]), folder, Budget(total=500 * MB, block=24 * 20 * 4 * 3 * 7),
+                   progress=False, run_id="s")
+    assert not list(folder.glob(".frames-*"))
 
 
 def test_cnmfe_accepts_no_component_in_the_dark_border_of_a_lens():
